@@ -1,0 +1,1 @@
+"""streamscore: streamscore_cli."""
