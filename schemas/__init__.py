@@ -1,1 +1,18 @@
-"""streamscore: schemas."""
+"""Shared message models (pydantic v2). No I/O lives here."""
+
+from schemas.dead_letter import DeadLetterHeader, ErrorKind
+from schemas.entity import EntityFeatures
+from schemas.events import FeatureValue, InputEvent, format_time
+from schemas.prediction import Enrichment, ModelRef, Prediction
+
+__all__ = [
+    "DeadLetterHeader",
+    "Enrichment",
+    "EntityFeatures",
+    "ErrorKind",
+    "FeatureValue",
+    "InputEvent",
+    "ModelRef",
+    "Prediction",
+    "format_time",
+]

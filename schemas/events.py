@@ -1,0 +1,85 @@
+"""The input event contract (topic ``events``)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+MAX_ID_LENGTH = 128
+MAX_FEATURES = 1_024
+
+Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_ID_LENGTH)]
+"""A plain string of 1-128 characters. Objects such as ``{"$ne": null}`` never pass."""
+
+
+def _finite_number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number or null, not {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError("must be a finite number (integer too large)") from None
+    if not math.isfinite(number):
+        raise ValueError(f"must be a finite number, got {number}")
+    return number
+
+
+FeatureValue = Annotated[float | None, BeforeValidator(_finite_number)]
+"""A finite number or null. Booleans, strings, NaN and infinities are rejected."""
+
+
+def _iso_time(value: Any) -> Any:
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 date-time string")
+    return value
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+EventTime = Annotated[datetime | None, BeforeValidator(_iso_time), AfterValidator(_as_utc)]
+
+
+def _bounded_features(value: dict[str, float | None]) -> dict[str, float | None]:
+    if len(value) > MAX_FEATURES:
+        raise ValueError(f"at most {MAX_FEATURES} features per event, got {len(value)}")
+    return value
+
+
+class InputEvent(BaseModel):
+    """One event as producers send it. Extra top-level fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Identifier
+    entity_id: Identifier
+    event_time: EventTime = None
+    features: Annotated[
+        dict[Annotated[str, StringConstraints(max_length=256)], FeatureValue],
+        AfterValidator(_bounded_features),
+    ] = Field(default_factory=dict)
+
+
+def format_time(value: datetime) -> str:
+    """ISO-8601 in UTC with millisecond precision and a ``Z`` suffix."""
+    utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"

@@ -1,0 +1,46 @@
+"""The prediction contract (topic ``predictions``, keyed by entity_id)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, field_serializer
+
+from schemas.events import format_time
+
+
+class Enrichment(StrEnum):
+    """Whether the entity's stored features took part in the score."""
+
+    HIT = "hit"
+    """The entity's document was found and its features used."""
+    MISS = "miss"
+    """No document for the entity: scored on the event's own features."""
+    ERROR = "error"
+    """MongoDB could not be read and the operator chose to score without stored features."""
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+
+
+class Prediction(BaseModel):
+    """One prediction per input event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    entity_id: str
+    score: float
+    model: ModelRef
+    enrichment: Enrichment
+    event_time: datetime
+    scored_at: datetime
+
+    @field_serializer("event_time", "scored_at")
+    def _times(self, value: datetime) -> str:
+        return format_time(value)

@@ -1,0 +1,126 @@
+"""A bounded, TTL'd in-process cache of entity features with single-flight loading."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from scoring.errors import EnrichmentUnavailable
+from scoring.feature_store import StoredFeatures
+
+Loader = Callable[[Sequence[str]], Awaitable[dict[str, StoredFeatures]]]
+Lookup = dict[str, StoredFeatures | None]
+"""entity_id -> stored features, or None when the entity has no document (a miss)."""
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    evictions: int = 0
+
+
+class EntityCache:
+    """LRU + TTL cache of :data:`Lookup` entries, absent entities included.
+
+    This cache guarantees:
+    1. An entry is served for at most ``ttl_s`` seconds after it was read.
+    2. It holds at most ``max_entries`` entries (least recently used go first).
+    3. Concurrent callers that miss the same entity cause one read, not many: the first
+       caller's load is shared through a future; later callers await it.
+    4. A failed load is never cached; every waiter receives the error.
+    """
+
+    def __init__(
+        self,
+        max_entries: int,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max = max_entries
+        self._ttl = ttl_s
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, StoredFeatures | None]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[StoredFeatures | None]] = {}
+        self.stats = CacheStats()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _fresh(self, entity_id: str, now: float) -> tuple[bool, StoredFeatures | None]:
+        entry = self._entries.get(entity_id)
+        if entry is None:
+            return False, None
+        expires, value = entry
+        if expires <= now:
+            del self._entries[entity_id]
+            return False, None
+        self._entries.move_to_end(entity_id)
+        return True, value
+
+    def _store(self, entity_id: str, value: StoredFeatures | None, now: float) -> None:
+        self._entries[entity_id] = (now + self._ttl, value)
+        self._entries.move_to_end(entity_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+            self.stats.evictions += 1
+
+    async def get_many(self, entity_ids: Sequence[str], load: Loader) -> Lookup:
+        """Look up distinct ``entity_ids``, loading the ones not cached in one call."""
+        now = self._clock()
+        result: Lookup = {}
+        waiting: dict[str, asyncio.Future[StoredFeatures | None]] = {}
+        to_load: list[str] = []
+        for entity_id in entity_ids:
+            if entity_id in result or entity_id in waiting:
+                continue
+            found, value = self._fresh(entity_id, now)
+            if found:
+                result[entity_id] = value
+                self.stats.hits += 1
+            elif entity_id in self._inflight:
+                waiting[entity_id] = self._inflight[entity_id]
+                self.stats.hits += 1
+            else:
+                to_load.append(entity_id)
+                self.stats.misses += 1
+
+        if to_load:
+            loop = asyncio.get_running_loop()
+            mine = {entity_id: loop.create_future() for entity_id in to_load}
+            self._inflight.update(mine)
+            try:
+                self.stats.loads += 1
+                loaded = await load(to_load)
+            except BaseException as exc:
+                shared = (
+                    EnrichmentUnavailable("entity load was cancelled")
+                    if isinstance(exc, asyncio.CancelledError)
+                    else exc
+                )
+                for future in mine.values():
+                    future.set_exception(shared)
+                    future.exception()  # retrieved here; waiters still get it
+                raise
+            else:
+                stored_at = self._clock()
+                for entity_id, future in mine.items():
+                    value = loaded.get(entity_id)
+                    self._store(entity_id, value, stored_at)
+                    future.set_result(value)
+                    result[entity_id] = value
+            finally:
+                for entity_id in to_load:
+                    if self._inflight.get(entity_id) is mine[entity_id]:
+                        del self._inflight[entity_id]
+
+        for entity_id, future in waiting.items():
+            result[entity_id] = await asyncio.shield(future)
+        return result

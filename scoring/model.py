@@ -1,0 +1,90 @@
+"""Loading a LightGBM model with its metadata, and calling it on a whole batch."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+
+from scoring.errors import ModelLoadError
+
+Matrix = npt.NDArray[np.float64]
+
+
+def metadata_path(model_path: Path) -> Path:
+    """The metadata file that goes with a model file: ``model.txt`` -> ``model.json``."""
+    return model_path.with_suffix(".json")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A booster plus what a prediction needs to say about it."""
+
+    booster: lgb.Booster
+    name: str
+    version: str
+    feature_names: tuple[str, ...]
+    path: Path
+    loaded_at: datetime
+    threads: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, matrix: Matrix) -> npt.NDArray[np.float64]:
+        """Score a (rows x features) matrix in one call. Releases the GIL while it runs."""
+        if matrix.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        params: dict[str, Any] = {}
+        if self.threads > 0:
+            params["num_threads"] = self.threads
+        result = self.booster.predict(matrix, validate_features=False, **params)
+        return np.asarray(result, dtype=np.float64).reshape(matrix.shape[0], -1)[:, -1]
+
+
+def load_model(path: Path, *, threads: int = 1) -> LoadedModel:
+    """Load ``path`` (LightGBM text or binary model) and its ``.json`` metadata.
+
+    The metadata file holds ``name`` and ``version``; ``feature_names``, when present, must
+    match the booster's own. Raises :class:`ModelLoadError` with the reason otherwise.
+    """
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    meta_file = metadata_path(path)
+    try:
+        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"model metadata not found: {meta_file}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model metadata unreadable: {meta_file}: {exc}") from exc
+    if not isinstance(metadata, dict) or not metadata.get("name") or not metadata.get("version"):
+        raise ModelLoadError(f"model metadata {meta_file} needs non-empty 'name' and 'version'")
+    try:
+        booster = lgb.Booster(model_file=str(path))
+    except lgb.basic.LightGBMError as exc:
+        raise ModelLoadError(f"LightGBM could not load {path}: {exc}") from exc
+    names = tuple(str(n) for n in booster.feature_name())
+    declared = metadata.get("feature_names")
+    if declared is not None and tuple(declared) != names:
+        raise ModelLoadError(
+            f"feature_names in {meta_file} {list(declared)} differ from the model's {list(names)}"
+        )
+    model = LoadedModel(
+        booster=booster,
+        name=str(metadata["name"]),
+        version=str(metadata["version"]),
+        feature_names=names,
+        path=path,
+        loaded_at=datetime.now(UTC),
+        threads=threads,
+        metadata=metadata,
+    )
+    probe = model.predict(np.full((1, len(names)), np.nan))
+    if probe.shape != (1,) or not math.isfinite(float(probe[0])):
+        raise ModelLoadError(f"model {path} does not score an all-missing row to a finite number")
+    return model

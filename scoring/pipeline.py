@@ -1,0 +1,168 @@
+"""The one pipeline both doors use: validated events in, predictions out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from schemas import Enrichment, InputEvent, ModelRef, Prediction
+from scoring.cache import EntityCache, Lookup
+from scoring.errors import EnrichmentUnavailable, ScoringTimeout
+from scoring.feature_store import EntityFeatureStore, StoredFeatures
+from scoring.model import LoadedModel
+from scoring.vectors import assemble
+
+
+@dataclass
+class PipelineStats:
+    """Running totals, read by the adapters' metrics."""
+
+    batches: int = 0
+    events: int = 0
+    model_calls: int = 0
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    enrichment_failures: int = 0
+    ignored_features: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    enrich_seconds: float = 0.0
+    score_seconds: float = 0.0
+
+
+class ScoringPipeline:
+    """Enrichment (MongoDB, cached) and LightGBM scoring (in a thread executor).
+
+    :meth:`score` guarantees:
+    1. One MongoDB query per call at most, for the distinct entities the cache does not hold.
+    2. One ``Booster.predict`` call per call, run in ``executor``: the event loop never runs
+       the model.
+    3. One prediction per event, in the events' order, scored by the model that was current
+       when the call started (a model swap takes effect between calls).
+    4. When MongoDB cannot be read it raises :class:`EnrichmentUnavailable`, unless
+       ``score_without_features_on_error`` is set; then the batch is scored on the events'
+       own features and marked ``enrichment: "error"``.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        store: EntityFeatureStore,
+        executor: Executor,
+        *,
+        cache: EntityCache | None = None,
+        score_timeout_s: float = 30.0,
+        score_without_features_on_error: bool = False,
+    ) -> None:
+        self._model = model
+        self._store = store
+        self._executor = executor
+        self._cache = cache
+        self._score_timeout_s = score_timeout_s
+        self._score_on_error = score_without_features_on_error
+        self.stats = PipelineStats()
+
+    @property
+    def model(self) -> LoadedModel:
+        return self._model
+
+    def swap_model(self, model: LoadedModel) -> None:
+        """Make ``model`` current. Calls already running finish with the old one."""
+        self._model = model
+        self._store.use_features(model.feature_names)
+        if self._cache is not None:
+            self._cache.clear()
+
+    async def ping(self) -> None:
+        """Raise :class:`EnrichmentUnavailable` unless MongoDB answers."""
+        await self._store.ping()
+
+    async def _lookup(self, entity_ids: Sequence[str]) -> Lookup:
+        if self._cache is not None:
+            return await self._cache.get_many(entity_ids, self._store.fetch)
+        found: dict[str, StoredFeatures] = await self._store.fetch(entity_ids)
+        return {entity_id: found.get(entity_id) for entity_id in entity_ids}
+
+    async def score(
+        self,
+        events: Sequence[InputEvent],
+        fallback_times: Sequence[datetime | None] | None = None,
+    ) -> list[Prediction]:
+        """Score a batch. ``fallback_times[i]`` stands in for a missing ``event_time``."""
+        if not events:
+            return []
+        model = self._model
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        entity_ids = list(dict.fromkeys(event.entity_id for event in events))
+        try:
+            stored = await self._lookup(entity_ids)
+            failed = False
+        except EnrichmentUnavailable:
+            self.stats.enrichment_failures += 1
+            if not self._score_on_error:
+                raise
+            stored, failed = {}, True
+        enriched = loop.time()
+
+        matrix, ignored = assemble(events, stored, model.feature_names)
+        try:
+            scores = await asyncio.wait_for(
+                loop.run_in_executor(self._executor, model.predict, matrix),
+                timeout=self._score_timeout_s,
+            )
+        except TimeoutError:
+            raise ScoringTimeout(
+                f"model {model.name}:{model.version} did not score {len(events)} events "
+                f"within {self._score_timeout_s}s"
+            ) from None
+        scored = loop.time()
+
+        now = datetime.now(UTC)
+        ref = ModelRef(name=model.name, version=model.version)
+        predictions: list[Prediction] = []
+        for i, event in enumerate(events):
+            if failed:
+                enrichment = Enrichment.ERROR
+            elif stored.get(event.entity_id) is not None:
+                enrichment = Enrichment.HIT
+            else:
+                enrichment = Enrichment.MISS
+            fallback = fallback_times[i] if fallback_times is not None else None
+            predictions.append(
+                Prediction(
+                    event_id=event.event_id,
+                    entity_id=event.entity_id,
+                    score=float(scores[i]),
+                    model=ref,
+                    enrichment=enrichment,
+                    event_time=event.event_time or fallback or now,
+                    scored_at=now,
+                )
+            )
+        self._record(predictions, ignored, enriched - started, scored - enriched)
+        return predictions
+
+    def _record(
+        self, predictions: list[Prediction], ignored: int, enrich_s: float, score_s: float
+    ) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.model_calls += 1
+        stats.events += len(predictions)
+        stats.ignored_features += ignored
+        stats.enrich_seconds += enrich_s
+        stats.score_seconds += score_s
+        stats.batch_sizes.append(len(predictions))
+        if len(stats.batch_sizes) > 10_000:
+            del stats.batch_sizes[:5_000]
+        for p in predictions:
+            if p.enrichment is Enrichment.HIT:
+                stats.hits += 1
+            elif p.enrichment is Enrichment.MISS:
+                stats.misses += 1
+            else:
+                stats.errors += 1

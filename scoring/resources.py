@@ -1,0 +1,59 @@
+"""Creating and closing what a pipeline needs: model, MongoDB client, executor, cache."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from scoring.cache import EntityCache
+from scoring.feature_store import EntityFeatureStore
+from scoring.model import load_model
+from scoring.pipeline import ScoringPipeline
+from settings import MongoSettings, Settings
+
+
+def mongo_client(mongo: MongoSettings) -> AsyncMongoClient[dict[str, Any]]:
+    """An async client with every timeout set (the driver's defaults wait 30 s or forever)."""
+    return AsyncMongoClient(
+        mongo.url.get_secret_value(),
+        serverSelectionTimeoutMS=mongo.server_selection_timeout_ms,
+        connectTimeoutMS=mongo.connect_timeout_ms,
+        timeoutMS=mongo.operation_timeout_ms,
+        maxPoolSize=mongo.max_pool_size,
+        appname="streamscore",
+    )
+
+
+@asynccontextmanager
+async def open_pipeline(settings: Settings) -> AsyncIterator[ScoringPipeline]:
+    """Yield a ready pipeline; close its client and executor on exit.
+
+    The model is loaded before anything connects, so a bad model path fails fast.
+    """
+    model = load_model(settings.model.path, threads=settings.model.threads)
+    client = mongo_client(settings.mongo)
+    executor = ThreadPoolExecutor(
+        max_workers=settings.scoring.executor_threads, thread_name_prefix="streamscore-score"
+    )
+    try:
+        collection = client[settings.mongo.database][settings.mongo.collection]
+        cache = (
+            EntityCache(settings.scoring.cache_max_entries, settings.scoring.cache_ttl_s)
+            if settings.scoring.cache_enabled
+            else None
+        )
+        yield ScoringPipeline(
+            model,
+            EntityFeatureStore(collection, model.feature_names),
+            executor,
+            cache=cache,
+            score_timeout_s=settings.scoring.score_timeout_s,
+            score_without_features_on_error=settings.scoring.score_without_features_on_error,
+        )
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        await client.close()

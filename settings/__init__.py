@@ -1,0 +1,23 @@
+"""One typed settings tree for every streamscore process (prefix ``STREAMSCORE_``)."""
+
+from settings.model import (
+    ApiSettings,
+    KafkaSettings,
+    ModelSettings,
+    MongoSettings,
+    ScoringSettings,
+    Settings,
+    StreamSettings,
+    load_settings,
+)
+
+__all__ = [
+    "ApiSettings",
+    "KafkaSettings",
+    "ModelSettings",
+    "MongoSettings",
+    "ScoringSettings",
+    "Settings",
+    "StreamSettings",
+    "load_settings",
+]

@@ -1,0 +1,147 @@
+"""The settings tree.
+
+Every value comes from an environment variable with the prefix ``STREAMSCORE_``; nested sections
+use ``__`` (``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``, ``STREAMSCORE_MONGO__URL``, ...). Settings
+are built by :func:`load_settings` and passed in; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    """Kafka endpoints, topics and client options."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topic: str = "events"
+    output_topic: str = "predictions"
+    dlq_topic: str = "events.dlq"
+    group_id: str = "streamscore"
+    client_id: str = "streamscore"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    create_topics: bool = True
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    """Producer and admin request timeout."""
+    delivery_timeout_s: float = Field(default=60.0, gt=0)
+    """How long one publish may take before the batch is retried."""
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    linger_ms: int = Field(default=5, ge=0)
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    # Security pass-through for real clusters.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"] | None
+    ) = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError("kafka.sasl_mechanism is required when security_protocol is SASL_*")
+        if self.sasl_mechanism in {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} and (
+            not self.sasl_username or self.sasl_password is None
+        ):
+            raise ValueError(
+                "kafka.sasl_username and kafka.sasl_password are required for "
+                f"sasl_mechanism={self.sasl_mechanism}"
+            )
+        return self
+
+
+class MongoSettings(BaseModel):
+    """Where the entity features live, and how long the scorer waits for them."""
+
+    url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
+    database: str = "streamscore"
+    collection: str = "entity_features"
+    server_selection_timeout_ms: int = Field(default=2_000, ge=100)
+    """Driver default is 30 s: far too long for a streaming scorer."""
+    operation_timeout_ms: int = Field(default=2_000, ge=100)
+    """Client-side timeout of one enrichment query (PyMongo ``timeoutMS``)."""
+    connect_timeout_ms: int = Field(default=2_000, ge=100)
+    max_pool_size: int = Field(default=20, ge=1)
+
+
+class ModelSettings(BaseModel):
+    """The LightGBM model file (metadata in ``<path without suffix>.json``)."""
+
+    path: Path = Path("models/model.txt")
+    threads: int = Field(default=1, ge=0)
+    """LightGBM ``num_threads`` per predict call (0 = LightGBM's default, all cores)."""
+
+
+class ScoringSettings(BaseModel):
+    """Enrichment cache, executor and failure policy."""
+
+    cache_enabled: bool = True
+    cache_max_entries: int = Field(default=100_000, ge=1)
+    cache_ttl_s: float = Field(default=60.0, gt=0)
+    executor_threads: int = Field(default=2, ge=1)
+    score_timeout_s: float = Field(default=30.0, gt=0)
+    score_without_features_on_error: bool = False
+    """Opt-in: when MongoDB cannot be read, score without stored features
+    (``enrichment: "error"``) instead of waiting for it to come back."""
+
+
+class StreamSettings(BaseModel):
+    """The Kafka consumer loop."""
+
+    max_batch_size: int = Field(default=500, ge=1)
+    max_batch_wait_ms: int = Field(default=50, ge=1)
+    max_record_bytes: int = Field(default=1_048_576, ge=1)
+    """Records larger than this are dead-lettered as ``too_large`` without being parsed."""
+    retry_initial_backoff_s: float = Field(default=0.2, gt=0)
+    retry_max_backoff_s: float = Field(default=10.0, gt=0)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ApiSettings(BaseModel):
+    """The HTTP sidecar."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    max_events_per_request: int = Field(default=1_000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    batching_enabled: bool = True
+    batch_max_size: int = Field(default=256, ge=1)
+    batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    api_key: SecretStr | None = None
+    """When set, every route but ``/healthz`` needs the header ``X-API-Key``."""
+    retry_after_s: int = Field(default=5, ge=1)
+
+
+class Settings(BaseSettings):
+    """The whole tree. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMSCORE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    mongo: MongoSettings = MongoSettings()
+    model: ModelSettings = ModelSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    stream: StreamSettings = StreamSettings()
+    api: ApiSettings = ApiSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment; keyword overrides win (used by tests and CLI)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,160 @@
+"""The FastStream Kafka application: a batched subscriber around :class:`BatchProcessor`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from scoring import ScoringPipeline
+from scoring.resources import open_pipeline
+from settings import Settings
+from streams.backoff import Backoff
+from streams.batch_processor import BatchProcessor, StopRequested
+from streams.kafka_options import client_options, producer_options
+from streams.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+PipelineFactory = Callable[[Settings], AbstractAsyncContextManager[ScoringPipeline]]
+
+
+def _decodable(headers: Any) -> bool:
+    try:
+        for _, value in headers:
+            if value is not None:
+                value.decode("utf-8")
+    except (UnicodeDecodeError, AttributeError, TypeError, ValueError):
+        return False
+    return True
+
+
+async def tolerant_batch_parser(records: tuple[Any, ...], original: Any) -> Any:
+    """FastStream's parser decodes every header as UTF-8 and fails the whole batch on one
+    that is not. Parse a header-sanitised copy, then hand the handler the original records."""
+    safe = tuple(
+        r if not isinstance(r, ConsumerRecord) or _decodable(r.headers) else replace(r, headers=[])
+        for r in records
+    )
+    message = await original(safe)
+    message.raw_message = records
+    return message
+
+
+async def no_body(_message: Any) -> None:
+    """The processor reads raw record bytes itself; FastStream decodes nothing."""
+    return
+
+
+@dataclass
+class StreamRuntime:
+    """What the running app holds; the CLI and tests read it."""
+
+    processor: BatchProcessor | None = None
+    stopping: asyncio.Event | None = None
+    exit_code: int = 0
+
+
+def build_app(
+    settings: Settings,
+    pipeline_factory: PipelineFactory = open_pipeline,
+    broker: KafkaBroker | None = None,
+) -> tuple[FastStream, KafkaBroker, StreamRuntime]:
+    """The scorer as a FastStream app. ``broker`` may be given (tests use an in-memory one)."""
+    kafka, stream = settings.kafka, settings.stream
+    broker = broker or KafkaBroker(
+        client_id=kafka.client_id,
+        allow_auto_create_topics=False,
+        graceful_timeout=stream.shutdown_timeout_s,
+        **client_options(kafka),
+        **producer_options(kafka),
+    )
+    runtime = StreamRuntime()
+    resources = AsyncExitStack()
+
+    async def publish(
+        topic: str, value: bytes, key: bytes | None, headers: dict[str, str] | None
+    ) -> Any:
+        result = await broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
+        return result if asyncio.isfuture(result) else asyncio.sleep(0)
+
+    @broker.subscriber(
+        kafka.input_topic,
+        batch=True,
+        group_id=kafka.group_id,
+        max_records=stream.max_batch_size,
+        batch_timeout_ms=stream.max_batch_wait_ms,
+        auto_offset_reset=kafka.auto_offset_reset,
+        session_timeout_ms=kafka.session_timeout_ms,
+        max_poll_interval_ms=kafka.max_poll_interval_ms,
+        ack_policy=AckPolicy.MANUAL,
+        parser=tolerant_batch_parser,
+        decoder=no_body,
+    )
+    async def score_batch(msg: KafkaMessage) -> None:
+        processor, stopping = runtime.processor, runtime.stopping
+        assert processor is not None
+        assert stopping is not None
+        records: tuple[Any, ...] = msg.raw_message
+
+        async def commit(offsets: dict[TopicPartition, int]) -> None:
+            if isinstance(msg.consumer, AIOKafkaConsumer):
+                await msg.consumer.commit(offsets)
+            else:
+                await msg.ack()
+
+        try:
+            await processor.process(records, commit)
+        except StopRequested as exc:
+            log.warning("%s: %d records left uncommitted for redelivery", exc, len(records))
+        except Exception:
+            # Never commit past a batch that failed for an unexpected reason: rewind to it.
+            log.exception("batch of %d records failed; rewinding to retry it", len(records))
+            await msg.nack()
+            await Backoff(
+                stream.retry_initial_backoff_s, stream.retry_max_backoff_s, stopping
+            ).wait()
+
+    async def on_startup() -> None:
+        runtime.stopping = asyncio.Event()
+        if kafka.create_topics:
+            created = await ensure_topics(kafka)
+            if created:
+                log.info("created topics: %s", ", ".join(created))
+        pipeline = await resources.enter_async_context(pipeline_factory(settings))
+        runtime.processor = BatchProcessor(pipeline, publish, settings, runtime.stopping)
+        model = pipeline.model
+        log.info(
+            "scorer ready: model %s:%s (%d features), consuming %s as group %s",
+            model.name,
+            model.version,
+            len(model.feature_names),
+            kafka.input_topic,
+            kafka.group_id,
+        )
+
+    async def on_shutdown() -> None:
+        if runtime.stopping is not None:
+            runtime.stopping.set()
+
+    async def after_shutdown() -> None:
+        with contextlib.suppress(Exception):
+            await resources.aclose()
+
+    app = FastStream(
+        broker,
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        after_shutdown=[after_shutdown],
+    )
+    return app, broker, runtime

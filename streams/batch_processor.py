@@ -1,0 +1,188 @@
+"""One consumed batch: parse, score, publish predictions and dead letters, then commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeAlias
+
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from schemas import InputEvent
+from scoring import EnrichmentUnavailable, ScoringPipeline, ScoringTimeout
+from settings import Settings
+from streams.backoff import Backoff
+from streams.dead_letters import dead_letter_headers
+from streams.records import Rejection, parse_record
+
+log = logging.getLogger(__name__)
+
+Record: TypeAlias = ConsumerRecord[Any, Any]
+
+
+class Publish(Protocol):
+    """Send one record; the awaitable resolves once Kafka acknowledged it."""
+
+    def __call__(
+        self, topic: str, value: bytes, key: bytes | None, headers: dict[str, str] | None
+    ) -> Awaitable[Awaitable[Any]]: ...
+
+
+Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
+
+
+class StopRequested(Exception):
+    """A shutdown arrived while the batch was waiting on a retry: nothing is committed."""
+
+
+@dataclass
+class StreamStats:
+    consumed: int = 0
+    scored: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    commits: int = 0
+    commit_failures: int = 0
+    retries: int = 0
+
+
+class BatchProcessor:
+    """Processes one batch of records from the input topic.
+
+    :meth:`process` guarantees:
+    1. Every record becomes exactly one output: a prediction (valid event) or a dead letter
+       (the original bytes, with headers naming the reason and the source position).
+    2. A bad record never stops the batch: it is dead-lettered and the rest are scored.
+    3. The batch's offsets are committed only after every prediction and dead letter of the
+       batch has been acknowledged by Kafka (``acks=all``). If anything fails, nothing is
+       committed: MongoDB outages and publish failures are retried with backoff until they
+       succeed or a shutdown is requested (then the records are redelivered on restart).
+    """
+
+    def __init__(
+        self,
+        pipeline: ScoringPipeline,
+        publish: Publish,
+        settings: Settings,
+        stopping: asyncio.Event,
+    ) -> None:
+        self._pipeline = pipeline
+        self._publish = publish
+        self._kafka = settings.kafka
+        self._stream = settings.stream
+        self._stopping = stopping
+        self.stats = StreamStats()
+
+    def _backoff(self) -> Backoff:
+        return Backoff(
+            self._stream.retry_initial_backoff_s, self._stream.retry_max_backoff_s, self._stopping
+        )
+
+    async def process(self, records: Sequence[Record], commit: Commit) -> None:
+        if not records:
+            return
+        self.stats.consumed += len(records)
+        events: list[InputEvent] = []
+        times: list[datetime | None] = []
+        keep: list[Record] = []
+        rejected: list[tuple[Record, Rejection]] = []
+        for record in records:
+            parsed = parse_record(record.value, self._stream.max_record_bytes)
+            if isinstance(parsed, Rejection):
+                rejected.append((record, parsed))
+            else:
+                events.append(parsed)
+                keep.append(record)
+                times.append(
+                    datetime.fromtimestamp(record.timestamp / 1000, UTC)
+                    if record.timestamp is not None and record.timestamp >= 0
+                    else None
+                )
+
+        predictions = await self._score(events, times)
+        outputs: list[tuple[str, bytes, bytes | None, dict[str, str] | None]] = [
+            (
+                self._kafka.output_topic,
+                p.model_dump_json().encode(),
+                p.entity_id.encode(),
+                None,
+            )
+            for p in predictions
+        ]
+        outputs.extend(
+            (
+                self._kafka.dlq_topic,
+                record.value or b"",
+                record.key if isinstance(record.key, bytes) else None,
+                dead_letter_headers(record, rejection),
+            )
+            for record, rejection in rejected
+        )
+        await self._publish_all(outputs)
+        self.stats.scored += len(predictions)
+        for _, rejection in rejected:
+            kind = rejection.kind.value
+            self.stats.dead_lettered[kind] = self.stats.dead_lettered.get(kind, 0) + 1
+        if rejected:
+            log.warning(
+                "dead-lettered %d of %d records: %s",
+                len(rejected),
+                len(records),
+                "; ".join(
+                    f"{r.topic}[{r.partition}]@{r.offset} {rej.kind}: {rej.message}"
+                    for r, rej in rejected[:3]
+                ),
+            )
+        await self._commit(records, commit)
+
+    async def _score(self, events: list[InputEvent], times: list[datetime | None]) -> list[Any]:
+        backoff = self._backoff()
+        while True:
+            try:
+                return await self._pipeline.score(events, times)
+            except (EnrichmentUnavailable, ScoringTimeout) as exc:
+                self.stats.retries += 1
+                log.warning(
+                    "scoring failed, will retry (attempt %d): %s", backoff.attempts + 1, exc
+                )
+                if not await backoff.wait():
+                    raise StopRequested("stopping while scoring was being retried") from exc
+
+    async def _publish_all(
+        self, outputs: list[tuple[str, bytes, bytes | None, dict[str, str] | None]]
+    ) -> None:
+        backoff = self._backoff()
+        while True:
+            try:
+                pending = [await self._publish(*output) for output in outputs]
+                await asyncio.wait_for(
+                    asyncio.gather(*pending), timeout=self._kafka.delivery_timeout_s
+                )
+                return
+            except (KafkaError, TimeoutError) as exc:
+                self.stats.retries += 1
+                log.warning(
+                    "publishing %d outputs failed, will retry the batch (attempt %d): %r",
+                    len(outputs),
+                    backoff.attempts + 1,
+                    exc,
+                )
+                if not await backoff.wait():
+                    raise StopRequested("stopping while publishing was being retried") from exc
+
+    async def _commit(self, records: Sequence[Record], commit: Commit) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        try:
+            await commit(offsets)
+            self.stats.commits += 1
+        except KafkaError as exc:
+            # Typically a rebalance took the partitions away: the records will be consumed
+            # again by their new owner (at-least-once: duplicates, never losses).
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed; the batch will be redelivered: %r", exc)

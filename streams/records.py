@@ -1,0 +1,59 @@
+"""Turning one raw Kafka record value into an event, or into the reason it is not one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from schemas import ErrorKind, InputEvent
+
+MAX_MESSAGE_CHARS = 1_000
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a record cannot be scored: the dead-letter headers' kind and message."""
+
+    kind: ErrorKind
+    message: str
+
+
+def _describe(exc: ValidationError) -> Rejection:
+    errors = exc.errors(include_url=False, include_input=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {errors[0]['msg']}")
+    parts: list[str] = []
+    for error in errors:
+        loc = ".".join(str(p) for p in error["loc"])
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        if not loc and error["type"] in {"model_type", "model_attributes_type"}:
+            parts.append("the event must be a JSON object")
+        else:
+            parts.append(f"{loc or 'event'}: {msg}")
+    message = "; ".join(parts)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
+    return Rejection(ErrorKind.INVALID_EVENT, message)
+
+
+def parse_record(value: bytes | None, max_bytes: int) -> InputEvent | Rejection:
+    """Parse and validate a record value. Never raises for any input."""
+    if not value:
+        return Rejection(ErrorKind.EMPTY_VALUE, "the record has no value")
+    if len(value) > max_bytes:
+        return Rejection(
+            ErrorKind.TOO_LARGE, f"the value is {len(value)} bytes; the limit is {max_bytes}"
+        )
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(
+            ErrorKind.INVALID_ENCODING, f"the value is not UTF-8: {exc.reason} at byte {exc.start}"
+        )
+    try:
+        return InputEvent.model_validate_json(text)
+    except ValidationError as exc:
+        return _describe(exc)
+    except (ValueError, RecursionError) as exc:  # e.g. nesting too deep for the parser
+        return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {exc}")

@@ -1,0 +1,49 @@
+"""Creating the topics the scorer needs, when they are absent."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from settings import KafkaSettings
+from streams.kafka_options import client_options
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(kafka: KafkaSettings, names: list[str] | None = None) -> list[str]:
+    """Create ``names`` (default: input, output and dead-letter topics) if absent.
+
+    Returns the names it created. Existing topics are left as they are.
+    """
+    wanted = names or [kafka.input_topic, kafka.output_topic, kafka.dlq_topic]
+    options = client_options(kafka)
+    options.pop("request_timeout_ms", None)
+    admin = AIOKafkaAdminClient(
+        client_id=f"{kafka.client_id}-admin", request_timeout_ms=kafka.request_timeout_ms, **options
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in dict.fromkeys(wanted) if name not in existing]
+        if not missing:
+            return []
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        name=name,
+                        num_partitions=kafka.topic_partitions,
+                        replication_factor=kafka.topic_replication_factor,
+                    )
+                    for name in missing
+                ]
+            )
+        except TopicAlreadyExistsError:
+            log.info("topics created concurrently by another process: %s", missing)
+        log.info("created topics %s with %d partitions", missing, kafka.topic_partitions)
+        return missing
+    finally:
+        await admin.close()
