@@ -2,7 +2,7 @@
 
 from scoring.cache import EntityCache
 from scoring.errors import EnrichmentUnavailable, ModelLoadError, ScoringTimeout
-from scoring.feature_store import EntityFeatureStore, StoredFeatures
+from scoring.feature_store import EntityFeatureStore, FeatureSource, StoredFeatures
 from scoring.model import LoadedModel, load_model
 from scoring.pipeline import PipelineStats, ScoringPipeline
 
@@ -10,6 +10,7 @@ __all__ = [
     "EnrichmentUnavailable",
     "EntityCache",
     "EntityFeatureStore",
+    "FeatureSource",
     "LoadedModel",
     "ModelLoadError",
     "PipelineStats",

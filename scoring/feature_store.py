@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
@@ -13,6 +13,16 @@ from scoring.errors import EnrichmentUnavailable
 
 StoredFeatures = Mapping[str, float]
 """An entity's stored features: name -> finite float. Absent or unusable values are left out."""
+
+
+class FeatureSource(Protocol):
+    """Where stored entity features come from (MongoDB in production)."""
+
+    async def fetch(self, entity_ids: Sequence[str]) -> dict[str, StoredFeatures]: ...
+
+    async def ping(self) -> None: ...
+
+    def use_features(self, feature_names: Sequence[str]) -> None: ...
 
 
 def _projection(feature_names: Sequence[str]) -> dict[str, int]:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from schemas import Enrichment, InputEvent, ModelRef, Prediction
 from scoring.cache import EntityCache, Lookup
 from scoring.errors import EnrichmentUnavailable, ScoringTimeout
-from scoring.feature_store import EntityFeatureStore, StoredFeatures
+from scoring.feature_store import FeatureSource, StoredFeatures
 from scoring.model import LoadedModel
 from scoring.vectors import assemble
 
@@ -50,7 +50,7 @@ class ScoringPipeline:
     def __init__(
         self,
         model: LoadedModel,
-        store: EntityFeatureStore,
+        store: FeatureSource,
         executor: Executor,
         *,
         cache: EntityCache | None = None,

@@ -21,7 +21,7 @@ from scoring.resources import open_pipeline
 from settings import Settings
 from streams.backoff import Backoff
 from streams.batch_processor import BatchProcessor, StopRequested
-from streams.kafka_options import client_options, producer_options
+from streams.kafka_options import broker_security, producer_options
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,14 @@ def build_app(
     """The scorer as a FastStream app. ``broker`` may be given (tests use an in-memory one)."""
     kafka, stream = settings.kafka, settings.stream
     broker = broker or KafkaBroker(
+        kafka.bootstrap_servers,
         client_id=kafka.client_id,
+        request_timeout_ms=kafka.request_timeout_ms,
+        security=broker_security(kafka),
         allow_auto_create_topics=False,
         graceful_timeout=stream.shutdown_timeout_s,
-        **client_options(kafka),
+        logger=log,
+        log_level=logging.DEBUG,
         **producer_options(kafka),
     )
     runtime = StreamRuntime()
@@ -153,6 +157,7 @@ def build_app(
 
     app = FastStream(
         broker,
+        logger=log,
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         after_shutdown=[after_shutdown],

@@ -13,10 +13,10 @@ def dead_letter_headers(
 ) -> dict[str, str]:
     """Headers of the dead letter for ``record``; its value is the record's bytes, unchanged."""
     return {
-        DeadLetterHeader.ERROR_KIND: rejection.kind.value,
-        DeadLetterHeader.ERROR_MESSAGE: rejection.message,
-        DeadLetterHeader.SOURCE_TOPIC: record.topic,
-        DeadLetterHeader.SOURCE_PARTITION: str(record.partition),
-        DeadLetterHeader.SOURCE_OFFSET: str(record.offset),
-        DeadLetterHeader.SOURCE_TIMESTAMP: str(record.timestamp),
+        DeadLetterHeader.ERROR_KIND.value: rejection.kind.value,
+        DeadLetterHeader.ERROR_MESSAGE.value: rejection.message,
+        DeadLetterHeader.SOURCE_TOPIC.value: record.topic,
+        DeadLetterHeader.SOURCE_PARTITION.value: str(record.partition),
+        DeadLetterHeader.SOURCE_OFFSET.value: str(record.offset),
+        DeadLetterHeader.SOURCE_TIMESTAMP.value: str(record.timestamp),
     }

@@ -5,6 +5,15 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from faststream.security import (
+    SASLGSSAPI,
+    BaseSecurity,
+    SASLOAuthBearer,
+    SASLPlaintext,
+    SASLScram256,
+    SASLScram512,
+)
+
 from settings import KafkaSettings
 
 
@@ -41,3 +50,23 @@ def producer_options(kafka: KafkaSettings) -> dict[str, Any]:
         "linger_ms": kafka.linger_ms,
         "compression_type": kafka.compression_type,
     }
+
+
+def broker_security(kafka: KafkaSettings) -> BaseSecurity | None:
+    """The same security options, in the form FastStream's ``KafkaBroker`` takes them."""
+    options = client_options(kafka)
+    context = options.get("ssl_context")
+    username = kafka.sasl_username or ""
+    password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+    match kafka.sasl_mechanism:
+        case "PLAIN":
+            return SASLPlaintext(username, password, ssl_context=context)
+        case "SCRAM-SHA-256":
+            return SASLScram256(username, password, ssl_context=context)
+        case "SCRAM-SHA-512":
+            return SASLScram512(username, password, ssl_context=context)
+        case "OAUTHBEARER":
+            return SASLOAuthBearer(ssl_context=context)
+        case "GSSAPI":
+            return SASLGSSAPI(ssl_context=context)
+    return BaseSecurity(ssl_context=context) if context is not None else None

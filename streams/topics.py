@@ -47,3 +47,22 @@ async def ensure_topics(kafka: KafkaSettings, names: list[str] | None = None) ->
         return missing
     finally:
         await admin.close()
+
+
+async def partitions_of(kafka: KafkaSettings, topics: list[str]) -> dict[str, list[int]]:
+    """Partition numbers of each topic, from the cluster (empty list if the topic is absent)."""
+    options = client_options(kafka)
+    options.pop("request_timeout_ms", None)
+    admin = AIOKafkaAdminClient(
+        client_id=f"{kafka.client_id}-admin", request_timeout_ms=kafka.request_timeout_ms, **options
+    )
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    result: dict[str, list[int]] = {topic: [] for topic in topics}
+    for entry in described:
+        if entry.get("error_code", 0) == 0 and entry.get("topic") in result:
+            result[entry["topic"]] = sorted(p["partition"] for p in entry.get("partitions", []))
+    return result

@@ -1,1 +1,1 @@
-"""streamscore: streamscore_cli."""
+"""The ``streamscore`` command: train, seed, produce, run, api, demo."""

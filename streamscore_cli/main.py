@@ -1,0 +1,124 @@
+"""``streamscore``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from scoring import ModelLoadError
+from settings import Settings, load_settings
+from streamscore_cli import demo_data, logs
+
+log = logging.getLogger("streamscore")
+
+
+def _cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from streamscore_cli.train import train
+
+    path = Path(args.output) if args.output else settings.model.path
+    auc = train(path, rows=args.rows, trees=args.trees, version=args.version, name=args.name)
+    print(f"trained {args.name}:{args.version} ({args.trees} trees) -> {path}")
+    print(f"held-out AUC: {auc:.4f}")
+    return 0
+
+
+def _cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from streamscore_cli.seed import seed
+
+    count = asyncio.run(seed(settings.mongo, args.entities))
+    print(f"seeded {count} entities into {settings.mongo.database}.{settings.mongo.collection}")
+    return 0
+
+
+def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from streamscore_cli.produce import produce
+
+    sent = asyncio.run(
+        produce(
+            settings.kafka,
+            args.count,
+            rate=args.rate,
+            run_id=args.run_id,
+            unknown_ratio=args.unknown_ratio,
+            bad_ratio=args.bad_ratio,
+            seed=args.seed,
+        )
+    )
+    print(f"sent {sent} events to {settings.kafka.input_topic}")
+    return 0
+
+
+def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.runner import run_scorer
+
+    return asyncio.run(run_scorer(settings))
+
+
+def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from streamscore_cli.demo import demo
+
+    return asyncio.run(demo(settings, events=args.events, rate=args.rate))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamscore",
+        description="Event-driven streaming scorer: Kafka events in, MongoDB enrichment, "
+        "LightGBM scores out. Configuration: STREAMSCORE_* environment variables.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the demo LightGBM model on synthetic data")
+    p.add_argument("--output", help="model file (default: STREAMSCORE_MODEL__PATH)")
+    p.add_argument("--rows", type=int, default=120_000)
+    p.add_argument("--trees", type=int, default=300)
+    p.add_argument("--name", default="fraud")
+    p.add_argument("--version", default="1")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("seed", help="write the demo entities' features into MongoDB")
+    p.add_argument("--entities", type=int, default=demo_data.DEFAULT_ENTITIES)
+    p.set_defaults(func=_cmd_seed)
+
+    p = sub.add_parser("produce", help="send synthetic events to the input topic")
+    p.add_argument("--count", type=int, default=10_000)
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (0 = max)")
+    p.add_argument("--run-id", default="demo", help="event_id prefix")
+    p.add_argument("--unknown-ratio", type=float, default=0.05)
+    p.add_argument("--bad-ratio", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=11)
+    p.set_defaults(func=_cmd_produce)
+
+    p = sub.add_parser("run", help="run the streaming scorer")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo", help="train if needed, seed, score a burst of events, summarise")
+    p.add_argument("--events", type=int, default=10_000)
+    p.add_argument("--rate", type=float, default=2_000.0)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ValueError as exc:
+        print(f"streamscore: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    try:
+        code: int = args.func(settings, args)
+    except ModelLoadError as exc:
+        print(f"streamscore: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""``streamscore produce``: send synthetic events to the input topic at a given rate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import numpy as np
+from aiokafka import AIOKafkaProducer
+
+from schemas import format_time
+from settings import KafkaSettings
+from streams.kafka_options import client_options, producer_options
+from streamscore_cli import demo_data
+
+BAD_RECORDS: tuple[bytes, ...] = (
+    b"not json at all",
+    b"\xff\xfe\x00garbage",
+    b'{"event_id": "bad-missing-entity", "features": {}}',
+    b'{"event_id": "bad-object-id", "entity_id": {"$ne": null}, "features": {}}',
+    b'{"event_id": "bad-nan", "entity_id": "user-000001", "features": {"amount": NaN}}',
+    b"[1, 2, 3]",
+)
+
+
+def events(
+    count: int, run_id: str, *, unknown_ratio: float, bad_ratio: float, seed: int
+) -> Iterator[tuple[bytes | None, bytes]]:
+    """(key, value) pairs: mostly valid events, some for unknown entities, some bad."""
+    rng = np.random.default_rng(seed)
+    entities = demo_data.make_entities()
+    who, rows = demo_data.make_events(entities, count, rng)
+    unknown = rng.random(count) < unknown_ratio
+    bad = rng.random(count) < bad_ratio
+    for i in range(count):
+        if bad[i]:
+            yield None, BAD_RECORDS[i % len(BAD_RECORDS)]
+            continue
+        entity = f"unknown-{int(who[i]):06d}" if unknown[i] else entities.ids[int(who[i])]
+        features = {
+            name: (None if np.isnan(v) else float(v))
+            for name, v in zip(demo_data.EVENT_FEATURES, rows[i], strict=True)
+        }
+        event = {
+            "event_id": f"{run_id}-{i:07d}",
+            "entity_id": entity,
+            "event_time": format_time(datetime.now(UTC)),
+            "features": features,
+        }
+        yield entity.encode(), json.dumps(event, separators=(",", ":")).encode()
+
+
+def _progress(done: int, total: int, started: float) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    rate = done / max(time.monotonic() - started, 1e-9)
+    sys.stderr.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} events ({rate:,.0f}/s)"
+    )
+    sys.stderr.flush()
+
+
+async def produce(
+    kafka: KafkaSettings,
+    count: int,
+    *,
+    rate: float = 0.0,
+    run_id: str = "demo",
+    unknown_ratio: float = 0.05,
+    bad_ratio: float = 0.0,
+    seed: int = 11,
+    topic: str | None = None,
+    progress: bool = True,
+) -> int:
+    """Send ``count`` events (``rate`` per second, 0 = as fast as possible). Returns the count."""
+    producer = AIOKafkaProducer(
+        client_id="streamscore-produce", **client_options(kafka), **producer_options(kafka)
+    )
+    await producer.start()
+    started = time.monotonic()
+    sent = 0
+    pending: list[asyncio.Future[object]] = []
+    try:
+        stream = events(count, run_id, unknown_ratio=unknown_ratio, bad_ratio=bad_ratio, seed=seed)
+        for key, value in stream:
+            if rate > 0:
+                due = started + sent / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            pending.append(await producer.send(topic or kafka.input_topic, value, key=key))
+            sent += 1
+            if len(pending) >= 1_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if progress and (sent % 500 == 0 or sent == count):
+                _progress(sent, count, started)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+        if progress:
+            sys.stderr.write("\n")
+    return sent
