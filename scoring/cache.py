@@ -78,9 +78,7 @@ class EntityCache:
         result: Lookup = {}
         waiting: dict[str, asyncio.Future[StoredFeatures | None]] = {}
         to_load: list[str] = []
-        for entity_id in entity_ids:
-            if entity_id in result or entity_id in waiting:
-                continue
+        for entity_id in dict.fromkeys(entity_ids):
             found, value = self._fresh(entity_id, now)
             if found:
                 result[entity_id] = value

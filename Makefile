@@ -1,0 +1,75 @@
+# streamscore — one command surface for people, CI and pre-commit.
+# Ports and folders: STREAMSCORE_KAFKA_PORT, STREAMSCORE_MONGO_PORT, STREAMSCORE_LOCAL_DIR
+# (see infra/local-servers.sh). Product settings: STREAMSCORE_* (see README).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+VENV := .venv
+BIN := $(VENV)/bin
+SERVERS := infra/local-servers.sh
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down status lint format test test-unit test-integration demo train seed run api bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/streamscore: pyproject.toml uv.lock
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || command -v uv >/dev/null 2>&1 \
+		|| $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+	@touch $@
+
+install: $(BIN)/streamscore ## Install Python deps (uv, locked), fetch Kafka jars and build FerretDB
+	$(SERVERS) install
+
+up: install ## Start Kafka (KRaft) and FerretDB locally; idempotent, waits until both answer
+	$(SERVERS) up
+
+down: ## Stop the local servers
+	$(SERVERS) down
+
+status: ## Show whether the local servers run
+	$(SERVERS) status
+
+lint: $(BIN)/streamscore ## ruff check, ruff format --check, mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: $(BIN)/streamscore ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: up ## Run every test (unit, in-memory, integration on the real local servers)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(BIN)/streamscore ## Only the tests that need no server
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+models/model.txt: | $(BIN)/streamscore
+	$(BIN)/streamscore train
+
+train: $(BIN)/streamscore ## Train the demo model (models/model.txt + models/model.json)
+	$(BIN)/streamscore train
+
+seed: up ## Write the demo entities into MongoDB
+	$(BIN)/streamscore seed
+
+demo: up models/model.txt ## Servers up, train if needed, seed, score 10,000 events, summarise
+	$(BIN)/streamscore demo
+
+run: up models/model.txt ## Run the scorer in the foreground (Ctrl-C stops it)
+	$(BIN)/streamscore run
+
+api: up models/model.txt ## Run the HTTP sidecar in the foreground
+	$(BIN)/streamscore api
+
+bench: up models/model.txt ## Run the benchmarks (about 10 minutes)
+	$(BIN)/python -m bench.run
+
+clean: down ## Stop servers and delete local data, jars, binaries and the venv
+	rm -rf .local $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""The entity cache: TTL, size bound, single flight, errors not cached."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from scoring import EnrichmentUnavailable, EntityCache, StoredFeatures
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Loader:
+    def __init__(self, data: dict[str, StoredFeatures], delay: float = 0.0) -> None:
+        self.data = data
+        self.delay = delay
+        self.calls: list[list[str]] = []
+        self.fail = False
+
+    async def __call__(self, ids: Sequence[str]) -> dict[str, StoredFeatures]:
+        self.calls.append(list(ids))
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise EnrichmentUnavailable("down")
+        return {i: self.data[i] for i in ids if i in self.data}
+
+
+async def test_hits_misses_and_absent_entities_are_cached() -> None:
+    loader = Loader({"a": {"x": 1.0}})
+    cache = EntityCache(100, ttl_s=10, clock=Clock())
+    first = await cache.get_many(["a", "b"], loader)
+    second = await cache.get_many(["a", "b"], loader)
+    assert first == second == {"a": {"x": 1.0}, "b": None}
+    assert loader.calls == [["a", "b"]]
+    assert (cache.stats.hits, cache.stats.misses) == (2, 2)
+
+
+async def test_entries_expire_after_ttl() -> None:
+    clock = Clock()
+    loader = Loader({"a": {"x": 1.0}})
+    cache = EntityCache(100, ttl_s=10, clock=clock)
+    await cache.get_many(["a"], loader)
+    clock.now = 9.9
+    await cache.get_many(["a"], loader)
+    assert len(loader.calls) == 1
+    clock.now = 10.0
+    loader.data["a"] = {"x": 2.0}
+    assert await cache.get_many(["a"], loader) == {"a": {"x": 2.0}}
+    assert len(loader.calls) == 2
+
+
+async def test_size_is_bounded_least_recently_used_first() -> None:
+    loader = Loader({})
+    cache = EntityCache(2, ttl_s=100, clock=Clock())
+    await cache.get_many(["a", "b"], loader)
+    await cache.get_many(["a"], loader)  # a is now more recent than b
+    await cache.get_many(["c"], loader)  # evicts b
+    assert len(cache) == 2
+    await cache.get_many(["a"], loader)
+    await cache.get_many(["b"], loader)
+    assert loader.calls == [["a", "b"], ["c"], ["b"]]
+
+
+async def test_concurrent_misses_for_one_entity_cause_one_read() -> None:
+    loader = Loader({"a": {"x": 1.0}, "b": {"x": 2.0}}, delay=0.05)
+    cache = EntityCache(100, ttl_s=100, clock=Clock())
+    results = await asyncio.gather(
+        *(cache.get_many(["a", "b"] if i % 2 else ["a"], loader) for i in range(50))
+    )
+    assert all(r["a"] == {"x": 1.0} for r in results)
+    loaded = [entity for call in loader.calls for entity in call]
+    assert sorted(loaded) == ["a", "b"], loader.calls
+
+
+async def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
+    loader = Loader({"a": {"x": 1.0}}, delay=0.02)
+    loader.fail = True
+    cache = EntityCache(100, ttl_s=100, clock=Clock())
+    outcomes = await asyncio.gather(
+        *(cache.get_many(["a"], loader) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(o, EnrichmentUnavailable) for o in outcomes)
+    assert len(loader.calls) == 1
+    loader.fail = False
+    assert await cache.get_many(["a"], loader) == {"a": {"x": 1.0}}
+    assert len(loader.calls) == 2
+
+
+async def test_duplicate_ids_in_one_call_are_read_once() -> None:
+    loader = Loader({"a": {"x": 1.0}})
+    cache = EntityCache(100, ttl_s=100, clock=Clock())
+    assert await cache.get_many(["a", "a", "a"], loader) == {"a": {"x": 1.0}}
+    assert loader.calls == [["a"]]
+
+
+@pytest.mark.parametrize("ttl", [0.001])
+async def test_real_clock_default_works(ttl: float) -> None:
+    loader = Loader({"a": {"x": 1.0}})
+    cache = EntityCache(10, ttl_s=ttl)
+    await cache.get_many(["a"], loader)
+    await asyncio.sleep(ttl * 5)
+    await cache.get_many(["a"], loader)
+    assert len(loader.calls) == 2

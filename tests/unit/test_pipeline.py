@@ -1,0 +1,99 @@
+"""The scoring pipeline: offline-equal scores, one model call per batch, executor, errors."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from schemas import Enrichment, InputEvent
+from scoring import EnrichmentUnavailable, EntityCache, LoadedModel, ScoringPipeline
+from scoring.vectors import assemble
+from tests.support import MemoryFeatures
+
+STORED = {"user-1": {"account_age_days": 30.0, "avg_amount_30d": 20.0, "country_risk": 0.9}}
+
+
+def events() -> list[InputEvent]:
+    return [
+        InputEvent(event_id="e1", entity_id="user-1", features={"amount": 500.0, "hour": 2}),
+        InputEvent(event_id="e2", entity_id="user-2", features={"amount": 10.0}),
+        InputEvent(event_id="e3", entity_id="user-1", features={"amount": 5.0, "other": 1}),
+    ]
+
+
+def pipeline(model: LoadedModel, source: MemoryFeatures, **kw: object) -> ScoringPipeline:
+    return ScoringPipeline(
+        model,
+        source,
+        ThreadPoolExecutor(2),
+        cache=EntityCache(100, 60),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_scores_equal_offline_predict_and_enrichment_is_right(model: LoadedModel) -> None:
+    source = MemoryFeatures(STORED)
+    scorer = pipeline(model, source)
+    batch = events()
+    predictions = await scorer.score(batch)
+
+    matrix = np.full((3, len(model.feature_names)), np.nan)
+    col = {n: i for i, n in enumerate(model.feature_names)}
+    for i, e in enumerate(batch):
+        for name, stored in STORED.get(e.entity_id, {}).items():
+            matrix[i, col[name]] = stored
+        for name, given in e.features.items():
+            if name in col and given is not None:
+                matrix[i, col[name]] = given
+    offline = model.booster.predict(matrix)
+
+    assert [p.event_id for p in predictions] == ["e1", "e2", "e3"]
+    assert [p.score for p in predictions] == [float(s) for s in offline]
+    assert [p.enrichment for p in predictions] == [Enrichment.HIT, Enrichment.MISS, Enrichment.HIT]
+    assert predictions[0].model.name == model.name
+    assert predictions[0].model.version == model.version
+    assert source.calls == [["user-1", "user-2"]]
+    assert scorer.stats.model_calls == 1
+    assert scorer.stats.ignored_features == 1
+
+
+async def test_model_runs_in_the_executor_not_on_the_loop(model: LoadedModel) -> None:
+    threads: list[str] = []
+
+    def spy(matrix: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return LoadedModel.predict(model, matrix)
+
+    spied = replace(model)
+    object.__setattr__(spied, "predict", spy)
+    await pipeline(spied, MemoryFeatures(STORED)).score(events())
+    assert threads
+    assert threads[0] != threading.current_thread().name
+
+
+async def test_enrichment_outage_raises_by_default(model: LoadedModel) -> None:
+    with pytest.raises(EnrichmentUnavailable):
+        await pipeline(model, MemoryFeatures(STORED, failures=1)).score(events())
+
+
+async def test_opt_in_scores_without_stored_features(model: LoadedModel) -> None:
+    scorer = pipeline(
+        model, MemoryFeatures(STORED, failures=1), score_without_features_on_error=True
+    )
+    predictions = await scorer.score(events())
+    assert {p.enrichment for p in predictions} == {Enrichment.ERROR}
+    matrix, _ = assemble(events(), {}, model.feature_names)
+    assert [p.score for p in predictions] == [float(s) for s in model.booster.predict(matrix)]
+
+
+async def test_missing_event_time_uses_fallback(model: LoadedModel) -> None:
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    predictions = await pipeline(model, MemoryFeatures({})).score(events()[:1], [when])
+    assert predictions[0].event_time == when
