@@ -1,1 +1,1 @@
-"""streamscore: api."""
+"""The HTTP sidecar: ``/predict`` on the same scoring pipeline as the stream."""

@@ -57,6 +57,23 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run_scorer(settings))
 
 
+def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if not settings.model.path.is_file():
+        raise ModelLoadError(f"model file not found: {settings.model.path}")
+    uvicorn.run(
+        "api.main:app_from_environment",
+        factory=True,
+        host=args.host or settings.api.host,
+        port=args.port if args.port is not None else settings.api.port,
+        workers=args.workers or settings.api.workers,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streamscore_cli.demo import demo
 
@@ -94,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the streaming scorer")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("api", help="run the HTTP sidecar (uvicorn)")
+    p.add_argument("--host", help="default: STREAMSCORE_API__HOST (127.0.0.1)")
+    p.add_argument("--port", type=int, help="default: STREAMSCORE_API__PORT (8000)")
+    p.add_argument("--workers", type=int, help="default: STREAMSCORE_API__WORKERS (1)")
+    p.set_defaults(func=_cmd_api)
 
     p = sub.add_parser("demo", help="train if needed, seed, score a burst of events, summarise")
     p.add_argument("--events", type=int, default=10_000)

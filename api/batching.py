@@ -1,0 +1,82 @@
+"""Dynamic batching: concurrent requests share one enrichment query and one model call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from schemas import InputEvent, Prediction
+
+Score = Callable[[Sequence[InputEvent]], Awaitable[list[Prediction]]]
+
+
+class MicroBatcher:
+    """Gathers requests for at most ``max_wait_s`` or until ``max_size`` events, then scores
+    them in one pipeline call.
+
+    It guarantees:
+    1. Each caller gets exactly its own predictions, in its own order, or the batch's error.
+    2. A batch never holds more than ``max_size`` events; a request larger than that is
+       scored on its own.
+    3. A caller that goes away does not disturb the others.
+    """
+
+    def __init__(self, score: Score, max_size: int, max_wait_s: float) -> None:
+        self._score = score
+        self._max_size = max_size
+        self._max_wait_s = max_wait_s
+        self._pending: list[tuple[Sequence[InputEvent], asyncio.Future[list[Prediction]]]] = []
+        self._pending_events = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0
+
+    async def submit(self, events: Sequence[InputEvent]) -> list[Prediction]:
+        if len(events) >= self._max_size:
+            return await self._score(events)
+        loop = asyncio.get_running_loop()
+        if self._pending_events + len(events) > self._max_size:
+            self._flush()
+        future: asyncio.Future[list[Prediction]] = loop.create_future()
+        self._pending.append((events, future))
+        self._pending_events += len(events)
+        if self._pending_events >= self._max_size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._max_wait_s, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        batch, self._pending, self._pending_events = self._pending, [], 0
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self, batch: list[tuple[Sequence[InputEvent], asyncio.Future[list[Prediction]]]]
+    ) -> None:
+        self.batches += 1
+        events = [event for request, _ in batch for event in request]
+        try:
+            predictions = await self._score(events)
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for request, future in batch:
+            end = start + len(request)
+            if not future.done():
+                future.set_result(predictions[start:end])
+            start = end
+
+    async def close(self) -> None:
+        self._flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,37 @@
+"""HTTP request and error bodies."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from schemas import InputEvent
+from schemas.events import Identifier
+
+
+def _new_event_id() -> str:
+    return f"http-{uuid.uuid4().hex}"
+
+
+class PredictEvent(InputEvent):
+    """An input event as ``/predict`` takes it: ``event_id`` may be omitted (one is generated)."""
+
+    event_id: Identifier = Field(default_factory=_new_event_id)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a readable message, plus the offending fields for 422."""
+
+    detail: str
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+def error_body(detail: str, errors: list[FieldError] | None = None) -> dict[str, Any]:
+    return ErrorBody(detail=detail, errors=errors or []).model_dump()
