@@ -66,3 +66,23 @@ async def partitions_of(kafka: KafkaSettings, topics: list[str]) -> dict[str, li
         if entry.get("error_code", 0) == 0 and entry.get("topic") in result:
             result[entry["topic"]] = sorted(p["partition"] for p in entry.get("partitions", []))
     return result
+
+
+async def group_state(kafka: KafkaSettings, group_id: str) -> tuple[str, int]:
+    """The consumer group's state (``Stable``, ``Empty``, ...) and its number of members."""
+    options = client_options(kafka)
+    options.pop("request_timeout_ms", None)
+    admin = AIOKafkaAdminClient(
+        client_id=f"{kafka.client_id}-admin", request_timeout_ms=kafka.request_timeout_ms, **options
+    )
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group_id])
+    finally:
+        await admin.close()
+    for response in responses:
+        for group in response.groups:
+            _error, name, state, _protocol_type, _protocol, members = group[:6]
+            if name == group_id:
+                return str(state), len(members)
+    return "Dead", 0

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas import DeadLetterHeader
 from settings import Settings
 from streams.kafka_options import client_options
-from streams.topics import ensure_topics, partitions_of
+from streams.topics import ensure_topics, group_state, partitions_of
 from streamscore_cli.produce import produce
 from streamscore_cli.seed import seed
 from streamscore_cli.train import train
@@ -107,6 +107,16 @@ def _summary(reader: OutputReader, sent: int, seconds: float) -> str:
     return "\n".join(lines)
 
 
+async def _wait_until_consuming(settings: Settings, scorer: asyncio.subprocess.Process) -> bool:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and scorer.returncode is None:
+        state, members = await group_state(settings.kafka, settings.kafka.group_id)
+        if state == "Stable" and members > 0:
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
 async def demo(settings: Settings, *, events: int, rate: float) -> int:
     if not settings.model.path.exists():
         print(f"no model at {settings.model.path}: training the demo model (about a minute)")
@@ -123,6 +133,9 @@ async def demo(settings: Settings, *, events: int, rate: float) -> int:
         sys.executable, "-m", "streamscore_cli.main", "run", env=dict(os.environ)
     )
     try:
+        if not await _wait_until_consuming(settings, scorer):
+            print("the scorer did not join its consumer group within 60 s", file=sys.stderr)
+            return 1
         started = time.monotonic()
         sent = await produce(settings.kafka, events, rate=rate, run_id=run_id, bad_ratio=0.01)
         deadline = time.monotonic() + 120
