@@ -105,6 +105,12 @@ class StreamSettings(BaseModel):
     retry_initial_backoff_s: float = Field(default=0.2, gt=0)
     retry_max_backoff_s: float = Field(default=10.0, gt=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    dead_letter_halt_ratio: float = Field(default=0.5, gt=0, le=1)
+    """Halt (instead of dead-lettering) when more than this share of the last
+    ``dead_letter_window`` records failed validation: a bad deploy, not bad records."""
+    dead_letter_window: int = Field(default=1_000, ge=1)
+    dead_letter_min_records: int = Field(default=200, ge=1)
+    """The ratio is only judged once the window holds at least this many records."""
 
 
 class ApiSettings(BaseModel):

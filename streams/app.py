@@ -21,11 +21,13 @@ from scoring.resources import open_pipeline
 from settings import Settings
 from streams.backoff import Backoff
 from streams.batch_processor import BatchProcessor, StopRequested
+from streams.dead_letter_guard import DeadLetterFlood
 from streams.kafka_options import broker_security, producer_options
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
+EXIT_DEAD_LETTER_FLOOD = 3
 PipelineFactory = Callable[[Settings], AbstractAsyncContextManager[ScoringPipeline]]
 
 
@@ -121,6 +123,13 @@ def build_app(
             await processor.process(records, commit)
         except StopRequested as exc:
             log.warning("%s: %d records left uncommitted for redelivery", exc, len(records))
+            await msg.nack()
+        except DeadLetterFlood as exc:
+            log.critical("halting: %s", exc)
+            runtime.exit_code = EXIT_DEAD_LETTER_FLOOD
+            stopping.set()
+            await msg.nack()
+            app.exit()
         except Exception:
             # Never commit past a batch that failed for an unexpected reason: rewind to it.
             log.exception("batch of %d records failed; rewinding to retry it", len(records))

@@ -16,6 +16,7 @@ from schemas import InputEvent
 from scoring import EnrichmentUnavailable, ScoringPipeline, ScoringTimeout
 from settings import Settings
 from streams.backoff import Backoff
+from streams.dead_letter_guard import DeadLetterFlood, DeadLetterGuard
 from streams.dead_letters import dead_letter_headers
 from streams.records import Rejection, parse_record
 
@@ -60,6 +61,10 @@ class BatchProcessor:
        batch has been acknowledged by Kafka (``acks=all``). If anything fails, nothing is
        committed: MongoDB outages and publish failures are retried with backoff until they
        succeed or a shutdown is requested (then the records are redelivered on restart).
+    4. When too many recent records fail validation (a bad producer deploy) it raises
+       :class:`DeadLetterFlood` before dead-lettering them.
+    5. Once a batch was left uncommitted (stop or flood), every later call raises
+       :class:`StopRequested`: nothing is ever committed past an unprocessed record.
     """
 
     def __init__(
@@ -74,6 +79,12 @@ class BatchProcessor:
         self._kafka = settings.kafka
         self._stream = settings.stream
         self._stopping = stopping
+        self._guard = DeadLetterGuard(
+            self._stream.dead_letter_halt_ratio,
+            self._stream.dead_letter_window,
+            self._stream.dead_letter_min_records,
+        )
+        self.halted: str | None = None
         self.stats = StreamStats()
 
     def _backoff(self) -> Backoff:
@@ -82,8 +93,18 @@ class BatchProcessor:
         )
 
     async def process(self, records: Sequence[Record], commit: Commit) -> None:
+        if self.halted is not None:
+            # After a batch was left uncommitted, no later batch may commit past it.
+            raise StopRequested(f"halted: {self.halted}")
         if not records:
             return
+        try:
+            await self._process(records, commit)
+        except (StopRequested, DeadLetterFlood) as exc:
+            self.halted = str(exc)
+            raise
+
+    async def _process(self, records: Sequence[Record], commit: Commit) -> None:
         self.stats.consumed += len(records)
         events: list[InputEvent] = []
         times: list[datetime | None] = []
@@ -102,6 +123,7 @@ class BatchProcessor:
                     else None
                 )
 
+        self._guard.check(len(events), len(rejected))
         predictions = await self._score(events, times)
         outputs: list[tuple[str, bytes, bytes | None, dict[str, str] | None]] = [
             (

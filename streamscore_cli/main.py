@@ -74,6 +74,14 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.audit import audit
+
+    report = asyncio.run(audit(settings))
+    print(report.to_json() if args.json else report.to_text())
+    return 0 if report.ok else 1
+
+
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streamscore_cli.demo import demo
 
@@ -117,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default: STREAMSCORE_API__PORT (8000)")
     p.add_argument("--workers", type=int, help="default: STREAMSCORE_API__WORKERS (1)")
     p.set_defaults(func=_cmd_api)
+
+    p = sub.add_parser(
+        "audit", help="check the input, prediction and dead-letter topics: lost, duplicated"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("demo", help="train if needed, seed, score a burst of events, summarise")
     p.add_argument("--events", type=int, default=10_000)

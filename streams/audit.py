@@ -1,0 +1,172 @@
+"""``streamscore audit``: did every input record get exactly one output?
+
+Reads the input, prediction and dead-letter topics from the beginning to their current ends and
+reports, per event: lost (no prediction and no dead letter), duplicated (more than one
+prediction, or more than one dead letter for one record), and unexpected outputs (for no input).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas import DeadLetterHeader
+from settings import Settings
+from streams.kafka_options import client_options
+from streams.records import Rejection, parse_record
+from streams.topics import partitions_of
+
+Position = tuple[str, int, int]
+
+
+@dataclass
+class AuditReport:
+    events_in: int = 0
+    valid_events: int = 0
+    invalid_records: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+    lost: int = 0
+    duplicated_predictions: int = 0
+    duplicated_dead_letters: int = 0
+    unexpected_predictions: int = 0
+    unexpected_dead_letters: int = 0
+    lost_examples: list[str] = field(default_factory=list)
+    duplicate_examples: list[str] = field(default_factory=list)
+    unexpected_examples: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.unexpected_predictions == 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self) | {"ok": self.ok}, indent=2)
+
+    def to_text(self) -> str:
+        rows = [
+            ("events in", self.events_in),
+            ("  valid", self.valid_events),
+            ("  invalid", self.invalid_records),
+            ("predictions", self.predictions),
+            ("dead letters", self.dead_letters),
+            ("lost", self.lost),
+            ("duplicated predictions", self.duplicated_predictions),
+            ("duplicated dead letters", self.duplicated_dead_letters),
+            ("unexpected predictions", self.unexpected_predictions),
+            ("unexpected dead letters", self.unexpected_dead_letters),
+        ]
+        lines = [f"{name:<26}{value}" for name, value in rows]
+        for title, examples in (
+            ("lost", self.lost_examples),
+            ("duplicated", self.duplicate_examples),
+            ("unexpected", self.unexpected_examples),
+        ):
+            if examples:
+                lines.append(f"{title} (first {len(examples)}): {', '.join(examples)}")
+        lines.append("OK: nothing lost" if self.ok else "NOT OK: see above")
+        return "\n".join(lines)
+
+
+async def _read_all(settings: Settings, topic: str) -> list[Any]:
+    """Every record of ``topic`` from the beginning to its end at the time of the call."""
+    known = (await partitions_of(settings.kafka, [topic]))[topic]
+    if not known:
+        return []
+    consumer = AIOKafkaConsumer(
+        **client_options(settings.kafka),
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in known]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        records: list[Any] = []
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1_000, max_records=10_000)
+            for tp, batch in batches.items():
+                records.extend(batch)
+                if batch and batch[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def _examples(values: list[str], limit: int = 10) -> list[str]:
+    return values[:limit]
+
+
+async def audit(settings: Settings) -> AuditReport:
+    kafka = settings.kafka
+    inputs = await _read_all(settings, kafka.input_topic)
+    outputs = await _read_all(settings, kafka.output_topic)
+    dead = await _read_all(settings, kafka.dlq_topic)
+    report = AuditReport(events_in=len(inputs), predictions=len(outputs), dead_letters=len(dead))
+
+    expected: Counter[str] = Counter()  # event_id -> number of valid input records
+    positions: dict[Position, str | None] = {}  # input position -> event_id (None if invalid)
+    for record in inputs:
+        parsed = parse_record(record.value, settings.stream.max_record_bytes)
+        position = (record.topic, record.partition, record.offset)
+        if isinstance(parsed, Rejection):
+            report.invalid_records += 1
+            positions[position] = None
+        else:
+            report.valid_events += 1
+            expected[parsed.event_id] += 1
+            positions[position] = parsed.event_id
+
+    predicted: Counter[str] = Counter()
+    for record in outputs:
+        try:
+            predicted[str(json.loads(record.value)["event_id"])] += 1
+        except (ValueError, KeyError, TypeError):
+            predicted["<unreadable prediction>"] += 1
+
+    dead_at: Counter[Position] = Counter()
+    for record in dead:
+        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+        try:
+            position = (
+                headers[DeadLetterHeader.SOURCE_TOPIC],
+                int(headers[DeadLetterHeader.SOURCE_PARTITION]),
+                int(headers[DeadLetterHeader.SOURCE_OFFSET]),
+            )
+        except (KeyError, ValueError):
+            position = ("<no source headers>", record.partition, record.offset)
+        dead_at[position] += 1
+
+    lost: list[str] = []
+    for position, event_id in positions.items():
+        if dead_at.get(position):
+            continue
+        if event_id is not None and predicted.get(event_id):
+            continue
+        lost.append(event_id or f"{position[0]}[{position[1]}]@{position[2]}")
+    report.lost = len(lost)
+    report.lost_examples = _examples(lost)
+
+    duplicates = [eid for eid, n in predicted.items() if n > max(expected.get(eid, 0), 1)]
+    report.duplicated_predictions = sum(
+        n - max(expected.get(eid, 0), 1)
+        for eid, n in predicted.items()
+        if eid in expected and n > expected[eid]
+    )
+    report.duplicated_dead_letters = sum(n - 1 for n in dead_at.values() if n > 1)
+    report.duplicate_examples = _examples(duplicates)
+    unexpected = [eid for eid in predicted if eid not in expected]
+    report.unexpected_predictions = sum(predicted[eid] for eid in unexpected)
+    report.unexpected_dead_letters = sum(n for pos, n in dead_at.items() if pos not in positions)
+    report.unexpected_examples = _examples(unexpected)
+    return report
