@@ -63,11 +63,16 @@ class ScoringPipeline:
         self._cache = cache
         self._score_timeout_s = score_timeout_s
         self._score_on_error = score_without_features_on_error
+        self._golden: tuple[list[InputEvent], Lookup] = ([], {})
         self.stats = PipelineStats()
 
     @property
     def model(self) -> LoadedModel:
         return self._model
+
+    @property
+    def cache(self) -> EntityCache | None:
+        return self._cache
 
     def swap_model(self, model: LoadedModel) -> None:
         """Make ``model`` current. Calls already running finish with the old one."""
@@ -75,6 +80,10 @@ class ScoringPipeline:
         self._store.use_features(model.feature_names)
         if self._cache is not None:
             self._cache.clear()
+
+    def golden_sample(self) -> tuple[list[InputEvent], Lookup]:
+        """A few recently scored events with their stored features (to validate a new model)."""
+        return self._golden
 
     async def ping(self) -> None:
         """Raise :class:`EnrichmentUnavailable` unless MongoDB answers."""
@@ -109,6 +118,8 @@ class ScoringPipeline:
         enriched = loop.time()
 
         matrix, ignored = assemble(events, stored, model.feature_names)
+        sample = list(events[:16])
+        self._golden = (sample, {e.entity_id: stored.get(e.entity_id) for e in sample})
         try:
             scores = await asyncio.wait_for(
                 loop.run_in_executor(self._executor, model.predict, matrix),

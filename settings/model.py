@@ -80,6 +80,8 @@ class ModelSettings(BaseModel):
     path: Path = Path("models/model.txt")
     threads: int = Field(default=1, ge=0)
     """LightGBM ``num_threads`` per predict call (0 = LightGBM's default, all cores)."""
+    reload_interval_s: float = Field(default=5.0, ge=0)
+    """How often to look for a new model file (0 = never; SIGHUP or the admin call still do)."""
 
 
 class ScoringSettings(BaseModel):
@@ -97,6 +99,11 @@ class ScoringSettings(BaseModel):
 
 class StreamSettings(BaseModel):
     """The Kafka consumer loop."""
+
+    metrics_port: int | None = Field(default=9464, ge=0, le=65535)
+    """Prometheus endpoint of the scorer on 127.0.0.1 (None = off; workers add their index)."""
+    metrics_host: str = "127.0.0.1"
+    workers: int = Field(default=1, ge=1)
 
     max_batch_size: int = Field(default=500, ge=1)
     max_batch_wait_ms: int = Field(default=50, ge=1)

@@ -17,12 +17,15 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from scoring import ScoringPipeline
+from scoring.loop_lag import LoopLagMonitor
+from scoring.model_reload import ModelReloader
 from scoring.resources import open_pipeline
 from settings import Settings
 from streams.backoff import Backoff
 from streams.batch_processor import BatchProcessor, StopRequested
 from streams.dead_letter_guard import DeadLetterFlood
 from streams.kafka_options import broker_security, producer_options
+from streams.metrics import serve_metrics
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -60,11 +63,15 @@ async def no_body(_message: Any) -> None:
 
 @dataclass
 class StreamRuntime:
-    """What the running app holds; the CLI and tests read it."""
+    """What the running app holds; the CLI, the metrics endpoint and tests read it."""
 
     processor: BatchProcessor | None = None
     stopping: asyncio.Event | None = None
     exit_code: int = 0
+    consumer: AIOKafkaConsumer | None = None
+    reloader: ModelReloader | None = None
+    loop_lag: LoopLagMonitor | None = None
+    metrics_server: Any = None
 
 
 def build_app(
@@ -112,6 +119,8 @@ def build_app(
         assert processor is not None
         assert stopping is not None
         records: tuple[Any, ...] = msg.raw_message
+        if isinstance(msg.consumer, AIOKafkaConsumer):
+            runtime.consumer = msg.consumer
 
         async def commit(offsets: dict[TopicPartition, int]) -> None:
             if isinstance(msg.consumer, AIOKafkaConsumer):
@@ -146,6 +155,25 @@ def build_app(
                 log.info("created topics: %s", ", ".join(created))
         pipeline = await resources.enter_async_context(pipeline_factory(settings))
         runtime.processor = BatchProcessor(pipeline, publish, settings, runtime.stopping)
+        runtime.reloader = ModelReloader(
+            settings.model.path,
+            pipeline,
+            threads=settings.model.threads,
+            interval_s=settings.model.reload_interval_s,
+        )
+        runtime.reloader.start()
+        runtime.loop_lag = LoopLagMonitor()
+        runtime.loop_lag.start()
+        if stream.metrics_port is not None:
+            try:
+                runtime.metrics_server = serve_metrics(
+                    runtime, stream.metrics_host, stream.metrics_port
+                )
+            except OSError as exc:
+                raise RuntimeError(
+                    f"cannot serve metrics on {stream.metrics_host}:{stream.metrics_port}: {exc} "
+                    "(set STREAMSCORE_STREAM__METRICS_PORT)"
+                ) from exc
         model = pipeline.model
         log.info(
             "scorer ready: model %s:%s (%d features), consuming %s as group %s",
@@ -161,6 +189,14 @@ def build_app(
             runtime.stopping.set()
 
     async def after_shutdown() -> None:
+        if runtime.reloader is not None:
+            await runtime.reloader.stop()
+        if runtime.loop_lag is not None:
+            await runtime.loop_lag.stop()
+        if runtime.metrics_server is not None:
+            runtime.metrics_server.shutdown()
+            runtime.metrics_server.server_close()
+            runtime.metrics_server = None
         with contextlib.suppress(Exception):
             await resources.aclose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,13 @@ class StreamStats:
     commits: int = 0
     commit_failures: int = 0
     retries: int = 0
+    batches: int = 0
+    stage_seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("parse", "score", "publish", "commit"), 0.0)
+    )
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    """The next offset to read, per partition, as last committed by this process."""
+    batch_sizes: list[int] = field(default_factory=list)
 
 
 class BatchProcessor:
@@ -74,7 +82,7 @@ class BatchProcessor:
         settings: Settings,
         stopping: asyncio.Event,
     ) -> None:
-        self._pipeline = pipeline
+        self.pipeline = pipeline
         self._publish = publish
         self._kafka = settings.kafka
         self._stream = settings.stream
@@ -105,7 +113,14 @@ class BatchProcessor:
             raise
 
     async def _process(self, records: Sequence[Record], commit: Commit) -> None:
+        clock = time.perf_counter
+        stages = self.stats.stage_seconds
+        started = clock()
         self.stats.consumed += len(records)
+        self.stats.batches += 1
+        self.stats.batch_sizes.append(len(records))
+        if len(self.stats.batch_sizes) > 10_000:
+            del self.stats.batch_sizes[:5_000]
         events: list[InputEvent] = []
         times: list[datetime | None] = []
         keep: list[Record] = []
@@ -124,7 +139,11 @@ class BatchProcessor:
                 )
 
         self._guard.check(len(events), len(rejected))
+        parse_done = clock()
+        stages["parse"] += parse_done - started
         predictions = await self._score(events, times)
+        scored = clock()
+        stages["score"] += scored - parse_done
         outputs: list[tuple[str, bytes, bytes | None, dict[str, str] | None]] = [
             (
                 self._kafka.output_topic,
@@ -144,6 +163,8 @@ class BatchProcessor:
             for record, rejection in rejected
         )
         await self._publish_all(outputs)
+        published = clock()
+        stages["publish"] += published - scored
         self.stats.scored += len(predictions)
         for _, rejection in rejected:
             kind = rejection.kind.value
@@ -159,12 +180,13 @@ class BatchProcessor:
                 ),
             )
         await self._commit(records, commit)
+        stages["commit"] += clock() - published
 
     async def _score(self, events: list[InputEvent], times: list[datetime | None]) -> list[Any]:
         backoff = self._backoff()
         while True:
             try:
-                return await self._pipeline.score(events, times)
+                return await self.pipeline.score(events, times)
             except (EnrichmentUnavailable, ScoringTimeout) as exc:
                 self.stats.retries += 1
                 log.warning(
@@ -203,6 +225,7 @@ class BatchProcessor:
         try:
             await commit(offsets)
             self.stats.commits += 1
+            self.stats.committed.update(offsets)
         except KafkaError as exc:
             # Typically a rebalance took the partitions away: the records will be consumed
             # again by their new owner (at-least-once: duplicates, never losses).

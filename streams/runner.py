@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 
 from aiokafka.errors import KafkaError
 
 from scoring import ModelLoadError
 from settings import Settings
-from streams.app import build_app
+from streams.app import StreamRuntime, build_app
 
 log = logging.getLogger(__name__)
+
+
+def _reload_now(runtime: StreamRuntime) -> None:
+    """SIGHUP: look at the model file now instead of waiting for the next poll."""
+    if runtime.reloader is not None:
+        task = asyncio.get_running_loop().create_task(runtime.reloader.reload())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 async def run_scorer(settings: Settings) -> int:
@@ -20,6 +30,9 @@ async def run_scorer(settings: Settings) -> int:
     within ``STREAMSCORE_STREAM__SHUTDOWN_TIMEOUT_S``, then closes its connections.
     """
     app, _broker, runtime = build_app(settings)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload_now(runtime))
     try:
         await app.run()
     except ModelLoadError:

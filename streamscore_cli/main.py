@@ -52,6 +52,11 @@ def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    workers = args.workers or settings.stream.workers
+    if workers > 1:
+        from streams.supervisor import Supervisor
+
+        return Supervisor(settings, workers).run()
     from streams.runner import run_scorer
 
     return asyncio.run(run_scorer(settings))
@@ -118,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_produce)
 
     p = sub.add_parser("run", help="run the streaming scorer")
+    p.add_argument(
+        "--workers", type=int, help="scorer processes in one group (STREAMSCORE_STREAM__WORKERS)"
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("api", help="run the HTTP sidecar (uvicorn)")

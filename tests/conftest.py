@@ -132,7 +132,11 @@ def settings_for(
         },
         "mongo": {"url": mongo_url, "database": names.database},
         "model": {"path": model_path},
-        "stream": {"max_batch_wait_ms": 20, "retry_initial_backoff_s": 0.05},
+        "stream": {
+            "max_batch_wait_ms": 20,
+            "retry_initial_backoff_s": 0.05,
+            "metrics_port": None,
+        },
     }
     for section, values in extra.items():
         sections.setdefault(section, {}).update(values)
@@ -150,3 +154,7 @@ async def mongo_db(mongo_url: str, names: Names) -> AsyncIterator[Any]:
     finally:
         await client.drop_database(names.database)
         await client.close()
+
+
+# Private servers for tests that stop, start or restart one (see tests/private_servers.py).
+from tests.private_servers import private_kafka, private_mongo  # noqa: E402, F401

@@ -1,0 +1,161 @@
+"""Hot model reload: notice a new model file, validate it off the event loop, swap it in."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scoring.errors import ModelLoadError
+from scoring.model import LoadedModel, load_model, metadata_path
+from scoring.pipeline import ScoringPipeline
+from scoring.vectors import assemble
+
+log = logging.getLogger(__name__)
+
+_FILLABLE = re.compile(r"^[^.$\x00][^.\x00]*$")
+Signature = tuple[tuple[int, int], ...]
+
+
+def file_signature(path: Path) -> Signature | None:
+    """(mtime_ns, size) of the model file and its metadata; None if either is missing."""
+    try:
+        return tuple(
+            (stat.st_mtime_ns, stat.st_size) for stat in (path.stat(), metadata_path(path).stat())
+        )
+    except FileNotFoundError:
+        return None
+
+
+def validate(candidate: LoadedModel, pipeline: ScoringPipeline) -> None:
+    """Raise :class:`ModelLoadError` unless ``candidate`` can replace the current model.
+
+    1. Every feature name is one the pipeline can fill: a plain, unique name that can be read
+       from events and projected from MongoDB (no ``.``, no leading ``$``).
+    2. It scores a golden sample (the pipeline's recent events, plus an all-missing row) to
+       finite numbers.
+    """
+    names = candidate.feature_names
+    if not names:
+        raise ModelLoadError("the model has no features")
+    bad = [n for n in names if not _FILLABLE.match(n)]
+    if bad:
+        raise ModelLoadError(f"feature names the pipeline cannot fill: {bad}")
+    if len(set(names)) != len(names):
+        raise ModelLoadError("duplicate feature names")
+    events, stored = pipeline.golden_sample()
+    matrix, _ = assemble(events, stored, names)
+    matrix = np.vstack([matrix, np.full((1, len(names)), np.nan)])
+    scores = candidate.predict(matrix)
+    if scores.shape != (matrix.shape[0],) or not all(math.isfinite(float(s)) for s in scores):
+        raise ModelLoadError("the model does not score the golden sample to finite numbers")
+
+
+@dataclass
+class ReloadStats:
+    loaded: int = 0
+    refused: int = 0
+    last_error: str | None = None
+
+
+class ModelReloader:
+    """Watches ``path``; when both files changed and settled, loads, validates and swaps.
+
+    This guarantees:
+    1. Loading and validation run in a worker thread; the event loop never waits on them.
+    2. The swap happens between pipeline calls: a batch is scored by one model only, and every
+       prediction names the version that scored it.
+    3. A model that fails to load or validate is refused (logged, counted) and the current one
+       keeps serving; the same files are not retried until they change again.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        pipeline: ScoringPipeline,
+        *,
+        threads: int = 1,
+        interval_s: float = 5.0,
+        on_change: Callable[[LoadedModel], None] | None = None,
+    ) -> None:
+        self._path = path
+        self._pipeline = pipeline
+        self._threads = threads
+        self._interval = interval_s
+        self._on_change = on_change
+        self._seen = file_signature(path)
+        self._pending: Signature | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.stats = ReloadStats()
+
+    async def reload(self) -> LoadedModel:
+        """Load and swap now (the admin call and SIGHUP). Raises :class:`ModelLoadError`."""
+        async with self._lock:
+            signature = file_signature(self._path)
+            loop = asyncio.get_running_loop()
+            try:
+                candidate = await loop.run_in_executor(
+                    None, lambda: load_model(self._path, threads=self._threads)
+                )
+                await loop.run_in_executor(None, validate, candidate, self._pipeline)
+            except ModelLoadError as exc:
+                self._seen = signature
+                self.stats.refused += 1
+                self.stats.last_error = str(exc)
+                log.error("refused new model at %s: %s", self._path, exc)
+                raise
+            current = self._pipeline.model
+            self._pipeline.swap_model(candidate)
+            self._seen = signature
+            self.stats.loaded += 1
+            self.stats.last_error = None
+            log.info(
+                "model swapped: %s:%s -> %s:%s",
+                current.name,
+                current.version,
+                candidate.name,
+                candidate.version,
+            )
+            if self._on_change is not None:
+                self._on_change(candidate)
+            return candidate
+
+    async def check(self) -> None:
+        """One poll: reload once the files changed and stayed the same for one interval."""
+        signature = file_signature(self._path)
+        if signature is None or signature == self._seen:
+            self._pending = None
+            return
+        if signature != self._pending:
+            self._pending = signature  # still being written? look again next time
+            return
+        self._pending = None
+        with contextlib.suppress(ModelLoadError):
+            await self.reload()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("model reload check failed")
+
+    def start(self) -> None:
+        if self._interval > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,109 @@
+"""``streamscore run --workers N``: N scorer processes in one consumer group on one machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+FATAL_EXIT_CODES = {2, 3}
+"""Configuration/model errors and a dead-letter flood: restarting would not help."""
+
+
+@dataclass
+class Worker:
+    index: int
+    process: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+
+
+class Supervisor:
+    """Starts N workers, restarts one that dies, and stops them all on SIGTERM/SIGINT.
+
+    It guarantees:
+    1. Each worker is a separate process (own event loop, executor and connections) in the
+       same consumer group; Kafka spreads the partitions across them.
+    2. A worker that exits unexpectedly is restarted (after a short backoff that grows if it
+       keeps dying); one that exits with a fatal code (2: configuration or model, 3: a
+       dead-letter flood) stops the whole group with that code.
+    3. SIGTERM/SIGINT is passed to every worker, each finishes its batch in hand and commits;
+       a worker still running after the shutdown timeout is killed.
+    """
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self._settings = settings
+        self._count = workers
+        self._workers: dict[int, Worker] = {}
+        self._stopping = False
+        self.exit_code = 0
+
+    def _spawn(self, index: int, restarts: int = 0) -> Worker:
+        env = dict(os.environ)
+        env["STREAMSCORE_STREAM__WORKERS"] = "1"
+        env["STREAMSCORE_KAFKA__CLIENT_ID"] = f"{self._settings.kafka.client_id}-{index}"
+        port = self._settings.stream.metrics_port
+        if port is not None:
+            env["STREAMSCORE_STREAM__METRICS_PORT"] = str(port + index if port else 0)
+        process = subprocess.Popen([sys.executable, "-m", "streamscore_cli.main", "run"], env=env)
+        log.info("worker %d started (pid %d)", index, process.pid)
+        return Worker(index, process, restarts=restarts)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if not self._stopping:
+            log.info("received %s: stopping %d workers", signal.Signals(signum).name, self._count)
+        self._stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for index in range(self._count):
+            self._workers[index] = self._spawn(index)
+        while not self._stopping:
+            time.sleep(0.2)
+            for index, worker in list(self._workers.items()):
+                code = worker.process.poll()
+                if code is None:
+                    continue
+                if code in FATAL_EXIT_CODES:
+                    log.error("worker %d exited with fatal code %d: stopping all", index, code)
+                    self.exit_code = code
+                    self._stopping = True
+                    break
+                backoff = min(30.0, 0.5 * 2 ** min(worker.restarts, 6))
+                if time.monotonic() - worker.started > 60:
+                    backoff = 0.5  # it ran fine for a while: restart promptly
+                log.warning(
+                    "worker %d (pid %d) exited with code %d: restarting in %.1fs",
+                    index,
+                    worker.process.pid,
+                    code,
+                    backoff,
+                )
+                time.sleep(backoff)
+                self._workers[index] = self._spawn(index, worker.restarts + 1)
+        self._stop_all()
+        return self.exit_code
+
+    def _stop_all(self) -> None:
+        for worker in self._workers.values():
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._settings.stream.shutdown_timeout_s + 10
+        for worker in self._workers.values():
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                worker.process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                log.error("worker %d did not stop in time: killing it", worker.index)
+                worker.process.kill()
+                worker.process.wait()
