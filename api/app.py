@@ -21,8 +21,9 @@ from api.batching import MicroBatcher
 from api.metrics import ApiMetrics
 from api.requests import ErrorBody, FieldError, PredictEvent, error_body
 from schemas import InputEvent, Prediction
-from scoring import EnrichmentUnavailable, ScoringPipeline, ScoringTimeout
+from scoring import EnrichmentUnavailable, ModelLoadError, ScoringPipeline, ScoringTimeout
 from scoring.loop_lag import LoopLagMonitor
+from scoring.model_reload import ModelReloader
 from scoring.resources import open_pipeline
 from settings import Settings
 
@@ -109,12 +110,27 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
             batcher = MicroBatcher(score, api.batch_max_size, api.batch_max_wait_ms / 1000)
             monitor = LoopLagMonitor(on_sample=metrics.lag_sample)
             monitor.start()
-            state.update(pipeline=pipeline, batcher=batcher, score=score, started=time.time())
+            reloader = ModelReloader(
+                settings.model.path,
+                pipeline,
+                threads=settings.model.threads,
+                interval_s=settings.model.reload_interval_s,
+            )
+            reloader.start()
+            metrics.watch_reloads(reloader)
+            state.update(
+                pipeline=pipeline,
+                batcher=batcher,
+                score=score,
+                reloader=reloader,
+                started=time.time(),
+            )
             try:
                 yield
             finally:
                 await batcher.close()
                 await monitor.stop()
+                await reloader.stop()
                 state.clear()
 
     app = FastAPI(
@@ -243,6 +259,19 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
             "loaded_at": model.loaded_at.astimezone(UTC).isoformat(),
             "path": str(model.path),
         }
+
+    @app.post(
+        "/admin/reload-model",
+        summary="Load the model file now (validated; the old model keeps serving if refused)",
+        responses={422: {"model": ErrorBody, "description": "The new model was refused"}},
+    )
+    async def reload_model() -> Any:
+        reloader: ModelReloader = state["reloader"]
+        try:
+            model = await reloader.reload()
+        except ModelLoadError as exc:
+            return JSONResponse(error_body(f"model refused: {exc}"), status_code=422)
+        return {"name": model.name, "version": model.version}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from scoring import ScoringPipeline
+from scoring.model_reload import ModelReloader
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -48,6 +49,19 @@ class PipelineCollector(Collector):
         yield info
 
 
+class ReloadCollector(Collector):
+    def __init__(self, reloader: ModelReloader) -> None:
+        self._reloader = reloader
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        reloads = CounterMetricFamily(
+            "streamscore_model_reloads", "Model reloads by result", labels=["result"]
+        )
+        reloads.add_metric(["loaded"], self._reloader.stats.loaded)
+        reloads.add_metric(["refused"], self._reloader.stats.refused)
+        yield reloads
+
+
 class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -84,6 +98,9 @@ class ApiMetrics:
 
     def watch(self, pipeline: ScoringPipeline) -> None:
         self.registry.register(PipelineCollector(pipeline))
+
+    def watch_reloads(self, reloader: ModelReloader) -> None:
+        self.registry.register(ReloadCollector(reloader))
 
     def lag_sample(self, seconds: float) -> None:
         self.loop_lag.observe(seconds)

@@ -36,3 +36,28 @@ class MemoryFeatures:
 
     def use_features(self, feature_names: Sequence[str]) -> None:
         return None
+
+
+def event_bytes(index: int, entity: str, prefix: str = "e") -> bytes:
+    """A valid input event with a few of the demo model's features."""
+    import json
+
+    return json.dumps(
+        {
+            "event_id": f"{prefix}-{index:06d}",
+            "entity_id": entity,
+            "features": {"amount": 10.0 + index % 500, "hour": index % 24},
+        }
+    ).encode()
+
+
+def entity_documents(count: int) -> list[dict[str, object]]:
+    """Small entity documents ``user-0`` .. ``user-{count-1}``."""
+    return [
+        {
+            "_id": f"user-{i}",
+            "features": {"account_age_days": 10 + i, "avg_amount_30d": 20.0 + i % 50},
+            "updated_at": "2026-11-20T08:00:00Z",
+        }
+        for i in range(count)
+    ]
