@@ -198,24 +198,48 @@ class BatchProcessor:
     async def _publish_all(
         self, outputs: list[tuple[str, bytes, bytes | None, dict[str, str] | None]]
     ) -> None:
+        """Send every output and wait for Kafka's acknowledgements; re-send only the ones that
+        failed or were not acknowledged in time, with backoff, until all are acknowledged."""
         backoff = self._backoff()
+        remaining = outputs
         while True:
-            try:
-                pending = [await self._publish(*output) for output in outputs]
-                await asyncio.wait_for(
-                    asyncio.gather(*pending), timeout=self._kafka.delivery_timeout_s
+            failed: list[tuple[str, bytes, bytes | None, dict[str, str] | None]] = []
+            errors: list[BaseException] = []
+            pending: dict[asyncio.Future[Any], int] = {}
+            for index, output in enumerate(remaining):
+                try:
+                    pending[asyncio.ensure_future(await self._publish(*output))] = index
+                except KafkaError as exc:
+                    failed.append(output)
+                    errors.append(exc)
+            if pending:
+                done, not_done = await asyncio.wait(
+                    pending, timeout=self._kafka.delivery_timeout_s
                 )
+                for future in not_done:
+                    future.cancel()
+                    failed.append(remaining[pending[future]])
+                    errors.append(TimeoutError("not acknowledged in time"))
+                for future in done:
+                    error = future.exception()
+                    if error is not None:
+                        if not isinstance(error, KafkaError):
+                            raise error
+                        failed.append(remaining[pending[future]])
+                        errors.append(error)
+            if not failed:
                 return
-            except (KafkaError, TimeoutError) as exc:
-                self.stats.retries += 1
-                log.warning(
-                    "publishing %d outputs failed, will retry the batch (attempt %d): %r",
-                    len(outputs),
-                    backoff.attempts + 1,
-                    exc,
-                )
-                if not await backoff.wait():
-                    raise StopRequested("stopping while publishing was being retried") from exc
+            self.stats.retries += 1
+            log.warning(
+                "%d of %d outputs were not acknowledged, will re-send them (attempt %d): %r",
+                len(failed),
+                len(remaining),
+                backoff.attempts + 1,
+                errors[0],
+            )
+            if not await backoff.wait():
+                raise StopRequested("stopping while publishing was being retried")
+            remaining = failed
 
     async def _commit(self, records: Sequence[Record], commit: Commit) -> None:
         offsets: dict[TopicPartition, int] = {}

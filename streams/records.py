@@ -57,3 +57,5 @@ def parse_record(value: bytes | None, max_bytes: int) -> InputEvent | Rejection:
         return _describe(exc)
     except (ValueError, RecursionError) as exc:  # e.g. nesting too deep for the parser
         return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {exc}")
+    except Exception as exc:  # never let one record's content stop the consumer
+        return Rejection(ErrorKind.INVALID_EVENT, f"cannot be read as an event: {exc!r}")

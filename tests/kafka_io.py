@@ -70,3 +70,18 @@ async def committed_lag(bootstrap: str, group: str, topic: str) -> dict[int, int
         return lag
     finally:
         await consumer.stop()
+
+
+async def end_total(bootstrap: str, topic: str) -> int:
+    """How many records ``topic`` holds (sum of its partitions' end offsets)."""
+    known = await partitions_of(KafkaSettings(bootstrap_servers=bootstrap), [topic])
+    partitions = [TopicPartition(topic, p) for p in known[topic]]
+    if not partitions:
+        return 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends: dict[Any, int] = await consumer.end_offsets(partitions)
+        return sum(ends.values())
+    finally:
+        await consumer.stop()

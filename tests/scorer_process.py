@@ -33,6 +33,15 @@ def scorer_env(settings: Settings, **extra: str) -> dict[str, str]:
                 mongo.server_selection_timeout_ms
             ),
             "STREAMSCORE_MONGO__OPERATION_TIMEOUT_MS": str(mongo.operation_timeout_ms),
+            "STREAMSCORE_SCORING__CACHE_ENABLED": str(settings.scoring.cache_enabled).lower(),
+            "STREAMSCORE_SCORING__CACHE_TTL_S": str(settings.scoring.cache_ttl_s),
+            "STREAMSCORE_SCORING__SCORE_WITHOUT_FEATURES_ON_ERROR": str(
+                settings.scoring.score_without_features_on_error
+            ).lower(),
+            "STREAMSCORE_KAFKA__CREATE_TOPICS": str(kafka.create_topics).lower(),
+            "STREAMSCORE_KAFKA__REQUEST_TIMEOUT_MS": str(kafka.request_timeout_ms),
+            "STREAMSCORE_KAFKA__DELIVERY_TIMEOUT_S": str(kafka.delivery_timeout_s),
+            "STREAMSCORE_STREAM__MAX_RECORD_BYTES": str(stream.max_record_bytes),
             "STREAMSCORE_MODEL__PATH": str(settings.model.path),
             "STREAMSCORE_MODEL__RELOAD_INTERVAL_S": str(settings.model.reload_interval_s),
             "STREAMSCORE_STREAM__MAX_BATCH_SIZE": str(stream.max_batch_size),

@@ -32,6 +32,16 @@ LIMIT = 1_000
             "features.amount",
         ),
         (b"[" * 100_000 + b"]" * 100_000, None, ""),
+        (
+            b'{"event_id": "e", "entity_id": "u", "event_time": "0001-01-01T00:00:00+01:00"}',
+            ErrorKind.INVALID_EVENT,
+            "event_time",
+        ),
+        (
+            b'{"event_id": "e", "entity_id": "u", "event_time": "9999-12-31T23:59:59-01:00"}',
+            ErrorKind.INVALID_EVENT,
+            "out of range",
+        ),
     ],
 )
 def test_bad_values_are_rejected_with_a_reason(

@@ -1,0 +1,427 @@
+"""Nothing lost: crash, stop, scale-in, outage, poison input and bad-deploy tests on the real
+servers. Each ends in ``streamscore audit`` (streams.audit) and checks its counts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from settings import Settings
+from streams.audit import AuditReport, audit
+from streams.topics import ensure_topics, group_state
+from tests.conftest import Names, settings_for
+from tests.kafka_io import committed_lag, end_total, produce
+from tests.private_servers import PrivateKafka, PrivateMongo
+from tests.scorer_process import ScorerProcess
+from tests.support import entity_documents, event_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EVENTS = int(os.environ.get("STREAMSCORE_FAULT_EVENTS", "20000"))
+
+
+async def until(
+    check: Callable[[], Awaitable[bool]], within_s: float, every_s: float = 0.3
+) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(every_s)
+    return False
+
+
+async def seed(mongo_url: str, database: str, count: int = 100) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_url, serverSelectionTimeoutMS=5_000
+    )
+    try:
+        await client[database]["entity_features"].insert_many(entity_documents(count))
+    finally:
+        await client.close()
+
+
+async def produce_events(settings: Settings, count: int, prefix: str = "e") -> None:
+    values = [event_bytes(i, f"user-{i % 120}", prefix) for i in range(count)]
+    await produce(
+        settings.kafka.bootstrap_servers, settings.kafka.input_topic, values, [None] * count
+    )
+
+
+async def outputs(settings: Settings) -> int:
+    kafka = settings.kafka
+    return await end_total(kafka.bootstrap_servers, kafka.output_topic) + await end_total(
+        kafka.bootstrap_servers, kafka.dlq_topic
+    )
+
+
+async def drained(settings: Settings, expected: int, within_s: float = 180) -> bool:
+    async def done() -> bool:
+        return await outputs(settings) >= expected
+
+    return await until(done, within_s)
+
+
+def report_line(name: str, report: AuditReport) -> str:
+    line = (
+        f"[audit] {name}: events in {report.events_in}, predictions {report.predictions}, "
+        f"duplicates {report.duplicated_predictions}, dead letters {report.dead_letters}, "
+        f"lost {report.lost}"
+    )
+    print(line)
+    return line
+
+
+@pytest.fixture
+def fault_settings(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
+) -> Settings:
+    return settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        stream={"max_batch_size": 500, "shutdown_timeout_s": 20},
+    )
+
+
+async def test_kill_9_mid_stream_then_restart_loses_nothing(
+    fault_settings: Settings, names: Names, tmp_path: Path
+) -> None:
+    settings = fault_settings
+    await seed(settings.mongo.url.get_secret_value(), names.database)
+    await ensure_topics(settings.kafka)
+    await produce_events(settings, EVENTS)
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    try:
+
+        async def some_done() -> bool:
+            return await outputs(settings) >= EVENTS // 5
+
+        assert await until(some_done, 120), scorer.log()[-3000:]
+        scorer.signal(signal.SIGKILL)
+        scorer.wait()
+        assert await outputs(settings) < EVENTS, "killed too late to prove anything"
+        scorer = ScorerProcess(settings, tmp_path / "scorer2.log").start()
+        assert await drained(settings, EVENTS), scorer.log()[-3000:]
+        scorer.stop()
+    finally:
+        scorer.kill()
+        await seed_cleanup(settings)
+    report = await audit(settings)
+    report_line("kill -9 + restart", report)
+    assert report.events_in == EVENTS
+    assert report.lost == 0
+    assert report.unexpected_predictions == 0
+    # Only what was in flight may repeat: at most one batch per partition fetch.
+    assert report.duplicated_predictions <= settings.stream.max_batch_size
+
+
+async def test_sigterm_mid_stream_then_restart_loses_and_repeats_nothing(
+    fault_settings: Settings, names: Names, tmp_path: Path
+) -> None:
+    settings = fault_settings
+    await seed(settings.mongo.url.get_secret_value(), names.database)
+    await ensure_topics(settings.kafka)
+    await produce_events(settings, EVENTS)
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    try:
+
+        async def some_done() -> bool:
+            return await outputs(settings) >= EVENTS // 5
+
+        assert await until(some_done, 120), scorer.log()[-3000:]
+        assert scorer.stop(timeout=40) == 0, scorer.log()[-3000:]
+        scorer = ScorerProcess(settings, tmp_path / "scorer2.log").start()
+        assert await drained(settings, EVENTS), scorer.log()[-3000:]
+        assert scorer.stop(timeout=40) == 0
+    finally:
+        scorer.kill()
+        await seed_cleanup(settings)
+    report = await audit(settings)
+    report_line("SIGTERM + restart", report)
+    assert report.events_in == EVENTS
+    assert report.lost == 0
+    assert report.duplicated_predictions == 0
+    assert report.predictions == EVENTS
+
+
+async def test_two_scorers_one_killed_the_survivor_takes_all_partitions(
+    fault_settings: Settings, names: Names, tmp_path: Path
+) -> None:
+    settings = fault_settings
+    await seed(settings.mongo.url.get_secret_value(), names.database)
+    await ensure_topics(settings.kafka)
+    a = ScorerProcess(settings, tmp_path / "a.log", STREAMSCORE_KAFKA__CLIENT_ID="a").start()
+    b = ScorerProcess(settings, tmp_path / "b.log", STREAMSCORE_KAFKA__CLIENT_ID="b").start()
+    try:
+
+        async def two() -> bool:
+            state, members = await group_state(settings.kafka, names.group_id)
+            return state == "Stable" and members == 2
+
+        assert await until(two, 60), a.log()[-2000:] + b.log()[-2000:]
+        await produce_events(settings, EVENTS)
+
+        async def some_done() -> bool:
+            return await outputs(settings) >= EVENTS // 5
+
+        assert await until(some_done, 120)
+        b.signal(signal.SIGKILL)
+        b.wait()
+
+        async def one() -> bool:
+            state, members = await group_state(settings.kafka, names.group_id)
+            return state == "Stable" and members == 1
+
+        assert await until(one, 60), a.log()[-3000:]
+        assert await drained(settings, EVENTS), a.log()[-3000:]
+        lag = await committed_lag(
+            settings.kafka.bootstrap_servers, names.group_id, names.input_topic
+        )
+        assert set(lag.values()) == {0}  # the survivor owns and committed all 4 partitions
+        a.stop()
+    finally:
+        a.kill()
+        b.kill()
+        await seed_cleanup(settings)
+    report = await audit(settings)
+    report_line("two scorers, one killed", report)
+    assert report.lost == 0
+    assert report.events_in == EVENTS
+    assert report.unexpected_predictions == 0
+
+
+async def test_mongodb_down_for_15s_nothing_dead_lettered_nothing_lost(
+    kafka_bootstrap: str,
+    private_mongo: PrivateMongo,
+    names: Names,
+    model_path: Path,
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=private_mongo.url,
+        mongo={"server_selection_timeout_ms": 500, "operation_timeout_ms": 1_000},
+        scoring={"cache_ttl_s": 0.5},
+        stream={"max_batch_size": 200, "retry_max_backoff_s": 2.0},
+    )
+    await seed(private_mongo.url, names.database)
+    await ensure_topics(settings.kafka)
+    count = EVENTS // 2
+    half = count // 2
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    try:
+        await produce_events(settings, half)
+        assert await drained(settings, half), scorer.log()[-3000:]
+        private_mongo.stop()
+        values = [event_bytes(i, f"user-{i % 120}", "late") for i in range(count - half)]
+        await produce(kafka_bootstrap, names.input_topic, values, [None] * len(values))
+        await asyncio.sleep(15)
+        during = await outputs(settings)
+        # Entities still cached (TTL 0.5 s) may be scored at the very start; then it waits.
+        assert during - half <= settings.stream.max_batch_size * 2
+        assert await end_total(kafka_bootstrap, names.dlq_topic) == 0
+        private_mongo.start()
+        assert await drained(settings, count), scorer.log()[-3000:]
+        assert scorer.alive()
+        scorer.stop()
+    finally:
+        scorer.kill()
+    log = scorer.log()
+    assert "scoring failed, will retry" in log
+    report = await audit(settings)
+    report_line("MongoDB down 15 s", report)
+    assert report.dead_letters == 0
+    assert report.lost == 0
+    assert report.events_in == count
+
+
+async def test_kafka_broker_restart_mid_stream_loses_nothing(
+    private_kafka: PrivateKafka, mongo_url: str, names: Names, model_path: Path, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=private_kafka.bootstrap,
+        mongo_url=mongo_url,
+        stream={"max_batch_size": 200},
+    )
+    await seed(mongo_url, names.database)
+    await ensure_topics(settings.kafka)
+    count = EVENTS // 2
+    await produce_events(settings, count)
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    try:
+
+        async def some_done() -> bool:
+            return await outputs(settings) >= count // 10
+
+        assert await until(some_done, 120), scorer.log()[-3000:]
+        private_kafka.restart()
+        assert await drained(settings, count, within_s=240), scorer.log()[-3000:]
+        assert scorer.alive()
+        scorer.stop()
+    finally:
+        scorer.kill()
+        await seed_cleanup(settings)
+    report = await audit(settings)
+    report_line("Kafka broker restart", report)
+    assert report.lost == 0
+    assert report.events_in == count
+
+
+POISON: list[tuple[bytes | None, str]] = [
+    (b"not json", "invalid_json"),
+    (b"\xff\xfe\xfd", "invalid_encoding"),
+    (b"", "empty_value"),
+    (None, "empty_value"),
+    (b'{"event_id": 5, "entity_id": "u"}', "invalid_event"),
+    (b'{"event_id": "p-nan", "entity_id": "u", "features": {"amount": NaN}}', "invalid_event"),
+    (
+        b'{"event_id": "p-inf", "entity_id": "u", "features": {"amount": -Infinity}}',
+        "invalid_event",
+    ),
+    (b'{"event_id": "p-op", "entity_id": {"$gt": ""}}', "invalid_event"),
+    (b'{"event_id": "p-long", "entity_id": "' + b"u" * 500 + b'"}', "invalid_event"),
+    (b'{"event_id": "p-huge", "entity_id": "u", "features": {"amount": 1e999}}', "invalid_event"),
+    (
+        b'{"event_id": "p-bigint", "entity_id": "u", "features": {"a": ' + b"9" * 400 + b"}}",
+        "invalid_event",
+    ),
+    (b"[1, 2, 3]", "invalid_event"),
+    (b"null", "invalid_event"),
+    (b'"just a string"', "invalid_event"),
+    (b"[" * 5000 + b"]" * 5000, "invalid_json"),
+    (b'{"event_id": "p-big", "entity_id": "u", "pad": "' + b"x" * 300_000 + b'"}', "too_large"),
+]
+
+
+async def test_every_kind_of_bad_input_is_dead_lettered_and_good_ones_scored(
+    fault_settings: Settings, names: Names, tmp_path: Path
+) -> None:
+    settings = fault_settings.model_copy(
+        update={"stream": fault_settings.stream.model_copy(update={"max_record_bytes": 200_000})}
+    )
+    await seed(settings.mongo.url.get_secret_value(), names.database)
+    await ensure_topics(settings.kafka)
+    values: list[bytes | None] = []
+    for i in range(2_000):
+        values.append(event_bytes(i, f"user-{i % 120}"))
+        if i % 100 == 0:
+            values.append(POISON[(i // 100) % len(POISON)][0])
+    tolerant = json.dumps(
+        {"event_id": "tolerant", "entity_id": "user-1", "new_field": [1], "features": {"x9": 1}}
+    ).encode()
+    values.append(tolerant)
+    for value, _kind in POISON:
+        values.append(value)
+    keys = [b"tombstone" if v is None else None for v in values]  # aiokafka needs one of them
+    await produce(settings.kafka.bootstrap_servers, names.input_topic, values, keys)
+    bad = sum(1 for v in values if v is not None and v in {p for p, _ in POISON if p is not None})
+    bad += sum(1 for v in values if v is None)
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    try:
+        assert await drained(settings, len(values)), scorer.log()[-3000:]
+        assert scorer.alive()
+        scorer.stop()
+    finally:
+        scorer.kill()
+        await seed_cleanup(settings)
+    report = await audit(settings)
+    report_line("poison input", report)
+    assert report.lost == 0
+    assert report.predictions == 2_001  # including the tolerant event
+    assert report.dead_letters == bad
+    assert report.invalid_records == bad
+
+
+async def test_a_bad_deploy_halts_instead_of_emptying_the_topic_into_the_dlq(
+    fault_settings: Settings, names: Names, tmp_path: Path
+) -> None:
+    settings = fault_settings
+    await ensure_topics(settings.kafka)
+    good = [event_bytes(i, "user-1") for i in range(300)]
+    broken = [b'{"eventId": "camelCase now", "entityId": "user-1"}'] * 3_000
+    await produce(
+        settings.kafka.bootstrap_servers, names.input_topic, good + broken, [None] * 3_300
+    )
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    try:
+        code = scorer.wait(timeout=120)
+    finally:
+        scorer.kill()
+    assert code == 3, scorer.log()[-3000:]
+    assert "looks like a bad producer deploy" in scorer.log()
+    dead = await end_total(settings.kafka.bootstrap_servers, names.dlq_topic)
+    assert dead < settings.stream.dead_letter_window  # stopped early, not 3,000
+    lag = await committed_lag(settings.kafka.bootstrap_servers, names.group_id, names.input_topic)
+    assert sum(lag.values()) >= 3_000 - dead  # the rest waits, uncommitted, for the fix
+    report = await audit(settings)
+    report_line("bad deploy", report)
+
+
+async def test_missing_dead_letter_topic_blocks_the_commit_until_it_exists(
+    fault_settings: Settings, names: Names, tmp_path: Path
+) -> None:
+    settings = fault_settings.model_copy(
+        update={
+            "kafka": fault_settings.kafka.model_copy(
+                update={
+                    "create_topics": False,
+                    "request_timeout_ms": 3_000,
+                    "delivery_timeout_s": 5,
+                }
+            )
+        }
+    )
+    await seed(settings.mongo.url.get_secret_value(), names.database)
+    await ensure_topics(settings.kafka, [names.input_topic, names.output_topic])
+    values = [event_bytes(i, "user-1") for i in range(100)] + [b"not json"] * 2
+    await produce(settings.kafka.bootstrap_servers, names.input_topic, values, [None] * 102)
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    try:
+        assert scorer.wait_for_log("were not acknowledged", timeout=90), scorer.log()[-3000:]
+        await asyncio.sleep(3)
+        lag = await committed_lag(
+            settings.kafka.bootstrap_servers, names.group_id, names.input_topic
+        )
+        assert sum(lag.values()) > 0  # nothing committed past the undeliverable dead letters
+        await ensure_topics(settings.kafka, [names.dlq_topic])
+
+        async def all_committed() -> bool:
+            lag = await committed_lag(
+                settings.kafka.bootstrap_servers, names.group_id, names.input_topic
+            )
+            return sum(lag.values()) == 0
+
+        assert await until(all_committed, 90), scorer.log()[-3000:]
+        scorer.stop()
+    finally:
+        scorer.kill()
+        await seed_cleanup(settings)
+    report = await audit(settings)
+    report_line("dead-letter topic missing", report)
+    assert report.lost == 0
+    assert report.dead_letters >= 2
+
+
+async def seed_cleanup(settings: Settings) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo.url.get_secret_value(), serverSelectionTimeoutMS=2_000
+    )
+    try:
+        await client.drop_database(settings.mongo.database)
+    finally:
+        await client.close()
