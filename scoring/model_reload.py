@@ -110,7 +110,12 @@ class ModelReloader:
                 self._seen = signature
                 self.stats.refused += 1
                 self.stats.last_error = str(exc)
-                log.error("refused new model at %s: %s", self._path, exc)
+                log.error(
+                    "refused new model at %s: %s",
+                    self._path,
+                    exc,
+                    extra={"event": "model_refused", "path": str(self._path)},
+                )
                 raise
             current = self._pipeline.model
             self._pipeline.swap_model(candidate)
@@ -123,6 +128,11 @@ class ModelReloader:
                 current.version,
                 candidate.name,
                 candidate.version,
+                extra={
+                    "event": "model_swap",
+                    "from_version": current.version,
+                    "to_version": candidate.version,
+                },
             )
             if self._on_change is not None:
                 self._on_change(candidate)

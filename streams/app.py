@@ -134,7 +134,7 @@ def build_app(
             log.warning("%s: %d records left uncommitted for redelivery", exc, len(records))
             await msg.nack()
         except DeadLetterFlood as exc:
-            log.critical("halting: %s", exc)
+            log.critical("halting: %s", exc, extra={"event": "halt"})
             runtime.exit_code = EXIT_DEAD_LETTER_FLOOD
             stopping.set()
             await msg.nack()
@@ -182,6 +182,12 @@ def build_app(
             len(model.feature_names),
             kafka.input_topic,
             kafka.group_id,
+            extra={
+                "event": "ready",
+                "model_version": model.version,
+                "topic": kafka.input_topic,
+                "group": kafka.group_id,
+            },
         )
 
     async def on_shutdown() -> None:

@@ -170,6 +170,7 @@ class BatchProcessor:
             kind = rejection.kind.value
             self.stats.dead_lettered[kind] = self.stats.dead_lettered.get(kind, 0) + 1
         if rejected:
+            first, reason = rejected[0]
             log.warning(
                 "dead-lettered %d of %d records: %s",
                 len(rejected),
@@ -178,7 +179,22 @@ class BatchProcessor:
                     f"{r.topic}[{r.partition}]@{r.offset} {rej.kind}: {rej.message}"
                     for r, rej in rejected[:3]
                 ),
+                extra={
+                    "event": "dead_letter",
+                    "count": len(rejected),
+                    "kind": reason.kind.value,
+                    "topic": first.topic,
+                    "partition": first.partition,
+                    "offset": first.offset,
+                },
             )
+        log.debug(
+            "batch done: %d records, %d scored, %d dead-lettered",
+            len(records),
+            len(predictions),
+            len(rejected),
+            extra={"event": "batch", "records": len(records), "scored": len(predictions)},
+        )
         await self._commit(records, commit)
         stages["commit"] += clock() - published
 
@@ -190,7 +206,10 @@ class BatchProcessor:
             except (EnrichmentUnavailable, ScoringTimeout) as exc:
                 self.stats.retries += 1
                 log.warning(
-                    "scoring failed, will retry (attempt %d): %s", backoff.attempts + 1, exc
+                    "scoring failed, will retry (attempt %d): %s",
+                    backoff.attempts + 1,
+                    exc,
+                    extra={"event": "retry", "stage": "score", "attempt": backoff.attempts + 1},
                 )
                 if not await backoff.wait():
                     raise StopRequested("stopping while scoring was being retried") from exc
@@ -213,9 +232,7 @@ class BatchProcessor:
                     failed.append(output)
                     errors.append(exc)
             if pending:
-                done, not_done = await asyncio.wait(
-                    pending, timeout=self._kafka.delivery_timeout_s
-                )
+                done, not_done = await asyncio.wait(pending, timeout=self._kafka.delivery_timeout_s)
                 for future in not_done:
                     future.cancel()
                     failed.append(remaining[pending[future]])
@@ -236,6 +253,7 @@ class BatchProcessor:
                 len(remaining),
                 backoff.attempts + 1,
                 errors[0],
+                extra={"event": "retry", "stage": "publish", "attempt": backoff.attempts + 1},
             )
             if not await backoff.wait():
                 raise StopRequested("stopping while publishing was being retried")
@@ -254,4 +272,8 @@ class BatchProcessor:
             # Typically a rebalance took the partitions away: the records will be consumed
             # again by their new owner (at-least-once: duplicates, never losses).
             self.stats.commit_failures += 1
-            log.warning("offset commit failed; the batch will be redelivered: %r", exc)
+            log.warning(
+                "offset commit failed; the batch will be redelivered: %r",
+                exc,
+                extra={"event": "commit_failed"},
+            )
