@@ -57,7 +57,10 @@ def parse_body(raw: bytes, max_events: int) -> tuple[list[PredictEvent], bool]:
     try:
         payload = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidBody(f"the body is not valid JSON: {exc}", []) from None
+        raise InvalidBody(
+            f"the body is not valid JSON: {exc}",
+            [FieldError(field="body", message="not valid JSON")],
+        ) from None
     if isinstance(payload, dict):
         try:
             return [PredictEvent.model_validate(payload)], False
@@ -66,7 +69,10 @@ def parse_body(raw: bytes, max_events: int) -> tuple[list[PredictEvent], bool]:
             raise InvalidBody(_summary(errors), errors) from None
     if isinstance(payload, list):
         if not payload:
-            raise InvalidBody("the body is an empty list: send at least one event", [])
+            raise InvalidBody(
+                "the body is an empty list: send at least one event",
+                [FieldError(field="body", message="at least one event")],
+            )
         if len(payload) > max_events:
             raise InvalidBody(
                 f"the body has {len(payload)} events; at most {max_events} per request",
@@ -97,6 +103,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
     api = settings.api
     metrics = ApiMetrics()
     state: dict[str, Any] = {}
+    known_paths: set[str] = set()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -147,7 +154,9 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
         started = time.perf_counter()
         response = await _guarded(request, call_next)
         route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+        path = getattr(route, "path", None)
+        if path is None:  # answered before routing (401, 413): label it by its path if known
+            path = request.url.path if request.url.path in known_paths else "unmatched"
         labels = (request.method, path, str(response.status_code))
         metrics.requests.labels(*labels).inc()
         metrics.latency.labels(*labels).observe(time.perf_counter() - started)
@@ -292,6 +301,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    known_paths.update(getattr(r, "path", "") for r in app.routes)
     app.state.metrics = metrics
     app.state.runtime = state
     return app

@@ -85,4 +85,4 @@ class InputEvent(BaseModel):
 def format_time(value: datetime) -> str:
     """ISO-8601 in UTC with millisecond precision and a ``Z`` suffix."""
     utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"

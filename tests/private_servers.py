@@ -30,7 +30,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import pytest
 
@@ -98,13 +98,20 @@ class PrivateServer:
         """The client port."""
         return self.ports[0]
 
+    @property
+    def url(self) -> str:
+        """What a client connects to (a MongoDB URL, a Kafka bootstrap address)."""
+        raise NotImplementedError
+
     def files(self) -> list[Path]:
         """This instance's own per-port files and folders (data, state, config, pid, log)."""
         raise NotImplementedError
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({name: str(port) for name, port in zip(self.port_variables, self.ports)})
+        env.update(
+            {name: str(port) for name, port in zip(self.port_variables, self.ports, strict=True)}
+        )
         env["STREAMSCORE_LOCAL_DIR"] = str(self.local_dir)
         env["STREAMSCORE_UP_TIMEOUT"] = str(self.timeout_s)
         return env
@@ -176,7 +183,7 @@ class PrivateServer:
                 else:
                     path.unlink(missing_ok=True)
 
-    def __enter__(self) -> PrivateServer:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
@@ -251,16 +258,44 @@ def private_kafka() -> Iterator[PrivateKafka]:
         yield server
 
 
+async def _round_trip(server: PrivateServer, write: bool) -> None:
+    """Read back what the first call (``write=True``) wrote; a restart must keep it."""
+    if isinstance(server, PrivateKafka):
+        from settings import KafkaSettings
+        from streams.topics import ensure_topics
+        from tests.kafka_io import produce, read_until
+
+        if write:
+            kafka = KafkaSettings(bootstrap_servers=server.bootstrap, topic_partitions=1)
+            await ensure_topics(kafka, ["self-check"])
+            await produce(server.bootstrap, "self-check", [b"ping"], [None])
+        records = await read_until(server.bootstrap, ["self-check"], 1, 30, settle_s=0)
+        assert [r.value for r in records] == [b"ping"], records
+    elif isinstance(server, PrivateMongo):
+        from pymongo import AsyncMongoClient
+
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(server.url)
+        try:
+            collection = client["self_check"]["docs"]
+            if write:
+                await collection.insert_one({"_id": 1, "v": "ping"})
+            assert await collection.find_one({"_id": 1}) == {"_id": 1, "v": "ping"}
+        finally:
+            await client.close()
+
+
 def _self_check() -> None:  # pragma: no cover - run by hand: python -m tests.private_servers
     for server in (PrivateMongo(), PrivateKafka()):
         with server:
             data = server.files()[0]
             assert port_open(server.port), f"{server.which} is not answering on {server.port}"
             assert data.is_dir(), f"{data} was not created"
-            print(f"{server.which}: up on {server.ports}, data in {data}")
+            asyncio.run(_round_trip(server, write=True))
+            print(f"{server.which}: up on {server.ports}, data in {data}, round trip ok")
             server.restart()
             assert port_open(server.port), f"{server.which} did not come back"
-            print(f"{server.which}: restarted")
+            asyncio.run(_round_trip(server, write=False))
+            print(f"{server.which}: restarted, data kept")
         assert not port_open(server.port), f"{server.which} still answers after cleanup"
         assert not any(p.exists() for p in server.files()), "per-port files left behind"
         print(f"{server.which}: stopped and removed")
