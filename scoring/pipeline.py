@@ -33,6 +33,40 @@ class PipelineStats:
     score_seconds: float = 0.0
 
 
+def _compute(
+    model: LoadedModel,
+    events: Sequence[InputEvent],
+    stored: Lookup,
+    failed: bool,
+    fallback_times: Sequence[datetime | None] | None,
+) -> tuple[list[Prediction], int]:
+    matrix, ignored = assemble(events, stored, model.feature_names)
+    scores = model.predict(matrix)
+    now = datetime.now(UTC)
+    ref = ModelRef(name=model.name, version=model.version)
+    predictions: list[Prediction] = []
+    for i, event in enumerate(events):
+        if failed:
+            enrichment = Enrichment.ERROR
+        elif stored.get(event.entity_id) is not None:
+            enrichment = Enrichment.HIT
+        else:
+            enrichment = Enrichment.MISS
+        fallback = fallback_times[i] if fallback_times is not None else None
+        predictions.append(
+            Prediction(
+                event_id=event.event_id,
+                entity_id=event.entity_id,
+                score=float(scores[i]),
+                model=ref,
+                enrichment=enrichment,
+                event_time=event.event_time or fallback or now,
+                scored_at=now,
+            )
+        )
+    return predictions, ignored
+
+
 class ScoringPipeline:
     """Enrichment (MongoDB, cached) and LightGBM scoring (in a thread executor).
 
@@ -117,12 +151,16 @@ class ScoringPipeline:
             stored, failed = {}, True
         enriched = loop.time()
 
-        matrix, ignored = assemble(events, stored, model.feature_names)
         sample = list(events[:16])
         self._golden = (sample, {e.entity_id: stored.get(e.entity_id) for e in sample})
         try:
-            scores = await asyncio.wait_for(
-                loop.run_in_executor(self._executor, model.predict, matrix),
+            # Vector assembly, the model and building the predictions all run in the executor:
+            # the event loop only waits (Booster.predict releases the GIL; the Python parts
+            # yield it every switch interval).
+            predictions, ignored = await asyncio.wait_for(
+                loop.run_in_executor(
+                    self._executor, _compute, model, events, stored, failed, fallback_times
+                ),
                 timeout=self._score_timeout_s,
             )
         except TimeoutError:
@@ -131,29 +169,6 @@ class ScoringPipeline:
                 f"within {self._score_timeout_s}s"
             ) from None
         scored = loop.time()
-
-        now = datetime.now(UTC)
-        ref = ModelRef(name=model.name, version=model.version)
-        predictions: list[Prediction] = []
-        for i, event in enumerate(events):
-            if failed:
-                enrichment = Enrichment.ERROR
-            elif stored.get(event.entity_id) is not None:
-                enrichment = Enrichment.HIT
-            else:
-                enrichment = Enrichment.MISS
-            fallback = fallback_times[i] if fallback_times is not None else None
-            predictions.append(
-                Prediction(
-                    event_id=event.event_id,
-                    entity_id=event.entity_id,
-                    score=float(scores[i]),
-                    model=ref,
-                    enrichment=enrichment,
-                    event_time=event.event_time or fallback or now,
-                    scored_at=now,
-                )
-            )
         self._record(predictions, ignored, enriched - started, scored - enriched)
         return predictions
 

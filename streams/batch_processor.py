@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeAlias
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from schemas import InputEvent
+from schemas import InputEvent, Prediction
 from scoring import EnrichmentUnavailable, ScoringPipeline, ScoringTimeout
 from settings import Settings
 from streams.backoff import Backoff
@@ -56,6 +56,52 @@ class StreamStats:
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     """The next offset to read, per partition, as last committed by this process."""
     batch_sizes: list[int] = field(default_factory=list)
+
+
+Output = tuple[str, bytes, bytes | None, dict[str, str] | None]
+
+
+def _parse_all(
+    records: Sequence[Record], max_bytes: int
+) -> tuple[list[InputEvent], list[datetime | None], list[tuple[Record, Rejection]]]:
+    events: list[InputEvent] = []
+    times: list[datetime | None] = []
+    rejected: list[tuple[Record, Rejection]] = []
+    for record in records:
+        parsed = parse_record(record.value, max_bytes)
+        if isinstance(parsed, Rejection):
+            rejected.append((record, parsed))
+        else:
+            events.append(parsed)
+            times.append(
+                datetime.fromtimestamp(record.timestamp / 1000, UTC)
+                if record.timestamp is not None and record.timestamp >= 0
+                else None
+            )
+    return events, times, rejected
+
+
+def _outputs(
+    predictions: Sequence[Prediction],
+    rejected: Sequence[tuple[Record, Rejection]],
+    output_topic: str,
+    dlq_topic: str,
+) -> list[Output]:
+    """(topic, value, key, headers) of every prediction and dead letter of a batch."""
+    outputs: list[Output] = [
+        (output_topic, p.model_dump_json().encode(), p.entity_id.encode(), None)
+        for p in predictions
+    ]
+    outputs.extend(
+        (
+            dlq_topic,
+            record.value or b"",
+            record.key if isinstance(record.key, bytes) else None,
+            dead_letter_headers(record, rejection),
+        )
+        for record, rejection in rejected
+    )
+    return outputs
 
 
 class BatchProcessor:
@@ -121,46 +167,19 @@ class BatchProcessor:
         self.stats.batch_sizes.append(len(records))
         if len(self.stats.batch_sizes) > 10_000:
             del self.stats.batch_sizes[:5_000]
-        events: list[InputEvent] = []
-        times: list[datetime | None] = []
-        keep: list[Record] = []
-        rejected: list[tuple[Record, Rejection]] = []
-        for record in records:
-            parsed = parse_record(record.value, self._stream.max_record_bytes)
-            if isinstance(parsed, Rejection):
-                rejected.append((record, parsed))
-            else:
-                events.append(parsed)
-                keep.append(record)
-                times.append(
-                    datetime.fromtimestamp(record.timestamp / 1000, UTC)
-                    if record.timestamp is not None and record.timestamp >= 0
-                    else None
-                )
-
+        loop = asyncio.get_running_loop()
+        # Parsing is CPU work: it runs in a worker thread so the event loop stays responsive.
+        events, times, rejected = await loop.run_in_executor(
+            None, _parse_all, records, self._stream.max_record_bytes
+        )
         self._guard.check(len(events), len(rejected))
         parse_done = clock()
         stages["parse"] += parse_done - started
         predictions = await self._score(events, times)
         scored = clock()
         stages["score"] += scored - parse_done
-        outputs: list[tuple[str, bytes, bytes | None, dict[str, str] | None]] = [
-            (
-                self._kafka.output_topic,
-                p.model_dump_json().encode(),
-                p.entity_id.encode(),
-                None,
-            )
-            for p in predictions
-        ]
-        outputs.extend(
-            (
-                self._kafka.dlq_topic,
-                record.value or b"",
-                record.key if isinstance(record.key, bytes) else None,
-                dead_letter_headers(record, rejection),
-            )
-            for record, rejection in rejected
+        outputs = await loop.run_in_executor(
+            None, _outputs, predictions, rejected, self._kafka.output_topic, self._kafka.dlq_topic
         )
         await self._publish_all(outputs)
         published = clock()
@@ -198,7 +217,9 @@ class BatchProcessor:
         await self._commit(records, commit)
         stages["commit"] += clock() - published
 
-    async def _score(self, events: list[InputEvent], times: list[datetime | None]) -> list[Any]:
+    async def _score(
+        self, events: list[InputEvent], times: list[datetime | None]
+    ) -> list[Prediction]:
         backoff = self._backoff()
         while True:
             try:
@@ -214,15 +235,13 @@ class BatchProcessor:
                 if not await backoff.wait():
                     raise StopRequested("stopping while scoring was being retried") from exc
 
-    async def _publish_all(
-        self, outputs: list[tuple[str, bytes, bytes | None, dict[str, str] | None]]
-    ) -> None:
+    async def _publish_all(self, outputs: list[Output]) -> None:
         """Send every output and wait for Kafka's acknowledgements; re-send only the ones that
         failed or were not acknowledged in time, with backoff, until all are acknowledged."""
         backoff = self._backoff()
         remaining = outputs
         while True:
-            failed: list[tuple[str, bytes, bytes | None, dict[str, str] | None]] = []
+            failed: list[Output] = []
             errors: list[BaseException] = []
             pending: dict[asyncio.Future[Any], int] = {}
             for index, output in enumerate(remaining):
