@@ -170,10 +170,15 @@ def build_app(
                     runtime, stream.metrics_host, stream.metrics_port
                 )
             except OSError as exc:
-                raise RuntimeError(
-                    f"cannot serve metrics on {stream.metrics_host}:{stream.metrics_port}: {exc} "
-                    "(set STREAMSCORE_STREAM__METRICS_PORT)"
-                ) from exc
+                # Another scorer on this machine holds the port: keep scoring, say so loudly.
+                log.warning(
+                    "metrics endpoint disabled: cannot listen on %s:%s (%s); set "
+                    "STREAMSCORE_STREAM__METRICS_PORT to a free port for this process",
+                    stream.metrics_host,
+                    stream.metrics_port,
+                    exc,
+                    extra={"event": "metrics_disabled"},
+                )
         model = pipeline.model
         log.info(
             "scorer ready: model %s:%s (%d features), consuming %s as group %s",
