@@ -13,18 +13,24 @@ from streams.kafka_options import client_options
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(kafka: KafkaSettings, names: list[str] | None = None) -> list[str]:
-    """Create ``names`` (default: input, output and dead-letter topics) if absent.
-
-    Returns the names it created. Existing topics are left as they are.
-    """
-    wanted = names or [kafka.input_topic, kafka.output_topic, kafka.dlq_topic]
+async def _admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
+    """A started admin client (the caller closes it)."""
     options = client_options(kafka)
     options.pop("request_timeout_ms", None)
     admin = AIOKafkaAdminClient(
         client_id=f"{kafka.client_id}-admin", request_timeout_ms=kafka.request_timeout_ms, **options
     )
     await admin.start()
+    return admin
+
+
+async def ensure_topics(kafka: KafkaSettings, names: list[str] | None = None) -> list[str]:
+    """Create ``names`` (default: input, output and dead-letter topics) if absent.
+
+    Returns the names it created. Existing topics are left as they are.
+    """
+    wanted = names or [kafka.input_topic, kafka.output_topic, kafka.dlq_topic]
+    admin = await _admin(kafka)
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in dict.fromkeys(wanted) if name not in existing]
@@ -51,12 +57,7 @@ async def ensure_topics(kafka: KafkaSettings, names: list[str] | None = None) ->
 
 async def partitions_of(kafka: KafkaSettings, topics: list[str]) -> dict[str, list[int]]:
     """Partition numbers of each topic, from the cluster (empty list if the topic is absent)."""
-    options = client_options(kafka)
-    options.pop("request_timeout_ms", None)
-    admin = AIOKafkaAdminClient(
-        client_id=f"{kafka.client_id}-admin", request_timeout_ms=kafka.request_timeout_ms, **options
-    )
-    await admin.start()
+    admin = await _admin(kafka)
     try:
         described = await admin.describe_topics(topics)
     finally:
@@ -70,12 +71,7 @@ async def partitions_of(kafka: KafkaSettings, topics: list[str]) -> dict[str, li
 
 async def group_state(kafka: KafkaSettings, group_id: str) -> tuple[str, int]:
     """The consumer group's state (``Stable``, ``Empty``, ...) and its number of members."""
-    options = client_options(kafka)
-    options.pop("request_timeout_ms", None)
-    admin = AIOKafkaAdminClient(
-        client_id=f"{kafka.client_id}-admin", request_timeout_ms=kafka.request_timeout_ms, **options
-    )
-    await admin.start()
+    admin = await _admin(kafka)
     try:
         responses = await admin.describe_consumer_groups([group_id])
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from scoring import EnrichmentUnavailable, StoredFeatures
@@ -61,3 +61,18 @@ def entity_documents(count: int) -> list[dict[str, object]]:
         }
         for i in range(count)
     ]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], within_s: float, every_s: float = 0.2
+) -> bool:
+    """Poll ``check`` until it is true or ``within_s`` seconds passed; returns the last answer."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(every_s)
+    return False

@@ -7,8 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +20,11 @@ from tests.conftest import Names, settings_for
 from tests.kafka_io import committed_lag, end_total, produce
 from tests.private_servers import PrivateKafka, PrivateMongo
 from tests.scorer_process import ScorerProcess
-from tests.support import entity_documents, event_bytes
+from tests.support import entity_documents, event_bytes, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EVENTS = int(os.environ.get("STREAMSCORE_FAULT_EVENTS", "20000"))
-
-
-async def until(
-    check: Callable[[], Awaitable[bool]], within_s: float, every_s: float = 0.3
-) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(every_s)
-    return False
 
 
 async def seed(mongo_url: str, database: str, count: int = 100) -> None:
@@ -64,11 +51,20 @@ async def outputs(settings: Settings) -> int:
     )
 
 
+async def partly_done(settings: Settings, count: int, within_s: float = 120) -> bool:
+    """Wait until about a fifth of ``count`` records have an output: mid-stream."""
+
+    async def some() -> bool:
+        return await outputs(settings) >= count // 5
+
+    return await eventually(some, within_s)
+
+
 async def drained(settings: Settings, expected: int, within_s: float = 180) -> bool:
     async def done() -> bool:
         return await outputs(settings) >= expected
 
-    return await until(done, within_s)
+    return await eventually(done, within_s)
 
 
 def report_line(name: str, report: AuditReport) -> str:
@@ -103,11 +99,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
     await produce_events(settings, EVENTS)
     scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
     try:
-
-        async def some_done() -> bool:
-            return await outputs(settings) >= EVENTS // 5
-
-        assert await until(some_done, 120), scorer.log()[-3000:]
+        assert await partly_done(settings, EVENTS), scorer.log()[-3000:]
         scorer.signal(signal.SIGKILL)
         scorer.wait()
         assert await outputs(settings) < EVENTS, "killed too late to prove anything"
@@ -135,11 +127,7 @@ async def test_sigterm_mid_stream_then_restart_loses_and_repeats_nothing(
     await produce_events(settings, EVENTS)
     scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
     try:
-
-        async def some_done() -> bool:
-            return await outputs(settings) >= EVENTS // 5
-
-        assert await until(some_done, 120), scorer.log()[-3000:]
+        assert await partly_done(settings, EVENTS), scorer.log()[-3000:]
         assert scorer.stop(timeout=40) == 0, scorer.log()[-3000:]
         scorer = ScorerProcess(settings, tmp_path / "scorer2.log").start()
         assert await drained(settings, EVENTS), scorer.log()[-3000:]
@@ -169,13 +157,10 @@ async def test_two_scorers_one_killed_the_survivor_takes_all_partitions(
             state, members = await group_state(settings.kafka, names.group_id)
             return state == "Stable" and members == 2
 
-        assert await until(two, 60), a.log()[-2000:] + b.log()[-2000:]
+        assert await eventually(two, 60), a.log()[-2000:] + b.log()[-2000:]
         await produce_events(settings, EVENTS)
 
-        async def some_done() -> bool:
-            return await outputs(settings) >= EVENTS // 5
-
-        assert await until(some_done, 120)
+        assert await partly_done(settings, EVENTS)
         b.signal(signal.SIGKILL)
         b.wait()
 
@@ -183,7 +168,7 @@ async def test_two_scorers_one_killed_the_survivor_takes_all_partitions(
             state, members = await group_state(settings.kafka, names.group_id)
             return state == "Stable" and members == 1
 
-        assert await until(one, 60), a.log()[-3000:]
+        assert await eventually(one, 60), a.log()[-3000:]
         assert await drained(settings, EVENTS), a.log()[-3000:]
         lag = await committed_lag(
             settings.kafka.bootstrap_servers, names.group_id, names.input_topic
@@ -264,11 +249,7 @@ async def test_kafka_broker_restart_mid_stream_loses_nothing(
     await produce_events(settings, count)
     scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
     try:
-
-        async def some_done() -> bool:
-            return await outputs(settings) >= count // 10
-
-        assert await until(some_done, 120), scorer.log()[-3000:]
+        assert await partly_done(settings, count), scorer.log()[-3000:]
         private_kafka.restart()
         assert await drained(settings, count, within_s=240), scorer.log()[-3000:]
         assert scorer.alive()
@@ -406,7 +387,7 @@ async def test_missing_dead_letter_topic_blocks_the_commit_until_it_exists(
             )
             return sum(lag.values()) == 0
 
-        assert await until(all_committed, 90), scorer.log()[-3000:]
+        assert await eventually(all_committed, 90), scorer.log()[-3000:]
         scorer.stop()
     finally:
         scorer.kill()

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from tests.conftest import Names, settings_for
 from tests.kafka_io import committed_lag, produce, read_until
 from tests.private_servers import free_ports
 from tests.scorer_process import ScorerProcess
-from tests.support import entity_documents, event_bytes, train_small_model
+from tests.support import entity_documents, event_bytes, eventually, train_small_model
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +35,6 @@ def _replace_model(source: Path, target: Path) -> None:
         tmp = dst.with_name(dst.name + ".tmp")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
-
-
-async def _wait_for(predicate: Any, within_s: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(interval)
-    return False
 
 
 async def test_model_swap_under_load_loses_nothing_and_refuses_a_bad_model(
@@ -79,7 +69,7 @@ async def test_model_swap_under_load_loses_nothing_and_refuses_a_bad_model(
         await wave(1_000)
         _replace_model(v2, live)  # while the first wave is being scored
         await wave(1_000)
-        assert await _wait_for(
+        assert await eventually(
             lambda: asyncio.sleep(
                 0, runtime.reloader is not None and runtime.reloader.stats.loaded >= 1
             ),
@@ -92,7 +82,7 @@ async def test_model_swap_under_load_loses_nothing_and_refuses_a_bad_model(
         corrupt.write_text("tree\nthis is not a LightGBM model\n")
         metadata_path(corrupt).write_text(json.dumps({"name": "fraud", "version": "3"}))
         _replace_model(corrupt, live)
-        assert await _wait_for(
+        assert await eventually(
             lambda: asyncio.sleep(
                 0, runtime.reloader is not None and runtime.reloader.stats.refused >= 1
             ),
@@ -182,7 +172,7 @@ async def test_metrics_count_what_was_sent_and_lag_falls_to_zero(
                     if line.startswith("streamscore_consumer_lag{")
                 )
 
-            assert await _wait_for(drained, 20)
+            assert await eventually(drained, 20)
             text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     finally:
         await app.stop()
@@ -229,7 +219,7 @@ async def test_two_workers_share_partitions_and_a_killed_one_is_restarted(
             state, members = await group_state(settings.kafka, names.group_id)
             return state == "Stable" and members == 2
 
-        assert await _wait_for(two_members, 60), scorer.log()[-3000:]
+        assert await eventually(two_members, 60), scorer.log()[-3000:]
         workers = scorer.children()
         assert len(workers) == 2
         first = [event_bytes(i, f"user-{i % 25}") for i in range(2_000)]
@@ -240,8 +230,8 @@ async def test_two_workers_share_partitions_and_a_killed_one_is_restarted(
             now = scorer.children()
             return len(now) == 2 and workers[0] not in now
 
-        assert await _wait_for(replaced, 30), scorer.log()[-3000:]
-        assert await _wait_for(two_members, 60), scorer.log()[-3000:]
+        assert await eventually(replaced, 30), scorer.log()[-3000:]
+        assert await eventually(two_members, 60), scorer.log()[-3000:]
         second = [event_bytes(i, f"user-{i % 25}", prefix="f") for i in range(2_000)]
         await produce(kafka_bootstrap, names.input_topic, second, [None] * len(second))
         await read_until(kafka_bootstrap, [names.output_topic], 4_000, timeout_s=120)
