@@ -37,6 +37,13 @@ def test_extra_fields_and_unknown_features_are_kept_out_of_the_way() -> None:
     assert not hasattr(parsed, "source")
 
 
+def test_many_and_long_unknown_feature_names_are_tolerated() -> None:
+    features: dict[str, object] = {f"f{i}": i for i in range(3_000)}
+    features["x" * 5_000] = 1.0
+    parsed = InputEvent.model_validate(event(features=features))
+    assert len(parsed.features) == 3_001
+
+
 def test_optional_parts_may_be_absent() -> None:
     parsed = InputEvent.model_validate({"event_id": "e", "entity_id": "u"})
     assert parsed.event_time is None
