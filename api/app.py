@@ -22,7 +22,7 @@ from api.metrics import ApiMetrics
 from api.requests import ErrorBody, FieldError, PredictEvent, error_body
 from schemas import InputEvent, Prediction
 from scoring import EnrichmentUnavailable, ModelLoadError, ScoringPipeline, ScoringTimeout
-from scoring.loop_lag import LoopLagMonitor
+from scoring.loop_lag import LoopLagMonitor, tune_gc
 from scoring.model_reload import ModelReloader
 from scoring.resources import open_pipeline
 from settings import Settings
@@ -117,6 +117,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
             batcher = MicroBatcher(score, api.batch_max_size, api.batch_max_wait_ms / 1000)
             monitor = LoopLagMonitor(on_sample=metrics.lag_sample)
             monitor.start()
+            tune_gc()
             reloader = ModelReloader(
                 settings.model.path,
                 pipeline,

@@ -20,7 +20,7 @@ import numpy as np
 
 from schemas import InputEvent
 from scoring import EntityCache, LoadedModel, ScoringPipeline, StoredFeatures, load_model
-from scoring.loop_lag import LoopLagMonitor
+from scoring.loop_lag import LoopLagMonitor, tune_gc
 from scoring.vectors import assemble
 from streamscore_cli import demo_data
 
@@ -102,9 +102,17 @@ async def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/model.txt"))
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--no-tune-gc",
+        dest="tune_gc",
+        action="store_false",
+        help="leave the garbage collector as Python sets it (the product tunes it at start)",
+    )
     args = parser.parse_args()
     model = load_model(args.model)
     events, source = make_batch(args.batch, np.random.default_rng(1))
+    if args.tune_gc:
+        tune_gc()
     results = [
         await measure("pipeline (executor)", model, events, source, args.seconds),
         await measure("inline", model, events, source, args.seconds),

@@ -17,7 +17,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from scoring import ScoringPipeline
-from scoring.loop_lag import LoopLagMonitor
+from scoring.loop_lag import LoopLagMonitor, tune_gc
 from scoring.model_reload import ModelReloader
 from scoring.resources import open_pipeline
 from settings import Settings
@@ -164,6 +164,7 @@ def build_app(
         runtime.reloader.start()
         runtime.loop_lag = LoopLagMonitor()
         runtime.loop_lag.start()
+        tune_gc()
         if stream.metrics_port is not None:
             try:
                 runtime.metrics_server = serve_metrics(
