@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from streamscore_cli import demo_data
 
 
 class InMemory:
-    def __init__(self, documents: dict[str, StoredFeatures]) -> None:
+    def __init__(self, documents: Mapping[str, StoredFeatures]) -> None:
         self.documents = documents
 
     async def fetch(self, entity_ids: Sequence[str]) -> dict[str, StoredFeatures]:
