@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from faststream import TestApp
-from faststream.kafka import KafkaMessage, TestKafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 
 from scoring import EntityCache, ScoringPipeline, load_model
 from settings import Settings
@@ -48,7 +48,7 @@ async def run_batch(
                 load_model(model_path), source, executor, cache=EntityCache(100, 60)
             )
 
-    app, broker, runtime = build_app(settings, factory)
+    app, broker, runtime = build_app(settings, factory, broker=KafkaBroker())
     predictions: list[dict[str, Any]] = []
     dead: list[tuple[bytes, dict[str, str]]] = []
 
