@@ -30,6 +30,7 @@ from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
+EXIT_BATCH_FAILED = 1
 EXIT_DEAD_LETTER_FLOOD = 3
 PipelineFactory = Callable[[Settings], AbstractAsyncContextManager[ScoringPipeline]]
 
@@ -149,6 +150,13 @@ def build_app(
         except StopRequested as exc:
             log.warning("%s: %d records left uncommitted for redelivery", exc, len(records))
             await msg.nack()
+            if not stopping.is_set():
+                # A batch failed in the background: stop, so a restart re-reads from the last
+                # commit (a supervisor or container runtime restarts the process).
+                log.critical("halting: %s", exc, extra={"event": "halt"})
+                runtime.exit_code = runtime.exit_code or EXIT_BATCH_FAILED
+                stopping.set()
+                app.exit()
         except DeadLetterFlood as exc:
             log.critical("halting: %s", exc, extra={"event": "halt"})
             runtime.exit_code = EXIT_DEAD_LETTER_FLOOD
@@ -220,6 +228,10 @@ def build_app(
     async def on_shutdown() -> None:
         if runtime.stopping is not None:
             runtime.stopping.set()
+        if runtime.processor is not None:
+            # Outputs already sent are acknowledged and committed before the consumer closes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.processor.drain(), stream.shutdown_timeout_s)
 
     async def after_shutdown() -> None:
         if runtime.producer is not None:

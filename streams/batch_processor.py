@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -105,20 +106,25 @@ def _outputs(
 
 
 class BatchProcessor:
-    """Processes one batch of records from the input topic.
+    """Processes the batches of records from the input topic.
 
     :meth:`process` guarantees:
     1. Every record becomes exactly one output: a prediction (valid event) or a dead letter
        (the original bytes, with headers naming the reason and the source position).
     2. A bad record never stops the batch: it is dead-lettered and the rest are scored.
-    3. The batch's offsets are committed only after every prediction and dead letter of the
-       batch has been acknowledged by Kafka (``acks=all``). If anything fails, nothing is
-       committed: MongoDB outages and publish failures are retried with backoff until they
-       succeed or a shutdown is requested (then the records are redelivered on restart).
+    3. A batch's offsets are committed only after every prediction and dead letter of the
+       batch has been acknowledged by Kafka (``acks=all``), and only after the previous batch
+       was committed. If anything fails, nothing is committed: MongoDB outages and publish
+       failures are retried with backoff until they succeed or a shutdown is requested (then
+       the records are redelivered on restart).
     4. When too many recent records fail validation (a bad producer deploy) it raises
        :class:`DeadLetterFlood` before dead-lettering them.
-    5. Once a batch was left uncommitted (stop or flood), every later call raises
+    5. Once a batch was left uncommitted (stop, flood or error), every later call raises
        :class:`StopRequested`: nothing is ever committed past an unprocessed record.
+
+    Pipelining: a call returns once its outputs are sent and the *previous* batch is committed;
+    its own acknowledgements and commit complete in the background while the next batch is
+    parsed and scored (at most two batches in flight). :meth:`drain` waits for the last one.
     """
 
     def __init__(
@@ -138,6 +144,7 @@ class BatchProcessor:
             self._stream.dead_letter_window,
             self._stream.dead_letter_min_records,
         )
+        self._completing: asyncio.Task[None] | None = None
         self.halted: str | None = None
         self.stats = StreamStats()
 
@@ -155,8 +162,15 @@ class BatchProcessor:
         try:
             await self._process(records, commit)
         except (StopRequested, DeadLetterFlood) as exc:
-            self.halted = str(exc)
+            self.halted = self.halted or str(exc)
             raise
+
+    async def drain(self) -> None:
+        """Wait until the last batch handed over is acknowledged and committed (or failed)."""
+        task = self._completing
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     async def _process(self, records: Sequence[Record], commit: Commit) -> None:
         clock = time.perf_counter
@@ -181,13 +195,68 @@ class BatchProcessor:
         outputs = await loop.run_in_executor(
             None, _outputs, predictions, rejected, self._kafka.output_topic, self._kafka.dlq_topic
         )
-        await self._publish_all(outputs)
-        published = clock()
-        stages["publish"] += published - scored
-        self.stats.scored += len(predictions)
+        previous = self._completing
+        if previous is not None and previous.done() and previous.exception() is not None:
+            raise StopRequested(f"the previous batch failed: {previous.exception()!r}")
+        sent = await self._send(outputs)
+        stages["publish"] += clock() - scored
+        self._log_rejections(records, rejected)
+        task = loop.create_task(
+            self._complete(previous, outputs, sent, records, commit, len(predictions), rejected)
+        )
+        task.add_done_callback(self._completed)
+        self._completing = task
+        if previous is not None:
+            await asyncio.shield(previous)  # bounds the pipeline to two batches in flight
+        if self._stopping.is_set():
+            await asyncio.shield(task)  # shutting down: finish this batch before returning
+
+    def _completed(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            self.halted = self.halted or "a batch's completion was cancelled"
+            return
+        error = task.exception()
+        if error is not None:
+            self.halted = self.halted or str(error)
+            if not isinstance(error, StopRequested):
+                log.error(
+                    "a batch could not be completed; nothing after it is committed: %r",
+                    error,
+                    extra={"event": "halt"},
+                )
+
+    async def _complete(
+        self,
+        previous: asyncio.Task[None] | None,
+        outputs: list[Output],
+        sent: dict[asyncio.Future[Any], int],
+        records: Sequence[Record],
+        commit: Commit,
+        scored: int,
+        rejected: Sequence[tuple[Record, Rejection]],
+    ) -> None:
+        """1. wait for the previous batch's commit (never commit past a failed batch);
+        2. wait for this batch's acknowledgements, re-sending what failed; 3. commit."""
+        clock = time.perf_counter
+        started = clock()
+        if previous is not None:
+            try:
+                await asyncio.shield(previous)
+            except BaseException as exc:
+                raise StopRequested(f"the previous batch failed: {exc!r}") from exc
+        await self._await_acks(outputs, sent)
+        self.stats.scored += scored
         for _, rejection in rejected:
             kind = rejection.kind.value
             self.stats.dead_lettered[kind] = self.stats.dead_lettered.get(kind, 0) + 1
+        acked = clock()
+        self.stats.stage_seconds["publish"] += acked - started
+        await self._commit(records, commit)
+        self.stats.stage_seconds["commit"] += clock() - acked
+
+    def _log_rejections(
+        self, records: Sequence[Record], rejected: Sequence[tuple[Record, Rejection]]
+    ) -> None:
         if rejected:
             first, reason = rejected[0]
             log.warning(
@@ -208,14 +277,11 @@ class BatchProcessor:
                 },
             )
         log.debug(
-            "batch done: %d records, %d scored, %d dead-lettered",
+            "batch sent: %d records, %d dead-lettered",
             len(records),
-            len(predictions),
             len(rejected),
-            extra={"event": "batch", "records": len(records), "scored": len(predictions)},
+            extra={"event": "batch", "records": len(records)},
         )
-        await self._commit(records, commit)
-        stages["commit"] += clock() - published
 
     async def _score(
         self, events: list[InputEvent], times: list[datetime | None]
@@ -235,33 +301,44 @@ class BatchProcessor:
                 if not await backoff.wait():
                     raise StopRequested("stopping while scoring was being retried") from exc
 
-    async def _publish_all(self, outputs: list[Output]) -> None:
-        """Send every output and wait for Kafka's acknowledgements; re-send only the ones that
-        failed or were not acknowledged in time, with backoff, until all are acknowledged."""
+    async def _send(
+        self, outputs: list[Output], indexes: Sequence[int] | None = None
+    ) -> dict[asyncio.Future[Any], int]:
+        """Hand outputs to the producer; returns delivery future -> output index. An output
+        the producer refused at once gets an already-failed future."""
+        loop = asyncio.get_running_loop()
+        sent: dict[asyncio.Future[Any], int] = {}
+        for index in range(len(outputs)) if indexes is None else indexes:
+            future: asyncio.Future[Any]
+            try:
+                future = asyncio.ensure_future(await self._publish(*outputs[index]))
+            except KafkaError as exc:
+                future = loop.create_future()
+                future.set_exception(exc)
+            sent[future] = index
+        return sent
+
+    async def _await_acks(
+        self, outputs: list[Output], sent: dict[asyncio.Future[Any], int]
+    ) -> None:
+        """Wait for Kafka's acknowledgements; re-send only the outputs that failed or were not
+        acknowledged in time, with backoff, until all are acknowledged."""
         backoff = self._backoff()
-        remaining = outputs
         while True:
-            failed: list[Output] = []
+            failed: list[int] = []
             errors: list[BaseException] = []
-            pending: dict[asyncio.Future[Any], int] = {}
-            for index, output in enumerate(remaining):
-                try:
-                    pending[asyncio.ensure_future(await self._publish(*output))] = index
-                except KafkaError as exc:
-                    failed.append(output)
-                    errors.append(exc)
-            if pending:
-                done, not_done = await asyncio.wait(pending, timeout=self._kafka.delivery_timeout_s)
+            if sent:
+                done, not_done = await asyncio.wait(sent, timeout=self._kafka.delivery_timeout_s)
                 for future in not_done:
                     future.cancel()
-                    failed.append(remaining[pending[future]])
+                    failed.append(sent[future])
                     errors.append(TimeoutError("not acknowledged in time"))
                 for future in done:
                     error = future.exception()
                     if error is not None:
                         if not isinstance(error, KafkaError):
                             raise error
-                        failed.append(remaining[pending[future]])
+                        failed.append(sent[future])
                         errors.append(error)
             if not failed:
                 return
@@ -269,14 +346,14 @@ class BatchProcessor:
             log.warning(
                 "%d of %d outputs were not acknowledged, will re-send them (attempt %d): %r",
                 len(failed),
-                len(remaining),
+                len(sent),
                 backoff.attempts + 1,
                 errors[0],
                 extra={"event": "retry", "stage": "publish", "attempt": backoff.attempts + 1},
             )
             if not await backoff.wait():
                 raise StopRequested("stopping while publishing was being retried")
-            remaining = failed
+            sent = await self._send(outputs, sorted(failed))
 
     async def _commit(self, records: Sequence[Record], commit: Commit) -> None:
         offsets: dict[TopicPartition, int] = {}
