@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC
 from typing import Any
@@ -18,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from api.batching import MicroBatcher
+from api.guard import Guard, too_large
 from api.metrics import ApiMetrics
 from api.requests import ErrorBody, FieldError, PredictEvent, error_body
 from schemas import InputEvent, Prediction
@@ -28,9 +28,6 @@ from scoring.resources import open_pipeline
 from settings import Settings
 
 PipelineFactory = Callable[[Settings], AbstractAsyncContextManager[ScoringPipeline]]
-Next = Callable[[Request], Awaitable[Response]]
-API_KEY_HEADER = "X-API-Key"
-OPEN_PATHS = frozenset({"/healthz"})
 
 
 class InvalidBody(Exception):
@@ -148,35 +145,13 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def guard(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await _guarded(request, call_next)
-        route = request.scope.get("route")
-        path = getattr(route, "path", None)
-        if path is None:  # answered before routing (401, 413): label it by its path if known
-            path = request.url.path if request.url.path in known_paths else "unmatched"
-        labels = (request.method, path, str(response.status_code))
-        metrics.requests.labels(*labels).inc()
-        metrics.latency.labels(*labels).observe(time.perf_counter() - started)
-        return response
-
-    async def _guarded(request: Request, call_next: Next) -> Response:
-        key = api.api_key
-        if key is not None and request.url.path not in OPEN_PATHS:
-            given = request.headers.get(API_KEY_HEADER, "")
-            if not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
-                return JSONResponse(
-                    error_body(f"missing or wrong API key (header {API_KEY_HEADER})"),
-                    status_code=401,
-                    headers={"WWW-Authenticate": API_KEY_HEADER},
-                )
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > api.max_body_bytes:
-            return _too_large(api.max_body_bytes)
-        return await call_next(request)
+    app.add_middleware(
+        Guard,
+        metrics=metrics,
+        api_key=api.api_key,
+        max_body_bytes=api.max_body_bytes,
+        known_paths=known_paths,
+    )
 
     errors = {
         401: {"model": ErrorBody, "description": "Missing or wrong API key"},
@@ -216,7 +191,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > api.max_body_bytes:
-                return _too_large(api.max_body_bytes)
+                return too_large(api.max_body_bytes)
         try:
             events, many = parse_body(bytes(body), api.max_events_per_request)
         except InvalidBody as exc:
@@ -232,7 +207,12 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
                 status_code=503,
                 headers={"Retry-After": str(api.retry_after_s)},
             )
-        return predictions if many else predictions[0]
+        # Serialise once here; FastAPI would otherwise validate the models again.
+        if many:
+            body_out = b"[" + b",".join(p.model_dump_json().encode() for p in predictions) + b"]"
+        else:
+            body_out = predictions[0].model_dump_json().encode()
+        return Response(body_out, media_type="application/json")
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
@@ -306,7 +286,3 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
     app.state.metrics = metrics
     app.state.runtime = state
     return app
-
-
-def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse(error_body(f"the body is larger than {limit} bytes"), status_code=413)
