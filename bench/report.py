@@ -245,11 +245,12 @@ def markdown(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: Path) -> bool:
     try:
-        import matplotlib
-        import matplotlib.ticker
+        # optional (dev dependency): without it the PNG is skipped
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
+        import matplotlib.ticker  # type: ignore[import-not-found, unused-ignore]
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)

@@ -380,9 +380,6 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", help="write a profile here (.prof: cProfile; .html/.txt: pyinstrument)"
     )
     args = parser.parse_args(argv)
-    switch = os.environ.get("BENCH_SWITCH_INTERVAL_S")
-    if switch:  # experiment knob: the GIL hand-off interval (Python's default is 0.005 s)
-        sys.setswitchinterval(float(switch))
     if args.variant != "streamscore":
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if not args.profile:
