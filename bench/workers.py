@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             profiler.disable()
             profiler.dump_stats(args.profile)
         return 0
-    from pyinstrument import Profiler  # optional, installed only for profiling
+    from pyinstrument import Profiler  # type: ignore[import-not-found, unused-ignore]
 
     profiler_pi = Profiler(async_mode="disabled", interval=0.0005)
     profiler_pi.start()
