@@ -90,6 +90,7 @@ class ScoringPipeline:
         cache: EntityCache | None = None,
         score_timeout_s: float = 30.0,
         score_without_features_on_error: bool = False,
+        max_concurrent_queries: int = 8,
     ) -> None:
         self._model = model
         self._store = store
@@ -98,6 +99,7 @@ class ScoringPipeline:
         self._score_timeout_s = score_timeout_s
         self._score_on_error = score_without_features_on_error
         self._golden: tuple[list[InputEvent], Lookup] = ([], {})
+        self._queries = asyncio.Semaphore(max_concurrent_queries)
         self.stats = PipelineStats()
 
     @property
@@ -123,10 +125,14 @@ class ScoringPipeline:
         """Raise :class:`EnrichmentUnavailable` unless MongoDB answers."""
         await self._store.ping()
 
+    async def _fetch(self, entity_ids: Sequence[str]) -> dict[str, StoredFeatures]:
+        async with self._queries:
+            return await self._store.fetch(entity_ids)
+
     async def _lookup(self, entity_ids: Sequence[str]) -> Lookup:
         if self._cache is not None:
-            return await self._cache.get_many(entity_ids, self._store.fetch)
-        found: dict[str, StoredFeatures] = await self._store.fetch(entity_ids)
+            return await self._cache.get_many(entity_ids, self._fetch)
+        found: dict[str, StoredFeatures] = await self._fetch(entity_ids)
         return {entity_id: found.get(entity_id) for entity_id in entity_ids}
 
     async def score(

@@ -53,6 +53,7 @@ async def open_pipeline(settings: Settings) -> AsyncIterator[ScoringPipeline]:
             cache=cache,
             score_timeout_s=settings.scoring.score_timeout_s,
             score_without_features_on_error=settings.scoring.score_without_features_on_error,
+            max_concurrent_queries=settings.scoring.max_concurrent_queries,
         )
     finally:
         executor.shutdown(wait=True, cancel_futures=True)

@@ -91,6 +91,9 @@ class ScoringSettings(BaseModel):
     cache_max_entries: int = Field(default=100_000, ge=1)
     cache_ttl_s: float = Field(default=60.0, gt=0)
     executor_threads: int = Field(default=2, ge=1)
+    max_concurrent_queries: int = Field(default=8, ge=1)
+    """At most this many enrichment queries in flight per process; more batches wait their turn
+    instead of piling onto the database."""
     score_timeout_s: float = Field(default=30.0, gt=0)
     score_without_features_on_error: bool = False
     """Opt-in: when MongoDB cannot be read, score without stored features

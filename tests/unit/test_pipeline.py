@@ -97,3 +97,31 @@ async def test_missing_event_time_uses_fallback(model: LoadedModel) -> None:
     when = datetime(2026, 1, 1, tzinfo=UTC)
     predictions = await pipeline(model, MemoryFeatures({})).score(events()[:1], [when])
     assert predictions[0].event_time == when
+
+
+async def test_concurrent_batches_share_a_bounded_number_of_queries(model: LoadedModel) -> None:
+    import asyncio
+
+    class SlowSource(MemoryFeatures):
+        def __init__(self) -> None:
+            super().__init__({})
+            self.running = 0
+            self.peak = 0
+
+        async def fetch(self, entity_ids: Any) -> Any:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            await asyncio.sleep(0.02)
+            self.running -= 1
+            return await super().fetch(entity_ids)
+
+    source = SlowSource()
+    scorer = pipeline(model, source, max_concurrent_queries=2)
+    batches = [
+        [InputEvent(event_id=f"e{i}", entity_id=f"u{i}", features={"amount": 1.0})]
+        for i in range(10)
+    ]
+    results = await asyncio.gather(*(scorer.score(b) for b in batches))
+    assert [r[0].event_id for r in results] == [f"e{i}" for i in range(10)]
+    assert len(source.calls) == 10
+    assert source.peak == 2
