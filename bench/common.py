@@ -287,6 +287,26 @@ class Offsets:
         finally:
             await consumer.stop()
 
+    async def groups_with_prefix(self, prefix: str) -> list[str]:
+        return [
+            str(g[0])
+            for g in await self._admin.list_consumer_groups()
+            if str(g[0]).startswith(prefix)
+        ]
+
+    async def delete_groups(self, groups: list[str]) -> int:
+        """Delete consumer groups (aiokafka's admin client has no public call for it: a
+        DeleteGroups request to each group's coordinator). Returns how many were deleted."""
+        from aiokafka.protocol.admin import DeleteGroupsRequest
+
+        deleted = 0
+        for group in groups:
+            with contextlib.suppress(Exception):
+                node = await self._admin.find_coordinator(group)
+                response = await self._admin._send_request(DeleteGroupsRequest([group]), node)
+                deleted += sum(1 for _, error in response.results if error == 0)
+        return deleted
+
     async def delete_topics(self, topics: list[str]) -> list[str]:
         existing = set(await self._admin.list_topics())
         doomed = [t for t in topics if t in existing]

@@ -3,7 +3,7 @@
 One input is prepared per run: ``--events`` synthetic events (the ``streamscore produce``
 generator, fixed seed) on a 4-partition topic, ``--entities`` entity documents in a fresh
 database, the demo model. Every name carries the prefix ``bench-<run id>`` (topics, consumer
-groups, database); topics and database are deleted at the end.
+groups, database); topics, consumer groups and database are deleted at the end.
 
 Then, one after another on that same input topic, each with its own consumer group and output
 topic (see :mod:`bench.workers` for what each variant is):
@@ -326,6 +326,9 @@ class Bench:
             with contextlib.suppress(Exception):
                 deleted = await self.offsets.delete_topics(self.topics)
                 log(f"deleted {len(deleted)} topics")
+            with contextlib.suppress(Exception):
+                mine = await self.offsets.groups_with_prefix(self.prefix)
+                log(f"deleted {await self.offsets.delete_groups(mine)} consumer groups")
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
                 self.args.mongo_url, serverSelectionTimeoutMS=5000
             )
