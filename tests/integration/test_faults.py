@@ -90,52 +90,48 @@ def fault_settings(
     )
 
 
-async def test_kill_9_mid_stream_then_restart_loses_nothing(
-    fault_settings: Settings, names: Names, tmp_path: Path
-) -> None:
-    settings = fault_settings
+async def interrupt_and_restart(
+    settings: Settings, names: Names, tmp_path: Path, sigkill: bool
+) -> AuditReport:
+    """Score EVENTS, stop the scorer a fifth of the way (SIGKILL or SIGTERM), restart it, let
+    it drain, and audit the topics."""
     await seed(settings.mongo.url.get_secret_value(), names.database)
     await ensure_topics(settings.kafka)
     await produce_events(settings, EVENTS)
     scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
     try:
         assert await partly_done(settings, EVENTS), scorer.log()[-3000:]
-        scorer.signal(signal.SIGKILL)
-        scorer.wait()
-        assert await outputs(settings) < EVENTS, "killed too late to prove anything"
-        scorer = ScorerProcess(settings, tmp_path / "scorer2.log").start()
-        assert await drained(settings, EVENTS), scorer.log()[-3000:]
-        scorer.stop()
-    finally:
-        scorer.kill()
-        await seed_cleanup(settings)
-    report = await audit(settings)
-    report_line("kill -9 + restart", report)
-    assert report.events_in == EVENTS
-    assert report.lost == 0
-    assert report.unexpected_predictions == 0
-    # Only what was in flight may repeat: at most the two batches the pipeline holds.
-    assert report.duplicated_predictions <= 2 * settings.stream.max_batch_size
-
-
-async def test_sigterm_mid_stream_then_restart_loses_and_repeats_nothing(
-    fault_settings: Settings, names: Names, tmp_path: Path
-) -> None:
-    settings = fault_settings
-    await seed(settings.mongo.url.get_secret_value(), names.database)
-    await ensure_topics(settings.kafka)
-    await produce_events(settings, EVENTS)
-    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
-    try:
-        assert await partly_done(settings, EVENTS), scorer.log()[-3000:]
-        assert scorer.stop(timeout=40) == 0, scorer.log()[-3000:]
+        if sigkill:
+            scorer.signal(signal.SIGKILL)
+            scorer.wait()
+        else:
+            assert scorer.stop(timeout=40) == 0, scorer.log()[-3000:]
+        assert await outputs(settings) < EVENTS, "stopped too late to prove anything"
         scorer = ScorerProcess(settings, tmp_path / "scorer2.log").start()
         assert await drained(settings, EVENTS), scorer.log()[-3000:]
         assert scorer.stop(timeout=40) == 0
     finally:
         scorer.kill()
         await seed_cleanup(settings)
-    report = await audit(settings)
+    return await audit(settings)
+
+
+async def test_kill_9_mid_stream_then_restart_loses_nothing(
+    fault_settings: Settings, names: Names, tmp_path: Path
+) -> None:
+    report = await interrupt_and_restart(fault_settings, names, tmp_path, sigkill=True)
+    report_line("kill -9 + restart", report)
+    assert report.events_in == EVENTS
+    assert report.lost == 0
+    assert report.unexpected_predictions == 0
+    # Only what was in flight may repeat: at most the two batches the pipeline holds.
+    assert report.duplicated_predictions <= 2 * fault_settings.stream.max_batch_size
+
+
+async def test_sigterm_mid_stream_then_restart_loses_and_repeats_nothing(
+    fault_settings: Settings, names: Names, tmp_path: Path
+) -> None:
+    report = await interrupt_and_restart(fault_settings, names, tmp_path, sigkill=False)
     report_line("SIGTERM + restart", report)
     assert report.events_in == EVENTS
     assert report.lost == 0
