@@ -2,7 +2,7 @@
 
 from schemas.dead_letter import DeadLetterHeader, ErrorKind
 from schemas.entity import EntityFeatures
-from schemas.events import FeatureValue, InputEvent, format_time
+from schemas.events import FeatureValue, InputEvent, event_limits, format_time
 from schemas.prediction import Enrichment, ModelRef, Prediction
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "InputEvent",
     "ModelRef",
     "Prediction",
+    "event_limits",
     "format_time",
 ]

@@ -13,9 +13,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
 )
 
 MAX_ID_LENGTH = 128
+MAX_FEATURES = "max_features"
+"""Validation-context key of the features-per-event cap (see :func:`event_limits`)."""
 
 Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_ID_LENGTH)]
 """A plain string of 1-128 characters. Objects such as ``{"$ne": null}`` never pass."""
@@ -70,8 +74,28 @@ class InputEvent(BaseModel):
     entity_id: Identifier
     event_time: EventTime = None
     features: dict[str, FeatureValue] = Field(default_factory=dict)
-    """Names the model does not use are accepted and ignored (a tolerant reader); the record
-    size limit bounds how many there can be."""
+    """Names the model does not use are accepted and ignored (a tolerant reader), up to the
+    features-per-event cap given in the validation context (:func:`event_limits`)."""
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _at_most_max_features(cls, value: Any, info: ValidationInfo) -> Any:
+        # Counted before any value is validated: an event over the cap costs one len().
+        cap = info.context.get(MAX_FEATURES) if isinstance(info.context, dict) else None
+        if cap is not None and isinstance(value, dict) and len(value) > cap:
+            raise ValueError(f"at most {cap} features per event, got {len(value)}")
+        return value
+
+
+def event_limits(max_features: int) -> dict[str, int]:
+    """The validation context that caps features per event, for both doors::
+
+        InputEvent.model_validate_json(raw, context=event_limits(settings.max_features_per_event))
+
+    An event over the cap fails validation with one error at ``features``. Without a context
+    there is no cap.
+    """
+    return {MAX_FEATURES: max_features}
 
 
 def format_time(value: datetime) -> str:

@@ -7,15 +7,18 @@ are built by :func:`load_settings` and passed in; nothing reads the environment 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class KafkaSettings(BaseModel):
     """Kafka endpoints, topics and client options."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     bootstrap_servers: str = "127.0.0.1:9092"
     input_topic: str = "events"
@@ -42,14 +45,30 @@ class KafkaSettings(BaseModel):
     ) = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_oauth_token_provider: str | None = None
+    """``package.module:attribute`` of an aiokafka ``AbstractTokenProvider``; required by
+    ``OAUTHBEARER`` (the client has no other way to get a token)."""
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+        """Refuse at start what cannot connect, instead of failing at the first request."""
+        sasl_protocol = self.security_protocol.startswith("SASL")
+        if sasl_protocol and self.sasl_mechanism is None:
             raise ValueError("kafka.sasl_mechanism is required when security_protocol is SASL_*")
+        if self.sasl_mechanism is not None and not sasl_protocol:
+            raise ValueError(
+                f"kafka.sasl_mechanism={self.sasl_mechanism} needs security_protocol SASL_SSL "
+                f"or SASL_PLAINTEXT, not {self.security_protocol}"
+            )
+        if self.sasl_mechanism == "OAUTHBEARER":
+            _check_token_provider(self.sasl_oauth_token_provider)
+        if self.sasl_mechanism == "GSSAPI" and importlib.util.find_spec("gssapi") is None:
+            raise ValueError(
+                "kafka.sasl_mechanism=GSSAPI needs the 'gssapi' package, which is not installed"
+            )
         if self.sasl_mechanism in {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} and (
             not self.sasl_username or self.sasl_password is None
         ):
@@ -60,8 +79,27 @@ class KafkaSettings(BaseModel):
         return self
 
 
+def _check_token_provider(path: str | None) -> None:
+    if not path:
+        raise ValueError(
+            "kafka.sasl_mechanism=OAUTHBEARER needs kafka.sasl_oauth_token_provider "
+            "(package.module:attribute of a token provider)"
+        )
+    module, _, attribute = path.partition(":")
+    if not module or not attribute:
+        raise ValueError("kafka.sasl_oauth_token_provider must look like package.module:attribute")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise ValueError(f"kafka.sasl_oauth_token_provider: no module named {module!r}")
+
+
 class MongoSettings(BaseModel):
     """Where the entity features live, and how long the scorer waits for them."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
     database: str = "streamscore"
@@ -77,6 +115,8 @@ class MongoSettings(BaseModel):
 class ModelSettings(BaseModel):
     """The LightGBM model file (metadata in ``<path without suffix>.json``)."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     path: Path = Path("models/model.txt")
     threads: int = Field(default=1, ge=0)
     """LightGBM ``num_threads`` per predict call (0 = LightGBM's default, all cores)."""
@@ -86,6 +126,8 @@ class ModelSettings(BaseModel):
 
 class ScoringSettings(BaseModel):
     """Enrichment cache, executor and failure policy."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     cache_enabled: bool = True
     cache_max_entries: int = Field(default=100_000, ge=1)
@@ -102,6 +144,8 @@ class ScoringSettings(BaseModel):
 
 class StreamSettings(BaseModel):
     """The Kafka consumer loop."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
     """Prometheus endpoint of the scorer on 127.0.0.1 (None = off; workers add their index)."""
@@ -121,10 +165,18 @@ class StreamSettings(BaseModel):
     dead_letter_window: int = Field(default=1_000, ge=1)
     dead_letter_min_records: int = Field(default=200, ge=1)
     """The ratio is only judged once the window holds at least this many records."""
+    max_features_per_event: int = Field(default=1_000, ge=1)
+    """An event with more features than this is invalid (dead-lettered, message names
+    ``features``); counted before any feature value is validated."""
+
+
+MIN_API_KEY_CHARS = 16
 
 
 class ApiSettings(BaseModel):
     """The HTTP sidecar."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -135,8 +187,32 @@ class ApiSettings(BaseModel):
     batch_max_size: int = Field(default=256, ge=1)
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
     api_key: SecretStr | None = None
-    """When set, every route but ``/healthz`` needs the header ``X-API-Key``."""
+    """When set (at least 16 characters), every route but ``/healthz`` needs the header
+    ``X-API-Key``. Without it the admin routes are not served at all."""
     retry_after_s: int = Field(default=5, ge=1)
+    max_features_per_event: int = Field(default=1_000, ge=1)
+    """More features in one event is a 422 naming ``features``, before any value is checked."""
+    max_errors_reported: int = Field(default=20, ge=1)
+    """A 422 lists at most this many field errors, plus the total count."""
+    parse_in_thread_bytes: int = Field(default=32_768, ge=0)
+    """Bodies at least this large are parsed and validated in a worker thread, off the loop."""
+    max_in_flight: int = Field(default=128, ge=1)
+    """``/predict`` requests handled at once; more get 503 with ``Retry-After`` at once."""
+    max_queued_events: int = Field(default=4_096, ge=1)
+    """Events waiting for or in a pipeline call; a request that would exceed it gets 503."""
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    """Deadline of one ``/predict`` request (reading, parsing, scoring); after it, 503."""
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> ApiSettings:
+        if self.api_key is not None and len(self.api_key.get_secret_value()) < MIN_API_KEY_CHARS:
+            raise ValueError(
+                f"api.api_key must be at least {MIN_API_KEY_CHARS} characters; an empty or "
+                "short key is refused (unset STREAMSCORE_API__API_KEY to run without one)"
+            )
+        if self.max_queued_events < self.max_events_per_request:
+            raise ValueError("api.max_queued_events must be >= api.max_events_per_request")
+        return self
 
 
 class Settings(BaseSettings):
@@ -147,6 +223,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
+        hide_input_in_errors=True,
     )
 
     kafka: KafkaSettings = KafkaSettings()
