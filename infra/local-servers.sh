@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Starts, stops and reports the real local servers used for development and CI:
 #   - Apache Kafka (one KRaft node, broker + controller) from Maven Central jars, Java 17
-#   - FerretDB v1.24 (MongoDB wire protocol, SQLite backend) built from the Go module proxy
+#   - a MongoDB-compatible server (MongoDB wire protocol), one of
+#       mongo-java-server  de.bwaldvogel:mongo-java-server 1.47 from Maven Central, H2 file
+#                          backend, served by the project's launcher (infra/mongo-java-server/)
+#                          [default: uses its unique _id index for {_id: {$in: [...]}}]
+#       ferretdb           FerretDB v1.24 (SQLite backend) built from the Go module proxy
 #
 # Usage: infra/local-servers.sh {install|up|down|status} [kafka|mongo|all]
 #
@@ -10,7 +14,9 @@
 #   STREAMSCORE_KAFKA_PORT     Kafka client port on 127.0.0.1             default: 9092
 #   STREAMSCORE_KAFKA_CONTROLLER_PORT  KRaft controller port              default: 9093
 #   STREAMSCORE_KAFKA_HEAP     JVM heap for the broker                    default: 768m
-#   STREAMSCORE_MONGO_PORT     FerretDB port on 127.0.0.1                 default: 27017
+#   STREAMSCORE_MONGO_PORT     MongoDB-compatible server's port           default: 27017
+#   STREAMSCORE_LOCAL_MONGO    mongo-java-server | ferretdb               default: mongo-java-server
+#   STREAMSCORE_MONGO_HEAP     JVM heap for mongo-java-server             default: 512m
 #   STREAMSCORE_UP_TIMEOUT     seconds to wait for each server            default: 90
 set -euo pipefail
 
@@ -20,6 +26,8 @@ KAFKA_PORT="${STREAMSCORE_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${STREAMSCORE_KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP="${STREAMSCORE_KAFKA_HEAP:-768m}"
 MONGO_PORT="${STREAMSCORE_MONGO_PORT:-27017}"
+LOCAL_MONGO="${STREAMSCORE_LOCAL_MONGO:-mongo-java-server}"
+MONGO_HEAP="${STREAMSCORE_MONGO_HEAP:-512m}"
 UP_TIMEOUT="${STREAMSCORE_UP_TIMEOUT:-90}"
 FERRETDB_VERSION="v1.24.2"
 
@@ -28,11 +36,24 @@ KAFKA_LIBS="$KAFKA_DIR/libs"
 KAFKA_DATA="$KAFKA_DIR/data-$KAFKA_PORT"
 KAFKA_LOG="$KAFKA_DIR/kafka-$KAFKA_PORT.log"
 KAFKA_PID="$KAFKA_DIR/kafka-$KAFKA_PORT.pid"
-MONGO_DIR="$LOCAL_DIR/ferretdb"
-MONGO_BIN="$LOCAL_DIR/bin/ferretdb"
-MONGO_DATA="$MONGO_DIR/data-$MONGO_PORT"
-MONGO_LOG="$MONGO_DIR/ferretdb-$MONGO_PORT.log"
-MONGO_PID="$MONGO_DIR/ferretdb-$MONGO_PORT.pid"
+FERRET_DIR="$LOCAL_DIR/ferretdb"
+FERRET_BIN="$LOCAL_DIR/bin/ferretdb"
+FERRET_DATA="$FERRET_DIR/data-$MONGO_PORT"
+FERRET_LOG="$FERRET_DIR/ferretdb-$MONGO_PORT.log"
+FERRET_PID="$FERRET_DIR/ferretdb-$MONGO_PORT.pid"
+MJS_SRC="$ROOT/infra/mongo-java-server"
+MJS_DIR="$LOCAL_DIR/mongo-java-server"
+MJS_LIBS="$MJS_DIR/libs"
+MJS_CLASSES="$MJS_DIR/classes"
+MJS_LAUNCHER="$MJS_CLASSES/dev/streamscore/infra/Launcher.class"
+MJS_DATA="$MJS_DIR/data-$MONGO_PORT"
+MJS_LOG="$MJS_DIR/mongo-java-server-$MONGO_PORT.log"
+MJS_PID="$MJS_DIR/mongo-java-server-$MONGO_PORT.pid"
+case "$LOCAL_MONGO" in
+  mongo-java-server) MONGO_PID="$MJS_PID"; MONGO_LOG="$MJS_LOG"; OTHER_MONGO=ferretdb; OTHER_PID="$FERRET_PID" ;;
+  ferretdb) MONGO_PID="$FERRET_PID"; MONGO_LOG="$FERRET_LOG"; OTHER_MONGO=mongo-java-server; OTHER_PID="$MJS_PID" ;;
+  *) printf '[local-servers] ERROR: STREAMSCORE_LOCAL_MONGO=%s: use mongo-java-server or ferretdb\n' "$LOCAL_MONGO" >&2; exit 1 ;;
+esac
 
 say() { printf '[local-servers] %s\n' "$*"; }
 die() { printf '[local-servers] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -53,7 +74,31 @@ install_kafka() {
 }
 
 install_mongo() {
-  if [[ -x "$MONGO_BIN" ]]; then return 0; fi
+  if [[ $LOCAL_MONGO == ferretdb ]]; then install_ferretdb; else install_mongo_java_server; fi
+}
+
+install_mongo_java_server() {
+  command -v java >/dev/null || die "Java 17+ is needed to run mongo-java-server"
+  if ! compgen -G "$MJS_LIBS/mongo-java-server-core-*.jar" >/dev/null; then
+    command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch the mongo-java-server jars"
+    say "fetching mongo-java-server jars from Maven Central into $MJS_LIBS (first time only)"
+    mkdir -p "$MJS_LIBS"
+    mvn -q -B -Dstyle.color=never -f "$MJS_SRC/pom.xml" -DoutputDirectory="$MJS_LIBS" package \
+      || die "Maven could not resolve the mongo-java-server jars (see output above)"
+  fi
+  # The project's launcher declares a current wire version (see Launcher.java). Compiled with
+  # the machine's javac directly: Maven's default compiler plugin here targets Java 5 and fails.
+  if [[ ! -f $MJS_LAUNCHER || $MJS_SRC/Launcher.java -nt $MJS_LAUNCHER ]]; then
+    command -v javac >/dev/null || die "a JDK (javac, 17+) is needed to build the mongo-java-server launcher"
+    say "compiling the mongo-java-server launcher into $MJS_CLASSES"
+    rm -rf "$MJS_CLASSES"; mkdir -p "$MJS_CLASSES"
+    javac --release 17 -nowarn -d "$MJS_CLASSES" -cp "$MJS_LIBS/*" "$MJS_SRC/Launcher.java" \
+      || die "javac could not compile $MJS_SRC/Launcher.java (see output above)"
+  fi
+}
+
+install_ferretdb() {
+  if [[ -x "$FERRET_BIN" ]]; then return 0; fi
   command -v go >/dev/null || die "Go is needed to build FerretDB"
   say "building FerretDB $FERRETDB_VERSION from the Go module proxy into $LOCAL_DIR/bin (first time only)"
   local module_dir src="$LOCAL_DIR/src/ferretdb-$FERRETDB_VERSION"
@@ -67,7 +112,7 @@ install_mongo() {
   cp -r "$module_dir" "$src"; chmod -R u+w "$src"
   echo "$FERRETDB_VERSION" >"$src/build/version/version.txt"
   mkdir -p "$LOCAL_DIR/bin"
-  (cd "$src" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$MONGO_BIN" ./cmd/ferretdb) \
+  (cd "$src" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$FERRET_BIN" ./cmd/ferretdb) \
     || die "could not build FerretDB $FERRETDB_VERSION (see output above)"
 }
 
@@ -137,7 +182,7 @@ up_kafka() {
       || die "kafka storage format failed; see $KAFKA_LOG"
   fi
   say "starting kafka on 127.0.0.1:$KAFKA_PORT (log: $KAFKA_LOG)"
-  local from; from=$(( $(wc -l <"$KAFKA_LOG" 2>/dev/null || echo 0) + 1 ))
+  local from=1; [[ -f $KAFKA_LOG ]] && from=$(( $(wc -l <"$KAFKA_LOG") + 1 ))
   nohup setsid java "-Xmx$KAFKA_HEAP" "-Xms256m" -XX:+UseG1GC \
     "-Dlog4j2.configurationFile=$KAFKA_DIR/log4j2.properties" \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server-$KAFKA_PORT.properties" \
@@ -150,33 +195,51 @@ up_kafka() {
 up_mongo() {
   install_mongo
   if pid_alive "$MONGO_PID" && port_open "$MONGO_PORT"; then
-    say "ferretdb already running on 127.0.0.1:$MONGO_PORT (pid $(cat "$MONGO_PID"))"; return 0
+    say "$LOCAL_MONGO already running on 127.0.0.1:$MONGO_PORT (pid $(cat "$MONGO_PID"))"; return 0
+  fi
+  if pid_alive "$OTHER_PID"; then
+    die "$OTHER_MONGO runs on port $MONGO_PORT (pid $(cat "$OTHER_PID")); stop it first with" \
+      "'$0 down mongo', or set STREAMSCORE_LOCAL_MONGO=$OTHER_MONGO"
   fi
   if port_open "$MONGO_PORT"; then
     die "port $MONGO_PORT is taken by another process; set STREAMSCORE_MONGO_PORT"
   fi
-  mkdir -p "$MONGO_DATA" "$MONGO_DIR/state-$MONGO_PORT"
-  say "starting ferretdb on 127.0.0.1:$MONGO_PORT (log: $MONGO_LOG)"
-  nohup setsid "$MONGO_BIN" \
-    --listen-addr="127.0.0.1:$MONGO_PORT" \
-    --handler=sqlite --sqlite-url="file:$MONGO_DATA/" \
-    --state-dir="$MONGO_DIR/state-$MONGO_PORT" \
-    --debug-addr=- --telemetry=disable --log-level=warn \
-    >>"$MONGO_LOG" 2>&1 </dev/null &
+  local from=1; [[ -f $MONGO_LOG ]] && from=$(( $(wc -l <"$MONGO_LOG") + 1 ))
+  say "starting $LOCAL_MONGO on 127.0.0.1:$MONGO_PORT (log: $MONGO_LOG)"
+  if [[ $LOCAL_MONGO == ferretdb ]]; then
+    mkdir -p "$FERRET_DATA" "$FERRET_DIR/state-$MONGO_PORT"
+    nohup setsid "$FERRET_BIN" \
+      --listen-addr="127.0.0.1:$MONGO_PORT" \
+      --handler=sqlite --sqlite-url="file:$FERRET_DATA/" \
+      --state-dir="$FERRET_DIR/state-$MONGO_PORT" \
+      --debug-addr=- --telemetry=disable --log-level=warn \
+      >>"$MONGO_LOG" 2>&1 </dev/null &
+  else
+    mkdir -p "$MJS_DATA"
+    nohup setsid java "-Xmx$MONGO_HEAP" -Xms64m -XX:+UseSerialGC \
+      -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -Dorg.slf4j.simpleLogger.showDateTime=true \
+      -cp "$MJS_LIBS/*:$MJS_CLASSES" dev.streamscore.infra.Launcher \
+      127.0.0.1 "$MONGO_PORT" "$MJS_DATA/streamscore.mv.db" \
+      >>"$MONGO_LOG" 2>&1 </dev/null &
+  fi
   echo $! >"$MONGO_PID"
-  wait_for ferretdb "$MONGO_PORT" "$MONGO_PID" "$MONGO_LOG"
+  wait_for "$LOCAL_MONGO" "$MONGO_PORT" "$MONGO_PID" "$MONGO_LOG" "" "$from" wire_ping
+}
+
+wire_ping() {  # port: a real ping over the MongoDB wire protocol (see infra/wire_ping.py)
+  python3 "$ROOT/infra/wire_ping.py" "$1" 2
 }
 
 # ---------------------------------------------------------------- common
-wait_for() {  # name port pidfile logfile [ready-pattern, searched in the log from line N]
-  local name="$1" port="$2" pidfile="$3" log="$4" pattern="${5:-}" from="${6:-1}"
+wait_for() {  # name port pidfile logfile [ready-pattern, searched in the log from line N] [probe]
+  local name="$1" port="$2" pidfile="$3" log="$4" pattern="${5:-}" from="${6:-1}" probe="${7:-port_open}"
   local deadline=$((SECONDS + UP_TIMEOUT))
   while ((SECONDS < deadline)); do
     if ! pid_alive "$pidfile"; then
       tail -n 20 "$log" >&2 || true
       die "$name exited during start-up; see $log"
     fi
-    if port_open "$port" && { [[ -z $pattern ]] || tail -n "+$from" "$log" | grep -q "$pattern"; }; then
+    if "$probe" "$port" && { [[ -z $pattern ]] || tail -n "+$from" "$log" | grep -q "$pattern"; }; then
       say "$name is up on 127.0.0.1:$port"; return 0
     fi
     sleep 0.5
@@ -194,6 +257,14 @@ stop_one() {  # name pidfile
   rm -f "$pidfile"; say "$name stopped"
 }
 
+stop_mongo() {  # whichever MongoDB-compatible server runs on this port
+  local stopped=0
+  if pid_alive "$MJS_PID"; then stop_one mongo-java-server "$MJS_PID"; stopped=1; fi
+  if pid_alive "$FERRET_PID"; then stop_one ferretdb "$FERRET_PID"; stopped=1; fi
+  rm -f "$MJS_PID" "$FERRET_PID"
+  ((stopped)) || say "no MongoDB-compatible server is running on port $MONGO_PORT"
+}
+
 status_one() {  # name port pidfile
   if pid_alive "$3" && port_open "$2"; then say "$1: running on 127.0.0.1:$2 (pid $(cat "$3"))"
   elif pid_alive "$3"; then say "$1: process $(cat "$3") alive but port $2 not answering"; return 1
@@ -202,7 +273,7 @@ status_one() {  # name port pidfile
 
 cmd="${1:-status}"; which="${2:-all}"
 case "$which" in kafka|mongo|all) ;; *) die "unknown server '$which' (kafka|mongo|all)";; esac
-mkdir -p "$KAFKA_DIR" "$MONGO_DIR"
+mkdir -p "$KAFKA_DIR" "$FERRET_DIR" "$MJS_DIR"
 case "$cmd" in
   install)
     [[ $which != mongo ]] && install_kafka
@@ -214,12 +285,14 @@ case "$cmd" in
     true ;;
   down)
     [[ $which != mongo ]] && stop_one kafka "$KAFKA_PID"
-    [[ $which != kafka ]] && stop_one ferretdb "$MONGO_PID"
+    # Whichever MongoDB-compatible server runs on this port, whatever STREAMSCORE_LOCAL_MONGO says.
+    [[ $which != kafka ]] && stop_mongo
     true ;;
   status)
     rc=0
     [[ $which != mongo ]] && { status_one kafka "$KAFKA_PORT" "$KAFKA_PID" || rc=1; }
-    [[ $which != kafka ]] && { status_one ferretdb "$MONGO_PORT" "$MONGO_PID" || rc=1; }
+    [[ $which != kafka ]] && { status_one "$LOCAL_MONGO" "$MONGO_PORT" "$MONGO_PID" || rc=1; }
+    [[ $which != kafka ]] && pid_alive "$OTHER_PID" && say "note: $OTHER_MONGO runs on $MONGO_PORT (pid $(cat "$OTHER_PID"))"
     exit $rc ;;
   *) die "unknown command '$cmd' (install|up|down|status)";;
 esac

@@ -3,7 +3,15 @@
 Endpoints are taken, in this order, from
 1. ``STREAMSCORE_TEST_KAFKA_BOOTSTRAP`` / ``STREAMSCORE_TEST_MONGO_URL`` if set;
 2. testcontainers' Kafka and MongoDB containers if a Docker engine answers;
-3. the project's local servers (``infra/local-servers.sh``), started if not running.
+3. the project's local servers (``infra/local-servers.sh``), started if not running; the local
+   MongoDB-compatible server is the one ``STREAMSCORE_LOCAL_MONGO`` names (``mongo-java-server``
+   by default, or ``ferretdb``).
+
+Every test that reaches MongoDB (through ``mongo_url`` or ``private_mongo``) is marked ``mongo``,
+so one command reruns exactly those against another server, as ``.ci/run`` does on FerretDB::
+
+    STREAMSCORE_LOCAL_MONGO=ferretdb STREAMSCORE_TEST_MONGO_URL=mongodb://127.0.0.1:27018 \\
+        pytest -m "integration and mongo"
 """
 
 from __future__ import annotations
@@ -25,6 +33,22 @@ from settings import Settings, load_settings
 from tests.support import train_small_model
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+MONGO_FIXTURES = frozenset({"mongo_url", "private_mongo"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mongo: reaches a MongoDB server (set on every test using mongo_url/private_mongo)",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MONGO_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.mongo)
 
 
 def _docker_answers() -> bool:
@@ -57,7 +81,7 @@ def kafka_bootstrap() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def mongo_url() -> Iterator[str]:
-    """A real MongoDB (or MongoDB-compatible) server's URL."""
+    """A real MongoDB (or MongoDB-compatible) server's URL (see the module docstring)."""
     if env := os.environ.get("STREAMSCORE_TEST_MONGO_URL"):
         yield env
     elif _docker_answers():

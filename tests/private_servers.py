@@ -1,10 +1,12 @@
 """Private, throw-away copies of the local servers, for tests that stop, start or restart one.
 
-The shared servers (Kafka on 9092, FerretDB on 27017) serve every other test running at the
-same time and must never be stopped. A test that needs an outage gets its own server instead:
+The shared servers (Kafka on 9092, the MongoDB-compatible server on 27017) serve every other
+test running at the same time and must never be stopped. A test that needs an outage gets its
+own server instead:
 
 * :class:`PrivateMongo` runs ``infra/local-servers.sh up|down mongo`` with
-  ``STREAMSCORE_MONGO_PORT`` set to a free port;
+  ``STREAMSCORE_MONGO_PORT`` set to a free port: the local server that
+  ``STREAMSCORE_LOCAL_MONGO`` selects (``mongo-java-server`` by default, or ``ferretdb``);
 * :class:`PrivateKafka` does the same for Kafka with ``STREAMSCORE_KAFKA_PORT`` and
   ``STREAMSCORE_KAFKA_CONTROLLER_PORT`` set to two free ports.
 
@@ -195,23 +197,47 @@ class PrivateServer:
         self.cleanup()
 
 
+def local_mongo() -> str:
+    """The local MongoDB-compatible server ``infra/local-servers.sh`` starts (its default too)."""
+    return os.environ.get("STREAMSCORE_LOCAL_MONGO") or "mongo-java-server"
+
+
 class PrivateMongo(PrivateServer):
-    """A private FerretDB (MongoDB wire protocol) on a free port."""
+    """A private local MongoDB-compatible server on a free port.
+
+    The implementation is the one ``STREAMSCORE_LOCAL_MONGO`` selects when the instance is made
+    (:attr:`implementation`), so an outage test runs on the same server as the rest of the run.
+    """
 
     which = "mongo"
     port_variables = ("STREAMSCORE_MONGO_PORT",)
+
+    def __init__(self, timeout_s: int = 90) -> None:
+        super().__init__(timeout_s)
+        self.implementation = local_mongo()
 
     @property
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}"
 
+    def _env(self) -> dict[str, str]:
+        return {**super()._env(), "STREAMSCORE_LOCAL_MONGO": self.implementation}
+
     def files(self) -> list[Path]:
-        base, port = self.local_dir / "ferretdb", self.port
+        port = self.port
+        if self.implementation == "ferretdb":
+            base = self.local_dir / "ferretdb"
+            return [
+                base / f"data-{port}",
+                base / f"state-{port}",
+                base / f"ferretdb-{port}.pid",
+                base / f"ferretdb-{port}.log",
+            ]
+        base = self.local_dir / "mongo-java-server"
         return [
             base / f"data-{port}",
-            base / f"state-{port}",
-            base / f"ferretdb-{port}.pid",
-            base / f"ferretdb-{port}.log",
+            base / f"mongo-java-server-{port}.pid",
+            base / f"mongo-java-server-{port}.log",
         ]
 
 
@@ -246,7 +272,7 @@ class PrivateKafka(PrivateServer):
 
 @pytest.fixture
 def private_mongo() -> Iterator[PrivateMongo]:
-    """A running private FerretDB; stopped and deleted at teardown."""
+    """A running private MongoDB-compatible server; stopped and deleted at teardown."""
     with PrivateMongo() as server:
         yield server
 
