@@ -1,6 +1,7 @@
 # streamscore — one command surface for people, CI and pre-commit.
-# Ports and folders: STREAMSCORE_KAFKA_PORT, STREAMSCORE_MONGO_PORT, STREAMSCORE_LOCAL_DIR
-# (see infra/local-servers.sh). Product settings: STREAMSCORE_* (see README).
+# Ports and folders: STREAMSCORE_KAFKA_PORT, STREAMSCORE_MONGO_PORT, STREAMSCORE_LOCAL_DIR;
+# the local MongoDB-compatible server: STREAMSCORE_LOCAL_MONGO=mongo-java-server (default) or
+# ferretdb (see infra/local-servers.sh). Product settings: STREAMSCORE_* (see README).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,9 +11,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 SERVERS := infra/local-servers.sh
 PYTEST_ARGS ?=
+FERRETDB_PORT ?= 27018
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status lint format test test-unit test-integration demo train seed run api bench clean
+.PHONY: help install up down status lint format test test-unit test-integration test-ferretdb demo train seed run api bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -23,14 +25,15 @@ $(BIN)/streamscore: pyproject.toml uv.lock
 	$(UV) sync --frozen
 	@touch $@
 
-install: $(BIN)/streamscore ## Install Python deps (uv, locked), fetch Kafka jars and build FerretDB
+install: $(BIN)/streamscore ## Install Python deps (uv, locked), fetch Kafka and mongo-java-server jars
 	$(SERVERS) install
 
-up: install ## Start Kafka (KRaft) and FerretDB locally; idempotent, waits until both answer
+up: install ## Start Kafka (KRaft) and mongo-java-server locally; idempotent, waits until both answer
 	$(SERVERS) up
 
-down: ## Stop the local servers
+down: ## Stop the local servers (and FerretDB of test-ferretdb)
 	$(SERVERS) down
+	STREAMSCORE_MONGO_PORT=$(FERRETDB_PORT) $(SERVERS) down mongo
 
 status: ## Show whether the local servers run
 	$(SERVERS) status
@@ -46,6 +49,11 @@ format: $(BIN)/streamscore ## Apply ruff fixes and formatting
 
 test: up ## Run every test (unit, in-memory, integration on the real local servers)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-ferretdb: up ## The MongoDB-touching integration tests again, on FerretDB (port FERRETDB_PORT)
+	STREAMSCORE_LOCAL_MONGO=ferretdb STREAMSCORE_MONGO_PORT=$(FERRETDB_PORT) $(SERVERS) up mongo
+	STREAMSCORE_LOCAL_MONGO=ferretdb STREAMSCORE_TEST_MONGO_URL=mongodb://127.0.0.1:$(FERRETDB_PORT) \
+		$(BIN)/python -m pytest -m "integration and mongo" $(PYTEST_ARGS)
 
 test-unit: $(BIN)/streamscore ## Only the tests that need no server
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
