@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC
 from typing import Any
@@ -14,12 +15,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
-from api.batching import MicroBatcher
-from api.guard import Guard, too_large
+from api.batching import MicroBatcher, Overloaded
+from api.guard import Guard, too_large, unavailable
 from api.metrics import ApiMetrics
-from api.requests import ErrorBody, FieldError, PredictEvent, error_body
+from api.parsing import InvalidBody, Limits, parse_body
+from api.requests import ErrorBody, PredictEvent, error_body
 from schemas import InputEvent, Prediction
 from scoring import EnrichmentUnavailable, ModelLoadError, ScoringPipeline, ScoringTimeout
 from scoring.loop_lag import LoopLagMonitor, tune_gc
@@ -28,72 +29,21 @@ from scoring.resources import open_pipeline
 from settings import Settings
 
 PipelineFactory = Callable[[Settings], AbstractAsyncContextManager[ScoringPipeline]]
+log = logging.getLogger(__name__)
 
 
-class InvalidBody(Exception):
-    def __init__(self, detail: str, errors: list[FieldError]) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.errors = errors
+class _Throttled:
+    """Logs one line per ``every_s`` at most: an outage must not flood the log per request."""
 
+    def __init__(self, every_s: float = 5.0) -> None:
+        self._every_s = every_s
+        self._last: dict[str, float] = {}
 
-def _field_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
-    out = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in error["loc"])
-        field = f"{prefix}.{loc}" if loc else prefix
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if not loc and error["type"] in {"model_type", "model_attributes_type"}:
-            message = "each event must be a JSON object"
-        out.append(FieldError(field=field, message=message))
-    return out
-
-
-def parse_body(raw: bytes, max_events: int) -> tuple[list[PredictEvent], bool]:
-    """(events, was_a_list). Raises :class:`InvalidBody` naming the offending fields."""
-    try:
-        payload = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidBody(
-            f"the body is not valid JSON: {exc}",
-            [FieldError(field="body", message="not valid JSON")],
-        ) from None
-    if isinstance(payload, dict):
-        try:
-            return [PredictEvent.model_validate(payload)], False
-        except ValidationError as exc:
-            errors = _field_errors(exc, "body")
-            raise InvalidBody(_summary(errors), errors) from None
-    if isinstance(payload, list):
-        if not payload:
-            raise InvalidBody(
-                "the body is an empty list: send at least one event",
-                [FieldError(field="body", message="at least one event")],
-            )
-        if len(payload) > max_events:
-            raise InvalidBody(
-                f"the body has {len(payload)} events; at most {max_events} per request",
-                [FieldError(field="body", message=f"at most {max_events} events")],
-            )
-        events, errors = [], []
-        for i, item in enumerate(payload):
-            try:
-                events.append(PredictEvent.model_validate(item))
-            except ValidationError as exc:
-                errors.extend(_field_errors(exc, f"body[{i}]"))
-        if errors:
-            raise InvalidBody(_summary(errors), errors)
-        return events, True
-    raise InvalidBody(
-        "the body must be an event object or a list of event objects",
-        [FieldError(field="body", message="expected an object or a list")],
-    )
-
-
-def _summary(errors: list[FieldError]) -> str:
-    shown = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return f"invalid input: {shown}{more}"
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -self._every_s) >= self._every_s:
+            self._last[kind] = now
+            log.warning(message, *args, extra={"event": kind})
 
 
 def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipeline) -> FastAPI:
@@ -111,7 +61,16 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
                 metrics.batch_size.observe(len(events))
                 return await pipeline.score(events)
 
-            batcher = MicroBatcher(score, api.batch_max_size, api.batch_max_wait_ms / 1000)
+            # With batching off every request is its own pipeline call (max_size 1), under the
+            # same bound on queued events.
+            batcher = MicroBatcher(
+                score,
+                api.batch_max_size if api.batching_enabled else 1,
+                api.batch_max_wait_ms / 1000,
+                max_queued=api.max_queued_events,
+            )
+            metrics.queued_events.set_function(lambda: batcher.queued)
+            parse_pool = ThreadPoolExecutor(2, thread_name_prefix="streamscore-parse")
             monitor = LoopLagMonitor(on_sample=metrics.lag_sample)
             monitor.start()
             tune_gc()
@@ -126,7 +85,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
             state.update(
                 pipeline=pipeline,
                 batcher=batcher,
-                score=score,
+                parse_pool=parse_pool,
                 reloader=reloader,
                 started=time.time(),
             )
@@ -136,6 +95,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
                 await batcher.close()
                 await monitor.stop()
                 await reloader.stop()
+                parse_pool.shutdown(wait=False, cancel_futures=True)
                 state.clear()
 
     app = FastAPI(
@@ -150,14 +110,25 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
         metrics=metrics,
         api_key=api.api_key,
         max_body_bytes=api.max_body_bytes,
+        max_in_flight=api.max_in_flight,
+        retry_after_s=api.retry_after_s,
         known_paths=known_paths,
     )
+    limits = Limits(api.max_events_per_request, api.max_features_per_event, api.max_errors_reported)
+    throttled = _Throttled()
 
     errors = {
         401: {"model": ErrorBody, "description": "Missing or wrong API key"},
         413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
-        422: {"model": ErrorBody, "description": "Invalid input; `errors` names each field"},
-        503: {"model": ErrorBody, "description": "MongoDB unavailable; see Retry-After"},
+        415: {"model": ErrorBody, "description": "Content-Type is not application/json"},
+        422: {
+            "model": ErrorBody,
+            "description": "Invalid input; `errors` names the first fields, `error_count` counts",
+        },
+        503: {
+            "model": ErrorBody,
+            "description": "MongoDB unavailable, overloaded or past the deadline; see Retry-After",
+        },
     }
 
     @app.post(
@@ -187,26 +158,40 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
         },
     )
     async def predict(request: Request) -> Any:
+        try:
+            async with asyncio.timeout(api.request_timeout_s):
+                return await _predict(request)
+        except TimeoutError:
+            metrics.shed.labels("deadline").inc()
+            return unavailable("scoring took too long: try again later", api.retry_after_s)
+
+    async def _predict(request: Request) -> Any:
         body = bytearray()
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > api.max_body_bytes:
                 return too_large(api.max_body_bytes)
         try:
-            events, many = parse_body(bytes(body), api.max_events_per_request)
-        except InvalidBody as exc:
-            return JSONResponse(error_body(exc.detail, exc.errors), status_code=422)
-        try:
-            if api.batching_enabled:
-                predictions = await state["batcher"].submit(events)
+            if len(body) >= api.parse_in_thread_bytes:
+                loop = asyncio.get_running_loop()
+                events, many = await loop.run_in_executor(
+                    state["parse_pool"], parse_body, bytes(body), limits
+                )
             else:
-                predictions = await state["score"](events)
-        except (EnrichmentUnavailable, ScoringTimeout) as exc:
-            return JSONResponse(
-                error_body(f"scoring is unavailable right now: {exc}"),
-                status_code=503,
-                headers={"Retry-After": str(api.retry_after_s)},
-            )
+                events, many = parse_body(bytes(body), limits)
+        except InvalidBody as exc:
+            return JSONResponse(error_body(exc.detail, exc.errors, exc.count), status_code=422)
+        try:
+            predictions = await state["batcher"].submit(events)
+        except Overloaded:
+            metrics.shed.labels("queue").inc()
+            return unavailable("overloaded: try again later", api.retry_after_s)
+        except EnrichmentUnavailable as exc:
+            throttled.warning("enrichment_unavailable", "predict: MongoDB unavailable: %s", exc)
+            return unavailable("MongoDB unavailable", api.retry_after_s)
+        except ScoringTimeout as exc:
+            throttled.warning("scoring_timeout", "predict: %s", exc)
+            return unavailable("scoring timed out", api.retry_after_s)
         # Serialise once here; FastAPI would otherwise validate the models again.
         if many:
             body_out = b"[" + b",".join(p.model_dump_json().encode() for p in predictions) + b"]"
@@ -232,11 +217,8 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
                 pipeline.ping(), timeout=settings.mongo.server_selection_timeout_ms / 1000 + 1
             )
         except (EnrichmentUnavailable, TimeoutError) as exc:
-            return JSONResponse(
-                error_body(f"not ready: MongoDB is not answering: {exc}"),
-                status_code=503,
-                headers={"Retry-After": str(api.retry_after_s)},
-            )
+            throttled.warning("not_ready", "readyz: MongoDB is not answering: %r", exc)
+            return unavailable("not ready: MongoDB unavailable", api.retry_after_s)
         return {"status": "ready", "model": f"{pipeline.model.name}:{pipeline.model.version}"}
 
     @app.get("/model", summary="The model in use")
@@ -247,20 +229,27 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
             "version": model.version,
             "feature_names": list(model.feature_names),
             "loaded_at": model.loaded_at.astimezone(UTC).isoformat(),
-            "path": str(model.path),
         }
 
     @app.post(
         "/admin/reload-model",
-        summary="Load the model file now (validated; the old model keeps serving if refused)",
-        responses={422: {"model": ErrorBody, "description": "The new model was refused"}},
+        summary="Load the model file now (validated; the old model keeps serving if refused). "
+        "Served only when an API key is configured.",
+        responses={
+            409: {"model": ErrorBody, "description": "The new model was refused"},
+            415: {"model": ErrorBody, "description": "Content-Type is not application/json"},
+        },
     )
     async def reload_model() -> Any:
         reloader: ModelReloader = state["reloader"]
         try:
             model = await reloader.reload()
-        except ModelLoadError as exc:
-            return JSONResponse(error_body(f"model refused: {exc}"), status_code=422)
+        except ModelLoadError:
+            # The reason (with file paths) is in the log as event "model_refused".
+            return JSONResponse(
+                error_body("model refused; the current model keeps serving (reason in the log)"),
+                status_code=409,
+            )
         return {"name": model.name, "version": model.version}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -10,6 +10,10 @@ from schemas import InputEvent, Prediction
 Score = Callable[[Sequence[InputEvent]], Awaitable[list[Prediction]]]
 
 
+class Overloaded(RuntimeError):
+    """The batcher holds as many events as it may: the request is refused, not queued."""
+
+
 class MicroBatcher:
     """Gathers requests for at most ``max_wait_s`` or until ``max_size`` events, then scores
     them in one pipeline call.
@@ -18,13 +22,20 @@ class MicroBatcher:
     1. Each caller gets exactly its own predictions, in its own order, or the batch's error.
     2. A batch never holds more than ``max_size`` events; a request larger than that is
        scored on its own.
-    3. A caller that goes away does not disturb the others.
+    3. A caller that goes away does not disturb the others, and its events are not scored if
+       it left before its batch started.
+    4. At most ``max_queued`` events wait for or are in a pipeline call; a request that would
+       go beyond raises :class:`Overloaded` at once instead of waiting.
     """
 
-    def __init__(self, score: Score, max_size: int, max_wait_s: float) -> None:
+    def __init__(
+        self, score: Score, max_size: int, max_wait_s: float, max_queued: int | None = None
+    ) -> None:
         self._score = score
         self._max_size = max_size
         self._max_wait_s = max_wait_s
+        self._max_queued = max_queued
+        self.queued = 0
         self._pending: list[tuple[Sequence[InputEvent], asyncio.Future[list[Prediction]]]] = []
         self._pending_events = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -32,6 +43,15 @@ class MicroBatcher:
         self.batches = 0
 
     async def submit(self, events: Sequence[InputEvent]) -> list[Prediction]:
+        if self._max_queued is not None and self.queued + len(events) > self._max_queued:
+            raise Overloaded(f"{self.queued} events queued; at most {self._max_queued}")
+        self.queued += len(events)
+        try:
+            return await self._submit(events)
+        finally:
+            self.queued -= len(events)
+
+    async def _submit(self, events: Sequence[InputEvent]) -> list[Prediction]:
         if len(events) >= self._max_size:
             return await self._score(events)
         loop = asyncio.get_running_loop()
@@ -60,6 +80,9 @@ class MicroBatcher:
     async def _run(
         self, batch: list[tuple[Sequence[InputEvent], asyncio.Future[list[Prediction]]]]
     ) -> None:
+        batch = [(request, future) for request, future in batch if not future.done()]
+        if not batch:
+            return
         self.batches += 1
         events = [event for request, _ in batch for event in request]
         try:

@@ -1,4 +1,4 @@
-"""A plain ASGI middleware in front of every route: API key, body size limit, metrics.
+"""A plain ASGI middleware in front of every route: the cheap checks, done before routing.
 
 Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` costs an
 extra task and a body copy per request, which shows at thousands of requests per second.
@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
-from api.metrics import ApiMetrics
+from api.metrics import ApiMetrics, method_label
 from api.requests import error_body
 
 Scope = MutableMapping[str, Any]
@@ -25,16 +25,41 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_KEY_HEADER = "X-API-Key"
 OPEN_PATHS = frozenset({"/healthz"})
+ADMIN_PREFIX = "/admin/"
+SHED_PATHS = frozenset({"/predict"})
+"""Routes whose work is bounded by ``max_in_flight`` (the others answer at once)."""
+UNMATCHED = "unmatched"
 
 
 def too_large(limit: int) -> JSONResponse:
     return JSONResponse(error_body(f"the body is larger than {limit} bytes"), status_code=413)
 
 
+def unavailable(detail: str, retry_after_s: int) -> JSONResponse:
+    return JSONResponse(
+        error_body(detail), status_code=503, headers={"Retry-After": str(retry_after_s)}
+    )
+
+
+def is_json(content_type: bytes) -> bool:
+    """``application/json``, with or without parameters (``; charset=utf-8``)."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json"
+
+
 class Guard:
-    """1. With an API key configured, every path but ``/healthz`` needs ``X-API-Key`` (compared
-    in constant time) or gets 401. 2. A declared body over the limit gets 413 before it is
-    read. 3. Every request is counted and timed by method, route and status."""
+    """Checks every request in this order, each answered without reading the body:
+
+    1. With an API key configured, every path but ``/healthz`` needs ``X-API-Key`` (compared in
+       constant time) or gets 401. Without one, ``/admin/*`` is not served at all (404).
+    2. A ``POST`` whose ``Content-Type`` is not ``application/json`` gets 415 (so no form post
+       from a browser page can reach a route).
+    3. A declared body over the limit gets 413.
+    4. ``/predict`` with ``max_in_flight`` requests already being handled gets 503 with
+       ``Retry-After`` at once (load shedding).
+    5. Every request is counted and timed with labels from fixed sets only: method
+       ``GET``/``POST``/``OTHER``, one of the app's routes or ``unmatched``, and the status.
+    """
 
     def __init__(
         self,
@@ -43,13 +68,18 @@ class Guard:
         metrics: ApiMetrics,
         api_key: SecretStr | None,
         max_body_bytes: int,
+        max_in_flight: int,
+        retry_after_s: int,
         known_paths: set[str],
     ) -> None:
         self._app = app
         self._metrics = metrics
         self._key = api_key.get_secret_value().encode() if api_key is not None else None
         self._max = max_body_bytes
+        self._max_in_flight = max_in_flight
+        self._retry_after = retry_after_s
         self._known = known_paths
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,30 +94,50 @@ class Guard:
                 status = message["status"]
             await send(message)
 
+        counted = False
         try:
             rejection = self._reject(scope)
+            if rejection is None and scope["path"] in SHED_PATHS:
+                if self.in_flight >= self._max_in_flight:
+                    self._metrics.shed.labels("in_flight").inc()
+                    rejection = unavailable("overloaded: try again later", self._retry_after)
+                else:
+                    counted = True
+                    self.in_flight += 1
+                    self._metrics.in_flight.set(self.in_flight)
             if rejection is not None:
                 await rejection(scope, receive, send_and_watch)
             else:
                 await self._app(scope, receive, send_and_watch)
         finally:
+            if counted:
+                self.in_flight -= 1
+                self._metrics.in_flight.set(self.in_flight)
             route = getattr(scope.get("route"), "path", None)
-            if route is None:  # answered before routing (401, 413): label it by its path
-                route = scope["path"] if scope["path"] in self._known else "unmatched"
-            labels = (scope["method"], route, str(status))
+            if route not in self._known:  # answered before routing, or no route matched
+                route = scope["path"] if scope["path"] in self._known else UNMATCHED
+            labels = (method_label(scope["method"]), route, str(status))
             self._metrics.requests.labels(*labels).inc()
             self._metrics.latency.labels(*labels).observe(time.perf_counter() - started)
 
     def _reject(self, scope: Scope) -> JSONResponse | None:
         headers = dict(scope["headers"])
-        if self._key is not None and scope["path"] not in OPEN_PATHS:
-            given = headers.get(API_KEY_HEADER.lower().encode(), b"")
+        path: str = scope["path"]
+        if path.startswith(ADMIN_PREFIX) and self._key is None:
+            return JSONResponse(error_body("not found"), status_code=404)
+        if self._key is not None and path not in OPEN_PATHS:
+            given = headers.get(b"x-api-key", b"")
             if not hmac.compare_digest(given, self._key):
                 return JSONResponse(
                     error_body(f"missing or wrong API key (header {API_KEY_HEADER})"),
                     status_code=401,
                     headers={"WWW-Authenticate": API_KEY_HEADER},
                 )
+        if scope["method"] == "POST" and not is_json(headers.get(b"content-type", b"")):
+            return JSONResponse(
+                error_body("the body must be JSON: send Content-Type: application/json"),
+                status_code=415,
+            )
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self._max:
             return too_large(self._max)

@@ -11,6 +11,15 @@ from prometheus_client.registry import Collector
 from scoring import ScoringPipeline
 from scoring.model_reload import ModelReloader
 
+METHODS = frozenset({"GET", "POST"})
+SHED_REASONS = ("in_flight", "queue", "deadline")
+
+
+def method_label(method: str) -> str:
+    """``GET``, ``POST`` or ``OTHER``: no request can add a label value."""
+    return method if method in METHODS else "OTHER"
+
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -67,7 +76,7 @@ class ApiMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "streamscore_http_requests",
-            "HTTP requests by route and status",
+            "HTTP requests by method (GET/POST/OTHER), route (or 'unmatched') and status",
             ["method", "route", "status"],
             registry=self.registry,
         )
@@ -76,6 +85,24 @@ class ApiMetrics:
             "HTTP request latency by route and status",
             ["method", "route", "status"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "streamscore_http_shed",
+            "Requests answered 503 at once because the sidecar was full, or at their deadline",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in SHED_REASONS:
+            self.shed.labels(reason)
+        self.in_flight = Gauge(
+            "streamscore_http_in_flight",
+            "/predict requests being handled",
+            registry=self.registry,
+        )
+        self.queued_events = Gauge(
+            "streamscore_http_queued_events",
+            "Events waiting for or in a pipeline call",
             registry=self.registry,
         )
         self.batch_size = Histogram(

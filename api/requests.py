@@ -27,11 +27,17 @@ class FieldError(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error response: a readable message, plus the offending fields for 422."""
+    """Every error response: a readable message, plus the offending fields for 422 (the first
+    ``STREAMSCORE_API__MAX_ERRORS_REPORTED`` of them, and how many there are in all)."""
 
     detail: str
     errors: list[FieldError] = Field(default_factory=list)
+    error_count: int | None = None
 
 
-def error_body(detail: str, errors: list[FieldError] | None = None) -> dict[str, Any]:
-    return ErrorBody(detail=detail, errors=errors or []).model_dump()
+def error_body(
+    detail: str, errors: list[FieldError] | None = None, error_count: int | None = None
+) -> dict[str, Any]:
+    return ErrorBody(detail=detail, errors=errors or [], error_count=error_count).model_dump(
+        exclude_none=True
+    )

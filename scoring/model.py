@@ -47,6 +47,25 @@ class LoadedModel:
         return np.asarray(result, dtype=np.float64).reshape(matrix.shape[0], -1)[:, -1]
 
 
+def _check_metadata(metadata: Any, meta_file: Path) -> None:
+    """Refuse metadata of the wrong shape with a :class:`ModelLoadError`, never a TypeError."""
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"model metadata {meta_file} must be a JSON object")
+    for key in ("name", "version"):
+        value = metadata.get(key)
+        if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
+            raise ModelLoadError(
+                f"model metadata {meta_file}: '{key}' must be a non-empty string or integer"
+            )
+    declared = metadata.get("feature_names")
+    if declared is not None and (
+        not isinstance(declared, list) or not all(isinstance(n, str) for n in declared)
+    ):
+        raise ModelLoadError(
+            f"model metadata {meta_file}: 'feature_names' must be a list of strings"
+        )
+
+
 def load_model(path: Path, *, threads: int = 1) -> LoadedModel:
     """Load ``path`` (LightGBM text or binary model) and its ``.json`` metadata.
 
@@ -62,8 +81,7 @@ def load_model(path: Path, *, threads: int = 1) -> LoadedModel:
         raise ModelLoadError(f"model metadata not found: {meta_file}") from None
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"model metadata unreadable: {meta_file}: {exc}") from exc
-    if not isinstance(metadata, dict) or not metadata.get("name") or not metadata.get("version"):
-        raise ModelLoadError(f"model metadata {meta_file} needs non-empty 'name' and 'version'")
+    _check_metadata(metadata, meta_file)
     try:
         booster = lgb.Booster(model_file=str(path))
     except lgb.basic.LightGBMError as exc:

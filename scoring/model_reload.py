@@ -106,17 +106,22 @@ class ModelReloader:
                     None, lambda: load_model(self._path, threads=self._threads)
                 )
                 await loop.run_in_executor(None, validate, candidate, self._pipeline)
-            except ModelLoadError as exc:
+            except Exception as exc:
+                # Anything a model's files can cause is a refusal (counted, logged once), never
+                # an error that the poll retries with a traceback every interval.
+                refusal = exc if isinstance(exc, ModelLoadError) else ModelLoadError(repr(exc))
                 self._seen = signature
                 self.stats.refused += 1
-                self.stats.last_error = str(exc)
+                self.stats.last_error = str(refusal)
                 log.error(
                     "refused new model at %s: %s",
                     self._path,
-                    exc,
+                    refusal,
                     extra={"event": "model_refused", "path": str(self._path)},
                 )
-                raise
+                if refusal is exc:
+                    raise
+                raise refusal from exc
             current = self._pipeline.model
             self._pipeline.swap_model(candidate)
             self._seen = signature
