@@ -11,8 +11,10 @@ from enum import StrEnum
 class ErrorKind(StrEnum):
     """Why a record was dead-lettered (the ``streamscore.error.kind`` header)."""
 
+    TOMBSTONE = "tombstone"
+    """The record's value is null (a tombstone: a delete marker, not an event)."""
     EMPTY_VALUE = "empty_value"
-    """The record has no value, or an empty one."""
+    """The record's value is empty (zero bytes)."""
     TOO_LARGE = "too_large"
     """The value is larger than ``STREAMSCORE_STREAM__MAX_RECORD_BYTES``."""
     INVALID_ENCODING = "invalid_encoding"
@@ -32,3 +34,7 @@ class DeadLetterHeader(StrEnum):
     SOURCE_PARTITION = "streamscore.source.partition"
     SOURCE_OFFSET = "streamscore.source.offset"
     SOURCE_TIMESTAMP = "streamscore.source.timestamp"
+    VALUE_TRUNCATED = "streamscore.value.truncated"
+    """``true`` when the value is a prefix of the original, cut to fit the producer's limit."""
+    VALUE_ORIGINAL_SIZE = "streamscore.value.original_size"
+    """The original value's size in bytes (on truncated dead letters)."""

@@ -33,6 +33,9 @@ class EntityCache:
     3. Concurrent callers that miss the same entity cause one read, not many: the first
        caller's load is shared through a future; later callers await it.
     4. A failed load is never cached; every waiter receives the error.
+    5. After :meth:`clear` nothing loaded before it is served: loads still in flight are
+       neither joined by later callers nor stored when they finish (a model swap changes
+       what a load reads).
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class EntityCache:
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, StoredFeatures | None]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[StoredFeatures | None]] = {}
+        self._generation = 0
         self.stats = CacheStats()
 
     def __len__(self) -> int:
@@ -53,6 +57,8 @@ class EntityCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._inflight = {}
+        self._generation += 1
 
     def _fresh(self, entity_id: str, now: float) -> tuple[bool, StoredFeatures | None]:
         entry = self._entries.get(entity_id)
@@ -93,7 +99,8 @@ class EntityCache:
         if to_load:
             loop = asyncio.get_running_loop()
             mine = {entity_id: loop.create_future() for entity_id in to_load}
-            self._inflight.update(mine)
+            inflight, generation = self._inflight, self._generation
+            inflight.update(mine)
             try:
                 self.stats.loads += 1
                 loaded = await load(to_load)
@@ -109,15 +116,17 @@ class EntityCache:
                 raise
             else:
                 stored_at = self._clock()
+                current = generation == self._generation
                 for entity_id, future in mine.items():
                     value = loaded.get(entity_id)
-                    self._store(entity_id, value, stored_at)
+                    if current:
+                        self._store(entity_id, value, stored_at)
                     future.set_result(value)
                     result[entity_id] = value
             finally:
                 for entity_id in to_load:
-                    if self._inflight.get(entity_id) is mine[entity_id]:
-                        del self._inflight[entity_id]
+                    if inflight.get(entity_id) is mine[entity_id]:
+                        del inflight[entity_id]
 
         for entity_id, future in waiting.items():
             result[entity_id] = await asyncio.shield(future)

@@ -74,8 +74,9 @@ class ScoringPipeline:
     1. One MongoDB query per call at most, for the distinct entities the cache does not hold.
     2. One ``Booster.predict`` call per call, run in ``executor``: the event loop never runs
        the model.
-    3. One prediction per event, in the events' order, scored by the model that was current
-       when the call started (a model swap takes effect between calls).
+    3. One prediction per event, in the events' order, all scored by one model, with stored
+       features read for that model's feature names: a call whose lookup overlapped a model
+       swap looks up again and is scored by the new model (swaps take effect between calls).
     4. When MongoDB cannot be read it raises :class:`EnrichmentUnavailable`, unless
        ``score_without_features_on_error`` is set; then the batch is scored on the events'
        own features and marked ``enrichment: "error"``.
@@ -100,6 +101,8 @@ class ScoringPipeline:
         self._score_on_error = score_without_features_on_error
         self._golden: tuple[list[InputEvent], Lookup] = ([], {})
         self._queries = asyncio.Semaphore(max_concurrent_queries)
+        self._generation = 0
+        """Counts model swaps; a lookup is valid for the model of the generation it began in."""
         self.stats = PipelineStats()
 
     @property
@@ -113,6 +116,7 @@ class ScoringPipeline:
     def swap_model(self, model: LoadedModel) -> None:
         """Make ``model`` current. Calls already running finish with the old one."""
         self._model = model
+        self._generation += 1
         self._store.use_features(model.feature_names)
         if self._cache is not None:
             self._cache.clear()
@@ -143,18 +147,21 @@ class ScoringPipeline:
         """Score a batch. ``fallback_times[i]`` stands in for a missing ``event_time``."""
         if not events:
             return []
-        model = self._model
         loop = asyncio.get_running_loop()
         started = loop.time()
         entity_ids = list(dict.fromkeys(event.entity_id for event in events))
-        try:
-            stored = await self._lookup(entity_ids)
-            failed = False
-        except EnrichmentUnavailable:
-            self.stats.enrichment_failures += 1
-            if not self._score_on_error:
-                raise
-            stored, failed = {}, True
+        while True:
+            model, generation = self._model, self._generation
+            try:
+                stored = await self._lookup(entity_ids)
+                failed = False
+            except EnrichmentUnavailable:
+                self.stats.enrichment_failures += 1
+                if not self._score_on_error:
+                    raise
+                stored, failed = {}, True
+            if generation == self._generation:
+                break  # no swap during the lookup: it was read for ``model``
         enriched = loop.time()
 
         sample = list(events[:16])

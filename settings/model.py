@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _no_compression(value: Any) -> Any:
+    """``none`` (Kafka's own word) and an empty value mean no compression."""
+    if isinstance(value, str) and value.strip().lower() in {"", "none"}:
+        return None
+    return value.lower() if isinstance(value, str) else value
 
 
 class KafkaSettings(BaseModel):
@@ -37,7 +44,12 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     linger_ms: int = Field(default=5, ge=0)
-    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    compression_type: Annotated[
+        Literal["gzip", "snappy", "lz4", "zstd"] | None, BeforeValidator(_no_compression)
+    ] = None
+    """Codec of the outputs (``none`` or unset: uncompressed). Input in any codec is read."""
+    max_request_size: int = Field(default=1_048_576, ge=1_024)
+    """The producer's limit on one record; dead letters are cut to fit it (and the broker's)."""
     # Security pass-through for real clusters.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: (
@@ -168,6 +180,13 @@ class StreamSettings(BaseModel):
     max_features_per_event: int = Field(default=1_000, ge=1)
     """An event with more features than this is invalid (dead-lettered, message names
     ``features``); counted before any feature value is validated."""
+    max_fetch_attempts: int = Field(default=5, ge=1)
+    """Consecutive failed fetches of the same place in the input topic (an unreadable batch)
+    before the scorer halts with exit code 4, naming topic, partition and offset."""
+    max_batch_attempts: int = Field(default=5, ge=1)
+    """Consecutive unexpected failures of one batch, or refusals of an output that retrying
+    cannot fix, before the scorer halts with exit code 5. MongoDB outages and retriable Kafka
+    errors are waited out without limit."""
 
 
 MIN_API_KEY_CHARS = 16

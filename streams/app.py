@@ -24,37 +24,40 @@ from settings import Settings
 from streams.backoff import Backoff
 from streams.batch_processor import BatchProcessor, StopRequested
 from streams.dead_letter_guard import DeadLetterFlood
+from streams.dead_letters import Headers
+from streams.exit_codes import ExitCode
+from streams.fetch_guard import FetchGuard, GuardedKafkaBroker
 from streams.kafka_options import broker_security, client_options, producer_options
 from streams.metrics import serve_metrics
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
-EXIT_BATCH_FAILED = 1
-EXIT_DEAD_LETTER_FLOOD = 3
 PipelineFactory = Callable[[Settings], AbstractAsyncContextManager[ScoringPipeline]]
 
 
-def _decodable(headers: Any) -> bool:
-    try:
-        for _, value in headers:
-            if value is not None:
-                value.decode("utf-8")
-    except (UnicodeDecodeError, AttributeError, TypeError, ValueError):
-        return False
-    return True
+async def headerless_batch_parser(records: tuple[Any, ...], original: Any) -> Any:
+    """Build FastStream's batch message without letting it read any header.
 
-
-async def tolerant_batch_parser(records: tuple[Any, ...], original: Any) -> Any:
-    """FastStream's parser decodes every header as UTF-8 and fails the whole batch on one
-    that is not. Parse a header-sanitised copy, then hand the handler the original records."""
-    safe = tuple(
-        r if not isinstance(r, ConsumerRecord) or _decodable(r.headers) else replace(r, headers=[])
-        for r in records
+    FastStream's batch parser decodes every header value as UTF-8 and raises on a null or
+    binary one; its consume loop then logs and drops the whole batch, and the next commit would
+    move past it. Headers are not part of the event contract, so FastStream gets header-less
+    stand-ins of the first and last record (all it reads besides headers) and the handler gets
+    the original records, headers untouched.
+    """
+    ends = (records[0], records[-1]) if records else ()
+    message = await original(
+        tuple(replace(r, headers=()) if isinstance(r, ConsumerRecord) else r for r in ends)
     )
-    message = await original(safe)
     message.raw_message = records
     return message
+
+
+def _first_offsets(records: tuple[Any, ...]) -> str:
+    first: dict[tuple[str, int], int] = {}
+    for r in records:
+        first.setdefault((r.topic, r.partition), r.offset)
+    return ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(first.items()))
 
 
 async def no_body(_message: Any) -> None:
@@ -69,6 +72,9 @@ class StreamRuntime:
     processor: BatchProcessor | None = None
     stopping: asyncio.Event | None = None
     exit_code: int = 0
+    failed_attempts: int = 0
+    """Consecutive unexpected failures of the batch at the head of the stream."""
+    fetch_guard: FetchGuard | None = None
     consumer: AIOKafkaConsumer | None = None
     reloader: ModelReloader | None = None
     loop_lag: LoopLagMonitor | None = None
@@ -91,8 +97,25 @@ def build_app(
     """
     kafka, stream = settings.kafka, settings.stream
     in_memory = broker is not None
-    broker = broker or KafkaBroker(
+    runtime = StreamRuntime()
+
+    def halt(code: ExitCode, reason: str) -> None:
+        log.critical("halting: %s", reason, extra={"event": "halt", "exit_code": int(code)})
+        if not runtime.exit_code:
+            runtime.exit_code = code
+        if runtime.stopping is not None:
+            runtime.stopping.set()
+        app.exit()
+
+    runtime.fetch_guard = FetchGuard(
+        max_attempts=stream.max_fetch_attempts,
+        initial_backoff_s=stream.retry_initial_backoff_s,
+        max_backoff_s=stream.retry_max_backoff_s,
+        on_unreadable=lambda reason: halt(ExitCode.UNREADABLE_RECORD, reason),
+    )
+    broker = broker or GuardedKafkaBroker(
         kafka.bootstrap_servers,
+        guard=runtime.fetch_guard,
         client_id=kafka.client_id,
         request_timeout_ms=kafka.request_timeout_ms,
         security=broker_security(kafka),
@@ -102,20 +125,18 @@ def build_app(
         log_level=logging.DEBUG,
         consumer_only=True,
     )
-    runtime = StreamRuntime()
     resources = AsyncExitStack()
 
     async def publish(
-        topic: str, value: bytes, key: bytes | None, headers: dict[str, str] | None
+        topic: str, value: bytes | None, key: bytes | None, headers: Headers | None
     ) -> Any:
         if runtime.producer is not None:
-            return await runtime.producer.send(
-                topic,
-                value,
-                key=key,
-                headers=[(k, v.encode()) for k, v in headers.items()] if headers else None,
-            )
-        result = await broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
+            return await runtime.producer.send(topic, value, key=key, headers=headers)
+        # FastStream's in-memory broker takes text headers.
+        text = {k: (v or b"").decode("utf-8", "replace") for k, v in headers or ()}
+        result = await broker.publish(
+            value or b"", topic, key=key, headers=text or None, no_confirm=True
+        )
         return result if asyncio.isfuture(result) else asyncio.sleep(0)
 
     @broker.subscriber(
@@ -128,7 +149,7 @@ def build_app(
         session_timeout_ms=kafka.session_timeout_ms,
         max_poll_interval_ms=kafka.max_poll_interval_ms,
         ack_policy=AckPolicy.MANUAL,
-        parser=tolerant_batch_parser,
+        parser=headerless_batch_parser,
         decoder=no_body,
     )
     async def score_batch(msg: KafkaMessage) -> None:
@@ -147,28 +168,43 @@ def build_app(
 
         try:
             await processor.process(records, commit)
+            runtime.failed_attempts = 0
         except StopRequested as exc:
             log.warning("%s: %d records left uncommitted for redelivery", exc, len(records))
             await msg.nack()
             if not stopping.is_set():
                 # A batch failed in the background: stop, so a restart re-reads from the last
                 # commit (a supervisor or container runtime restarts the process).
-                log.critical("halting: %s", exc, extra={"event": "halt"})
-                runtime.exit_code = runtime.exit_code or EXIT_BATCH_FAILED
-                stopping.set()
-                app.exit()
+                halt(exc.exit_code, str(exc))
         except DeadLetterFlood as exc:
-            log.critical("halting: %s", exc, extra={"event": "halt"})
-            runtime.exit_code = EXIT_DEAD_LETTER_FLOOD
-            stopping.set()
             await msg.nack()
-            app.exit()
-        except Exception:
-            # Never commit past a batch that failed for an unexpected reason: rewind to it.
-            log.exception("batch of %d records failed; rewinding to retry it", len(records))
+            halt(ExitCode.DEAD_LETTER_FLOOD, str(exc))
+        except Exception as exc:
+            # Never commit past a batch that failed for an unexpected reason: rewind to it and
+            # retry with a backoff that grows across attempts; halt if it keeps failing.
             await msg.nack()
+            runtime.failed_attempts += 1
+            attempts, limit = runtime.failed_attempts, stream.max_batch_attempts
+            log.exception(
+                "batch of %d records failed (attempt %d of %d); rewound to retry it",
+                len(records),
+                attempts,
+                limit,
+                extra={"event": "retry", "stage": "batch", "attempt": attempts},
+            )
+            processor.stats.retries += 1
+            if attempts >= limit:
+                halt(
+                    ExitCode.REPEATED_FAILURE,
+                    f"the batch starting at {_first_offsets(records)} failed {attempts} times "
+                    f"in a row; last error: {exc!r}",
+                )
+                return
             await Backoff(
-                stream.retry_initial_backoff_s, stream.retry_max_backoff_s, stopping
+                stream.retry_initial_backoff_s,
+                stream.retry_max_backoff_s,
+                stopping,
+                attempts=attempts - 1,
             ).wait()
 
     async def on_startup() -> None:

@@ -9,11 +9,14 @@ import contextlib
 class Backoff:
     """Delays ``initial, 2*initial, ...`` capped at ``maximum``; :meth:`wait` ends early on stop."""
 
-    def __init__(self, initial_s: float, maximum_s: float, stopping: asyncio.Event) -> None:
+    def __init__(
+        self, initial_s: float, maximum_s: float, stopping: asyncio.Event, *, attempts: int = 0
+    ) -> None:
         self._initial = initial_s
         self._maximum = maximum_s
         self._stopping = stopping
-        self.attempts = 0
+        self.attempts = attempts
+        """Delays already taken; pass it to continue a backoff across attempts."""
 
     async def wait(self) -> bool:
         """Sleep the next delay. Returns False if a stop was requested (do not retry)."""

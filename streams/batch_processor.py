@@ -8,19 +8,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, TypeAlias
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from schemas import InputEvent, Prediction
+from schemas import ErrorKind, InputEvent, Prediction
 from scoring import EnrichmentUnavailable, ScoringPipeline, ScoringTimeout
 from settings import Settings
 from streams.backoff import Backoff
 from streams.dead_letter_guard import DeadLetterFlood, DeadLetterGuard
-from streams.dead_letters import dead_letter_headers
-from streams.records import Rejection, parse_record
+from streams.dead_letters import Headers, dead_letter, fit_dead_letter, record_size
+from streams.exit_codes import ExitCode
+from streams.records import Rejection, parse_record, record_time
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class Publish(Protocol):
     """Send one record; the awaitable resolves once Kafka acknowledged it."""
 
     def __call__(
-        self, topic: str, value: bytes, key: bytes | None, headers: dict[str, str] | None
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None
     ) -> Awaitable[Awaitable[Any]]: ...
 
 
@@ -39,7 +40,12 @@ Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
 
 
 class StopRequested(Exception):
-    """A shutdown arrived while the batch was waiting on a retry: nothing is committed."""
+    """The batch cannot be completed now (a shutdown arrived while it waited on a retry, or
+    an earlier batch failed): nothing is committed. ``exit_code`` says why, for the runner."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.BATCH_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -59,7 +65,7 @@ class StreamStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
-Output = tuple[str, bytes, bytes | None, dict[str, str] | None]
+Output = tuple[str, bytes | None, bytes | None, Headers | None]
 
 
 def _parse_all(
@@ -72,13 +78,17 @@ def _parse_all(
         parsed = parse_record(record.value, max_bytes)
         if isinstance(parsed, Rejection):
             rejected.append((record, parsed))
-        else:
-            events.append(parsed)
-            times.append(
-                datetime.fromtimestamp(record.timestamp / 1000, UTC)
-                if record.timestamp is not None and record.timestamp >= 0
-                else None
-            )
+            continue
+        try:
+            fallback = record_time(record.timestamp)
+        except ValueError as exc:
+            if parsed.event_time is None:
+                message = f"event_time: absent, and {exc}"
+                rejected.append((record, Rejection(ErrorKind.INVALID_EVENT, message)))
+                continue
+            fallback = None
+        events.append(parsed)
+        times.append(fallback)
     return events, times, rejected
 
 
@@ -87,22 +97,20 @@ def _outputs(
     rejected: Sequence[tuple[Record, Rejection]],
     output_topic: str,
     dlq_topic: str,
+    max_request_size: int,
 ) -> list[Output]:
     """(topic, value, key, headers) of every prediction and dead letter of a batch."""
     outputs: list[Output] = [
         (output_topic, p.model_dump_json().encode(), p.entity_id.encode(), None)
         for p in predictions
     ]
-    outputs.extend(
-        (
-            dlq_topic,
-            record.value or b"",
-            record.key if isinstance(record.key, bytes) else None,
-            dead_letter_headers(record, rejection),
-        )
-        for record, rejection in rejected
-    )
+    for record, rejection in rejected:
+        key, value, headers = fit_dead_letter(*dead_letter(record, rejection), max_request_size)
+        outputs.append((dlq_topic, value, key, headers))
     return outputs
+
+
+_TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
 class BatchProcessor:
@@ -193,7 +201,13 @@ class BatchProcessor:
         scored = clock()
         stages["score"] += scored - parse_done
         outputs = await loop.run_in_executor(
-            None, _outputs, predictions, rejected, self._kafka.output_topic, self._kafka.dlq_topic
+            None,
+            _outputs,
+            predictions,
+            rejected,
+            self._kafka.output_topic,
+            self._kafka.dlq_topic,
+            self._kafka.max_request_size,
         )
         previous = self._completing
         if previous is not None and previous.done() and previous.exception() is not None:
@@ -322,8 +336,15 @@ class BatchProcessor:
         self, outputs: list[Output], sent: dict[asyncio.Future[Any], int]
     ) -> None:
         """Wait for Kafka's acknowledgements; re-send only the outputs that failed or were not
-        acknowledged in time, with backoff, until all are acknowledged."""
+        acknowledged in time, with backoff, until all are acknowledged.
+
+        A dead letter refused as too large is cut to half its size and re-sent. Any other
+        error that retrying cannot fix (``retriable`` false) is re-sent at most
+        ``STREAMSCORE_STREAM__MAX_BATCH_ATTEMPTS`` times, then the batch is given up
+        (:class:`StopRequested` with :attr:`ExitCode.REPEATED_FAILURE`): never re-sent forever.
+        """
         backoff = self._backoff()
+        fatal_attempts = 0
         while True:
             failed: list[int] = []
             errors: list[BaseException] = []
@@ -343,6 +364,15 @@ class BatchProcessor:
             if not failed:
                 return
             self.stats.retries += 1
+            fatal = self._shrink_or_give_up(outputs, failed, errors)
+            if fatal is not None:
+                fatal_attempts += 1
+                if fatal_attempts >= self._stream.max_batch_attempts:
+                    raise StopRequested(
+                        f"Kafka refused an output {fatal_attempts} times with an error that "
+                        f"retrying cannot fix: {fatal!r}",
+                        ExitCode.REPEATED_FAILURE,
+                    )
             log.warning(
                 "%d of %d outputs were not acknowledged, will re-send them (attempt %d): %r",
                 len(failed),
@@ -354,6 +384,21 @@ class BatchProcessor:
             if not await backoff.wait():
                 raise StopRequested("stopping while publishing was being retried")
             sent = await self._send(outputs, sorted(failed))
+
+    def _shrink_or_give_up(
+        self, outputs: list[Output], failed: Sequence[int], errors: Sequence[BaseException]
+    ) -> BaseException | None:
+        """Cut too-large dead letters to half; return the first other non-retriable error."""
+        fatal: BaseException | None = None
+        for index, error in zip(failed, errors, strict=True):
+            topic, value, key, headers = outputs[index]
+            if isinstance(error, _TOO_LARGE) and topic == self._kafka.dlq_topic and value:
+                half = record_size(key, value, headers or []) // 2
+                key, cut, headers = fit_dead_letter(key, value, headers or [], half)
+                outputs[index] = (topic, cut, key, headers)
+            elif isinstance(error, KafkaError) and not error.retriable and fatal is None:
+                fatal = error
+        return fatal
 
     async def _commit(self, records: Sequence[Record], commit: Commit) -> None:
         offsets: dict[TopicPartition, int] = {}

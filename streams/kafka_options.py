@@ -49,6 +49,7 @@ def producer_options(kafka: KafkaSettings) -> dict[str, Any]:
         "enable_idempotence": True,
         "linger_ms": kafka.linger_ms,
         "compression_type": kafka.compression_type,
+        "max_request_size": kafka.max_request_size,
     }
 
 

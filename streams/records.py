@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -39,8 +40,10 @@ def _describe(exc: ValidationError) -> Rejection:
 
 def parse_record(value: bytes | None, max_bytes: int) -> InputEvent | Rejection:
     """Parse and validate a record value. Never raises for any input."""
+    if value is None:
+        return Rejection(ErrorKind.TOMBSTONE, "the record's value is null (a tombstone)")
     if not value:
-        return Rejection(ErrorKind.EMPTY_VALUE, "the record has no value")
+        return Rejection(ErrorKind.EMPTY_VALUE, "the record's value is empty")
     if len(value) > max_bytes:
         return Rejection(
             ErrorKind.TOO_LARGE, f"the value is {len(value)} bytes; the limit is {max_bytes}"
@@ -59,3 +62,17 @@ def parse_record(value: bytes | None, max_bytes: int) -> InputEvent | Rejection:
         return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {exc}")
     except Exception as exc:  # never let one record's content stop the consumer
         return Rejection(ErrorKind.INVALID_EVENT, f"cannot be read as an event: {exc!r}")
+
+
+def record_time(timestamp: int | None) -> datetime | None:
+    """The Kafka record timestamp (ms since the epoch) as a UTC time; None when there is none.
+
+    Raises ``ValueError`` for a timestamp no ``datetime`` can hold (brokers accept any 64-bit
+    value, e.g. past the year 9999).
+    """
+    if timestamp is None or timestamp < 0:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp / 1000, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValueError(f"the record timestamp {timestamp} ms is out of range") from exc

@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from settings import Settings
+from streams.exit_codes import FATAL_EXIT_CODES
 
 log = logging.getLogger(__name__)
-
-FATAL_EXIT_CODES = {2, 3}
-"""Configuration/model errors and a dead-letter flood: restarting would not help."""
 
 
 @dataclass
@@ -34,8 +32,9 @@ class Supervisor:
     1. Each worker is a separate process (own event loop, executor and connections) in the
        same consumer group; Kafka spreads the partitions across them.
     2. A worker that exits unexpectedly is restarted (after a short backoff that grows if it
-       keeps dying); one that exits with a fatal code (2: configuration or model, 3: a
-       dead-letter flood) stops the whole group with that code.
+       keeps dying); one that exits with a fatal :class:`ExitCode` (configuration or model, a
+       dead-letter flood, an unreadable record, a repeated failure) stops the whole group
+       with that code.
     3. SIGTERM/SIGINT is passed to every worker, each finishes its batch in hand and commits;
        a worker still running after the shutdown timeout is killed.
     """

@@ -109,3 +109,27 @@ async def test_real_clock_default_works(ttl: float) -> None:
     await asyncio.sleep(ttl * 5)
     await cache.get_many(["a"], loader)
     assert len(loader.calls) == 2
+
+
+async def test_a_load_in_flight_at_clear_is_neither_joined_nor_stored() -> None:
+    class SnapshotLoader(Loader):
+        """Returns the data as it was when the load started (a query's snapshot)."""
+
+        async def __call__(self, ids: Sequence[str]) -> dict[str, StoredFeatures]:
+            data = dict(self.data)
+            self.calls.append(list(ids))
+            await asyncio.sleep(self.delay)
+            return {i: data[i] for i in ids if i in data}
+
+    loader = SnapshotLoader({"a": {"x": 1.0}}, delay=0.05)
+    cache = EntityCache(100, ttl_s=10, clock=Clock())
+    old = asyncio.create_task(cache.get_many(["a"], loader))
+    await asyncio.sleep(0.01)
+    cache.clear()  # e.g. a model swap: what the old load reads may be wrong now
+    loader.data = {"a": {"x": 2.0}}
+    new = await cache.get_many(["a"], loader)
+    assert await old == {"a": {"x": 1.0}}  # the caller that started it still gets it
+    assert new == {"a": {"x": 2.0}}  # a caller after clear() did not join the old load
+    assert len(loader.calls) == 2
+    assert await cache.get_many(["a"], loader) == {"a": {"x": 2.0}}  # old result not stored
+    assert len(loader.calls) == 2

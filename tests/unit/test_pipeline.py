@@ -125,3 +125,52 @@ async def test_concurrent_batches_share_a_bounded_number_of_queries(model: Loade
     assert [r[0].event_id for r in results] == [f"e{i}" for i in range(10)]
     assert len(source.calls) == 10
     assert source.peak == 2
+
+
+async def test_a_swap_during_the_lookup_scores_the_batch_with_the_new_models_features(
+    model: LoadedModel,
+) -> None:
+    """The store projects to the current model's features; a lookup that overlapped a swap
+    was read for the old model, so the batch is looked up again and scored by the new one."""
+    import asyncio
+
+    class ProjectingSource(MemoryFeatures):
+        def __init__(self) -> None:
+            super().__init__(STORED)
+            self.names: tuple[str, ...] = tuple(model.feature_names)
+            self.release = asyncio.Event()
+
+        async def fetch(self, entity_ids: Any) -> Any:
+            names = self.names  # the projection in force when the query started
+            if len(self.calls) == 0:
+                self.calls.append(list(entity_ids))
+                await self.release.wait()
+            else:
+                self.calls.append(list(entity_ids))
+            return {
+                i: {k: v for k, v in self.documents[i].items() if k in names}
+                for i in entity_ids
+                if i in self.documents
+            }
+
+        def use_features(self, feature_names: Any) -> None:
+            self.names = tuple(feature_names)
+
+    source = ProjectingSource()
+    scorer = pipeline(model, source)
+    # The new model version uses the same names; the old projection is made to drop a stored
+    # feature, so a result read for the old model would score differently.
+    source.names = tuple(n for n in model.feature_names if n != "country_risk")
+    new = replace(model, version="2")
+    batch = asyncio.create_task(scorer.score(events()[:1]))
+    await asyncio.sleep(0.01)
+    scorer.swap_model(new)
+    source.release.set()
+    predictions = await batch
+    assert len(source.calls) == 2  # looked up again after the swap
+    assert predictions[0].model.version == "2"
+    matrix, _ = assemble(events()[:1], {"user-1": STORED["user-1"]}, model.feature_names)
+    assert predictions[0].score == float(model.booster.predict(matrix)[0])
+    # Nothing fetched for the old projection was kept in the cache.
+    again = await scorer.score(events()[:1])
+    assert again[0].score == predictions[0].score
