@@ -30,6 +30,8 @@ from settings import Settings
 
 PipelineFactory = Callable[[Settings], AbstractAsyncContextManager[ScoringPipeline]]
 log = logging.getLogger(__name__)
+LARGE_BODIES_AT_ONCE = 2
+"""Large bodies parsed or waiting for the parser thread; one more is a 503 at once."""
 
 
 class _Throttled:
@@ -70,7 +72,9 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
                 max_queued=api.max_queued_events,
             )
             metrics.queued_events.set_function(lambda: batcher.queued)
-            parse_pool = ThreadPoolExecutor(2, thread_name_prefix="streamscore-parse")
+            # One thread: json.loads and pydantic hold the GIL for a whole large body (~20 ms
+            # per 1 MB), so each extra parser thread is one more the loop waits behind.
+            parse_pool = ThreadPoolExecutor(1, thread_name_prefix="streamscore-parse")
             monitor = LoopLagMonitor(on_sample=metrics.lag_sample)
             monitor.start()
             tune_gc()
@@ -114,6 +118,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
         retry_after_s=api.retry_after_s,
         known_paths=known_paths,
     )
+    parsing = [0]  # large bodies being parsed or waiting for the parser thread
     limits = Limits(api.max_events_per_request, api.max_features_per_event, api.max_errors_reported)
     throttled = _Throttled()
 
@@ -173,10 +178,17 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
                 return too_large(api.max_body_bytes)
         try:
             if len(body) >= api.parse_in_thread_bytes:
-                loop = asyncio.get_running_loop()
-                events, many = await loop.run_in_executor(
-                    state["parse_pool"], parse_body, bytes(body), limits
-                )
+                if parsing[0] >= LARGE_BODIES_AT_ONCE:
+                    metrics.shed.labels("parse").inc()
+                    return unavailable("overloaded: try again later", api.retry_after_s)
+                parsing[0] += 1
+                try:
+                    loop = asyncio.get_running_loop()
+                    events, many = await loop.run_in_executor(
+                        state["parse_pool"], parse_body, bytes(body), limits
+                    )
+                finally:
+                    parsing[0] -= 1
             else:
                 events, many = parse_body(bytes(body), limits)
         except InvalidBody as exc:

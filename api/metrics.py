@@ -12,7 +12,7 @@ from scoring import ScoringPipeline
 from scoring.model_reload import ModelReloader
 
 METHODS = frozenset({"GET", "POST"})
-SHED_REASONS = ("in_flight", "queue", "deadline")
+SHED_REASONS = ("in_flight", "queue", "parse", "deadline")
 
 
 def method_label(method: str) -> str:

@@ -357,3 +357,32 @@ async def test_malformed_model_metadata_is_a_refused_model(
         assert (
             await running.client.post("/predict", json={"entity_id": "u"}, headers=AUTH)
         ).status_code == 200
+
+
+async def test_large_bodies_beyond_the_parser_backlog_get_503_at_once(
+    names: Names, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def slow(raw: bytes, limits: Limits) -> Any:
+        started.release()
+        release.wait(30)
+        return parse_body(raw, limits)
+
+    monkeypatch.setattr(api.app, "parse_body", slow)
+    async with running_api(names, model_path, api={"parse_in_thread_bytes": 0}) as running:
+        client = running.client
+        held = [
+            asyncio.create_task(client.post("/predict", json={"entity_id": "user-1"}))
+            for _ in range(api.app.LARGE_BODIES_AT_ONCE)
+        ]
+        await until(lambda: started.acquire(blocking=False))  # the parser thread is busy
+        await asyncio.sleep(0.05)  # the others are queued behind it
+        shed = await client.post("/predict", json={"entity_id": "user-1"})
+        assert shed.status_code == 503
+        assert "Retry-After" in shed.headers
+        release.set()
+        assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+        text = (await client.get("/metrics")).text
+    assert sample(text, "streamscore_http_shed_total", reason="parse") == 1
