@@ -50,8 +50,9 @@ def is_json(content_type: bytes) -> bool:
 class Guard:
     """Checks every request in this order, each answered without reading the body:
 
-    1. With an API key configured, every path but ``/healthz`` needs ``X-API-Key`` (compared in
-       constant time) or gets 401. Without one, ``/admin/*`` is not served at all (404).
+    1. With an API key configured, every path but ``/healthz`` needs ``X-API-Key`` (or
+       ``Authorization: Bearer <key>``; compared in constant time) or gets 401. Without one,
+       ``/admin/*`` is not served at all (404).
     2. A ``POST`` whose ``Content-Type`` is not ``application/json`` gets 415 (so no form post
        from a browser page can reach a route).
     3. A declared body over the limit gets 413.
@@ -127,6 +128,9 @@ class Guard:
             return JSONResponse(error_body("not found"), status_code=404)
         if self._key is not None and path not in OPEN_PATHS:
             given = headers.get(b"x-api-key", b"")
+            bearer = headers.get(b"authorization", b"")
+            if not given and bearer[:7].lower() == b"bearer ":
+                given = bearer[7:].strip()  # what Prometheus' `authorization` block sends
             if not hmac.compare_digest(given, self._key):
                 return JSONResponse(
                     error_body(f"missing or wrong API key (header {API_KEY_HEADER})"),

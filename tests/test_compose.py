@@ -286,3 +286,53 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     }
     missing = {".local", ".venv", ".git", "models", "bench/results"} - patterns
     assert not missing, f".dockerignore lets these into the build context: {sorted(missing)}"
+
+
+# --- exposure ------------------------------------------------------------------------------
+
+
+def _host_ip_default(mapping: str) -> str:
+    """The host interface a port mapping binds to, with ``${VAR:-default}`` resolved to its
+    default ("" when the mapping names no interface, i.e. every interface)."""
+    parts = str(mapping).rsplit(":", 2)
+    if len(parts) < 3:
+        return ""
+    host = parts[0]
+    if host.startswith("${") and host.endswith("}") and ":-" in host:
+        return host[2:-1].split(":-", 1)[1]
+    return host
+
+
+def test_no_port_is_published_on_every_interface_by_default(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        for mapping in service.get("ports", []):
+            assert _host_ip_default(str(mapping)) == "127.0.0.1", (
+                f"{name} publishes {mapping} beyond loopback by default"
+            )
+
+
+def test_api_interface_is_chosen_by_a_variable(services: dict[str, dict[str, Any]]) -> None:
+    (mapping,) = services["api"]["ports"]
+    assert str(mapping).startswith("${STREAMSCORE_API_BIND:-127.0.0.1}:")
+
+
+def test_api_key_is_passed_through_never_set_empty(services: dict[str, dict[str, Any]]) -> None:
+    raw = services["api"].get("environment")
+    assert isinstance(raw, dict)
+    # A key with no value passes the shell's variable through only when it is set; an empty
+    # string would be refused by the settings (and must never mean "no authentication").
+    assert "STREAMSCORE_API__API_KEY" in raw
+    assert raw["STREAMSCORE_API__API_KEY"] is None
+
+
+def test_prometheus_scrapes_the_api_and_shows_how_with_a_key() -> None:
+    path = ROOT / "infra" / "monitoring" / "prometheus.yml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = [t for c in jobs["streamscore-api"]["static_configs"] for t in c["targets"]]
+    assert targets == ["api:8000"]
+    text = path.read_text(encoding="utf-8")
+    assert "type: Bearer" in text
+    assert "credentials_file:" in text

@@ -386,3 +386,14 @@ async def test_large_bodies_beyond_the_parser_backlog_get_503_at_once(
         assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
         text = (await client.get("/metrics")).text
     assert sample(text, "streamscore_http_shed_total", reason="parse") == 1
+
+
+async def test_the_key_is_also_taken_as_a_bearer_token(names: Names, model_path: Path) -> None:
+    async with running_api(names, model_path, api={"api_key": KEY}) as running:
+        client = running.client
+        ok = await client.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})
+        assert ok.status_code == 200
+        wrong = await client.get("/metrics", headers={"Authorization": f"Bearer {KEY}x"})
+        assert wrong.status_code == 401
+        basic = await client.get("/metrics", headers={"Authorization": f"Basic {KEY}"})
+        assert basic.status_code == 401
