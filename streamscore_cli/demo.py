@@ -1,4 +1,10 @@
-"""``streamscore demo``: train if needed, seed, run the scorer on a burst of events, summarise."""
+"""``streamscore demo``: train if needed, seed, run the scorer on a burst of events, summarise.
+
+The scorer runs as a child process whose log goes to a file (its path is printed); the terminal
+shows one live progress line and a per-interval summary of dead letters and scorer warnings
+(see :mod:`streamscore_cli.demo_watch`). ``python -m streamscore_cli.demo peek TOPIC [N]`` prints
+the last ``N`` records of a topic, as the summary suggests.
+"""
 
 from __future__ import annotations
 
@@ -9,68 +15,19 @@ import signal
 import sys
 import time
 from collections import Counter
-from datetime import datetime
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
-from schemas import DeadLetterHeader
-from settings import Settings
+from settings import Settings, load_settings
 from streams.kafka_options import client_options
 from streams.topics import ensure_topics, group_state, partitions_of
+from streamscore_cli.demo_watch import LiveView, OutputReader, ScorerLog
 from streamscore_cli.produce import produce
 from streamscore_cli.seed import seed
 from streamscore_cli.train import train
-
-
-class OutputReader:
-    """Reads predictions and dead letters produced after it started, from every partition."""
-
-    def __init__(self, settings: Settings, run_id: str) -> None:
-        self._kafka = settings.kafka
-        self._run_id = run_id
-        self._since_ms = int(time.time() * 1000)
-        self.predictions: list[dict[str, Any]] = []
-        self.latencies_ms: list[float] = []
-        self.dead_letters: Counter[str] = Counter()
-        self._consumer = AIOKafkaConsumer(
-            **client_options(settings.kafka), enable_auto_commit=False
-        )
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        topics = [self._kafka.output_topic, self._kafka.dlq_topic]
-        known = await partitions_of(self._kafka, topics)
-        partitions = [TopicPartition(topic, p) for topic in topics for p in known[topic]]
-        if not partitions:
-            raise RuntimeError(f"topics {topics} have no partitions in the cluster metadata")
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_end(*partitions)
-        for tp in partitions:  # resolve positions now, before anything is produced
-            await self._consumer.position(tp)
-
-    async def read(self, timeout_ms: int = 500) -> None:
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
-        for tp, records in batches.items():
-            for record in records:
-                if tp.topic == self._kafka.dlq_topic:
-                    headers = dict(record.headers)
-                    source_ts = headers.get(DeadLetterHeader.SOURCE_TIMESTAMP, b"0").decode()
-                    if int(source_ts or 0) < self._since_ms:
-                        continue  # a dead letter from an earlier run
-                    kind = headers.get(DeadLetterHeader.ERROR_KIND, b"?").decode()
-                    self.dead_letters[kind] += 1
-                    continue
-                prediction = json.loads(record.value)
-                if not str(prediction.get("event_id", "")).startswith(self._run_id):
-                    continue
-                self.predictions.append(prediction)
-                event_time = datetime.fromisoformat(prediction["event_time"])
-                self.latencies_ms.append(record.timestamp - event_time.timestamp() * 1000)
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
 
 
 def _summary(reader: OutputReader, sent: int, seconds: float) -> str:
@@ -107,14 +64,62 @@ def _summary(reader: OutputReader, sent: int, seconds: float) -> str:
     return "\n".join(lines)
 
 
+LOG_PATH = Path(".local") / "demo" / "scorer.log"
+"""Where the demo's scorer writes its log (relative to the working directory, replaced per run)."""
+
+
+def _look_further(settings: Settings, log_path: Path) -> str:
+    kafka = settings.kafka
+    rows = [
+        ("scorer log", f"less {log_path}   (JSON lines: ready, dead_letter, retry, ...)"),
+        ("audit", "streamscore audit   (every event: one prediction or one dead letter?)"),
+        (
+            "metrics",
+            f"streamscore run, then curl -s http://127.0.0.1:{settings.stream.metrics_port}"
+            "/metrics | grep ^streamscore_",
+        ),
+        ("read topics", f"python -m streamscore_cli.demo peek {kafka.output_topic} 3"),
+        ("", f"python -m streamscore_cli.demo peek {kafka.dlq_topic} 3   (with the headers)"),
+        ("", f"(input: {kafka.input_topic}; Kafka on {kafka.bootstrap_servers})"),
+    ]
+    return "\n".join(
+        ["", "look further (from .venv/bin, or after `source .venv/bin/activate`)"]
+    ) + ("\n" + "\n".join(f"  {name:<13}{text}" for name, text in rows))
+
+
 async def _wait_until_consuming(settings: Settings, scorer: asyncio.subprocess.Process) -> bool:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and scorer.returncode is None:
-        state, members = await group_state(settings.kafka, settings.kafka.group_id)
+        try:
+            state, members = await group_state(settings.kafka, settings.kafka.group_id)
+        except KafkaError:  # no group coordinator yet (a fresh broker): ask again
+            state, members = "", 0
         if state == "Stable" and members > 0:
             return True
         await asyncio.sleep(0.5)
     return False
+
+
+async def _watch(
+    reader: OutputReader,
+    view: LiveView,
+    sending: asyncio.Task[int],
+    scorer: asyncio.subprocess.Process,
+) -> int:
+    """Read outputs and redraw until every sent event has an output (or 120 s after the last)."""
+    deadline: float | None = None
+    while True:
+        await reader.read()
+        view.update()
+        if sending.done():
+            sent = sending.result()
+            deadline = deadline or time.monotonic() + 120
+            if reader.outputs >= sent or time.monotonic() > deadline:
+                view.update(final=True)
+                return sent
+        if scorer.returncode is not None:
+            view.update(final=True)
+            raise RuntimeError(f"the scorer exited with code {scorer.returncode}")
 
 
 async def demo(settings: Settings, *, events: int, rate: float) -> int:
@@ -129,28 +134,48 @@ async def demo(settings: Settings, *, events: int, rate: float) -> int:
     run_id = f"demo{int(time.time())}"
     reader = OutputReader(settings, run_id)
     await reader.start()
-    scorer = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamscore_cli.main", "run", env=dict(os.environ)
-    )
+    LOG_PATH.parent.mkdir(parents=True, exist_ok=True)
+    log = ScorerLog(LOG_PATH.resolve())
+    print(f"starting the scorer; its log: {log.path}")
+    with log.path.open("wb") as log_file:
+        scorer = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "streamscore_cli.main",
+            "run",
+            env=dict(os.environ),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+        )
     try:
         if not await _wait_until_consuming(settings, scorer):
-            print("the scorer did not join its consumer group within 60 s", file=sys.stderr)
+            print(
+                "the scorer did not join its consumer group within 60 s; its log ends:",
+                file=sys.stderr,
+            )
+            print(log.tail(), file=sys.stderr)
             return 1
+        print(f"sending {events:,} events at {rate:,.0f}/s (5% unknown entities, 1% malformed)")
         started = time.monotonic()
-        sent = await produce(settings.kafka, events, rate=rate, run_id=run_id, bad_ratio=0.01)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            await reader.read()
-            if len(reader.predictions) + sum(reader.dead_letters.values()) >= sent:
-                break
-            if scorer.returncode is not None:
-                print(f"the scorer exited with code {scorer.returncode}", file=sys.stderr)
-                return 1
+        view = LiveView(reader, log, events)
+        sending = asyncio.create_task(
+            produce(
+                settings.kafka, events, rate=rate, run_id=run_id, bad_ratio=0.01, progress=False
+            )
+        )
+        try:
+            sent = await _watch(reader, view, sending, scorer)
+        except RuntimeError as exc:
+            print(f"{exc}; its log ends:\n{log.tail()}", file=sys.stderr)
+            return 1
         elapsed = time.monotonic() - started
         print(_summary(reader, sent, elapsed))
-        done = len(reader.predictions) + sum(reader.dead_letters.values())
-        if done < sent:
-            print(f"\nonly {done} of {sent} outputs arrived within 120 s", file=sys.stderr)
+        print(_look_further(settings, log.path.relative_to(Path.cwd())))
+        if reader.outputs < sent:
+            print(
+                f"\nonly {reader.outputs} of {sent} outputs arrived within 120 s", file=sys.stderr
+            )
             return 1
         return 0
     finally:
@@ -162,3 +187,51 @@ async def demo(settings: Settings, *, events: int, rate: float) -> int:
             except TimeoutError:
                 scorer.kill()
         print(f"scorer stopped (exit code {scorer.returncode})")
+
+
+async def peek(settings: Settings, topic: str, count: int) -> list[str]:
+    """The last ``count`` records of ``topic`` (all partitions), one line each, with headers."""
+    consumer = AIOKafkaConsumer(**client_options(settings.kafka), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        known = (await partitions_of(settings.kafka, [topic]))[topic]
+        if not known:
+            return [f"topic {topic} does not exist"]
+        partitions = [TopicPartition(topic, p) for p in known]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            consumer.seek(tp, max(0, ends[tp] - count))
+        records = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for batch in (await consumer.getmany(timeout_ms=1_000)).values():
+                records.extend(batch)
+        records.sort(key=lambda r: r.timestamp)
+        lines = []
+        for r in records[-count:]:
+            value = r.value.decode(errors="replace") if r.value is not None else None
+            headers = {k: v.decode(errors="replace") if v else v for k, v in r.headers}
+            lines.append(
+                json.dumps(
+                    {
+                        "partition": r.partition,
+                        "offset": r.offset,
+                        "key": r.key and r.key.decode(errors="replace"),
+                        "value": value,
+                    }
+                    | ({"headers": headers} if headers else {})
+                )
+            )
+        return lines
+    finally:
+        await consumer.stop()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] != "peek":
+        print("usage: python -m streamscore_cli.demo peek TOPIC [COUNT]", file=sys.stderr)
+        sys.exit(2)
+    found = asyncio.run(
+        peek(load_settings(), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 3)
+    )
+    print("\n".join(found))
