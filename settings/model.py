@@ -215,7 +215,7 @@ class ApiSettings(BaseModel):
     """A 422 lists at most this many field errors, plus the total count."""
     parse_in_thread_bytes: int = Field(default=32_768, ge=0)
     """Bodies at least this large are parsed and validated in a worker thread, off the loop."""
-    max_in_flight: int = Field(default=128, ge=1)
+    max_in_flight: int = Field(default=256, ge=1)
     """``/predict`` requests handled at once; more get 503 with ``Retry-After`` at once."""
     max_queued_events: int = Field(default=4_096, ge=1)
     """Events waiting for or in a pipeline call; a request that would exceed it gets 503."""
