@@ -136,7 +136,7 @@ async def demo(settings: Settings, *, events: int, rate: float) -> int:
     await reader.start()
     LOG_PATH.parent.mkdir(parents=True, exist_ok=True)
     log = ScorerLog(LOG_PATH.resolve())
-    print(f"starting the scorer; its log: {log.path}")
+    print(f"starting the scorer; its log: {LOG_PATH}")
     with log.path.open("wb") as log_file:
         scorer = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -171,7 +171,7 @@ async def demo(settings: Settings, *, events: int, rate: float) -> int:
             return 1
         elapsed = time.monotonic() - started
         print(_summary(reader, sent, elapsed))
-        print(_look_further(settings, log.path.relative_to(Path.cwd())))
+        print(_look_further(settings, LOG_PATH))
         if reader.outputs < sent:
             print(
                 f"\nonly {reader.outputs} of {sent} outputs arrived within 120 s", file=sys.stderr
