@@ -16,11 +16,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import DeadLetterHeader
 from settings import Settings
+from streams import lenient_records
 from streams.kafka_options import client_options
-from streams.records import Rejection, parse_record
+from streams.records import Rejection, read_record
 from streams.topics import partitions_of
 
 Position = tuple[str, int, int]
+
+lenient_records.install()  # the audit reads whatever the scorer reads
 
 
 @dataclass
@@ -117,15 +120,15 @@ async def audit(settings: Settings) -> AuditReport:
     expected: Counter[str] = Counter()  # event_id -> number of valid input records
     positions: dict[Position, str | None] = {}  # input position -> event_id (None if invalid)
     for record in inputs:
-        parsed = parse_record(record.value, settings.stream.max_record_bytes)
+        parsed = read_record(record.value, record.timestamp, settings.stream.max_record_bytes)
         position = (record.topic, record.partition, record.offset)
         if isinstance(parsed, Rejection):
             report.invalid_records += 1
             positions[position] = None
         else:
             report.valid_events += 1
-            expected[parsed.event_id] += 1
-            positions[position] = parsed.event_id
+            expected[parsed[0].event_id] += 1
+            positions[position] = parsed[0].event_id
 
     predicted: Counter[str] = Counter()
     for record in outputs:
@@ -136,7 +139,7 @@ async def audit(settings: Settings) -> AuditReport:
 
     dead_at: Counter[Position] = Counter()
     for record in dead:
-        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+        headers = {k: (v or b"").decode("utf-8", "replace") for k, v in record.headers}
         try:
             position = (
                 headers[DeadLetterHeader.SOURCE_TOPIC],

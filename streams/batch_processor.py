@@ -14,14 +14,14 @@ from typing import Any, Protocol, TypeAlias
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from schemas import ErrorKind, InputEvent, Prediction
+from schemas import InputEvent, Prediction
 from scoring import EnrichmentUnavailable, ScoringPipeline, ScoringTimeout
 from settings import Settings
 from streams.backoff import Backoff
 from streams.dead_letter_guard import DeadLetterFlood, DeadLetterGuard
 from streams.dead_letters import Headers, dead_letter, fit_dead_letter, record_size
 from streams.exit_codes import ExitCode
-from streams.records import Rejection, parse_record, record_time
+from streams.records import Rejection, read_record
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +75,12 @@ def _parse_all(
     times: list[datetime | None] = []
     rejected: list[tuple[Record, Rejection]] = []
     for record in records:
-        parsed = parse_record(record.value, max_bytes)
+        parsed = read_record(record.value, record.timestamp, max_bytes)
         if isinstance(parsed, Rejection):
             rejected.append((record, parsed))
-            continue
-        try:
-            fallback = record_time(record.timestamp)
-        except ValueError as exc:
-            if parsed.event_time is None:
-                message = f"event_time: absent, and {exc}"
-                rejected.append((record, Rejection(ErrorKind.INVALID_EVENT, message)))
-                continue
-            fallback = None
-        events.append(parsed)
-        times.append(fallback)
+        else:
+            events.append(parsed[0])
+            times.append(parsed[1])
     return events, times, rejected
 
 

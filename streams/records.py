@@ -76,3 +76,19 @@ def record_time(timestamp: int | None) -> datetime | None:
         return datetime.fromtimestamp(timestamp / 1000, UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise ValueError(f"the record timestamp {timestamp} ms is out of range") from exc
+
+
+def read_record(
+    value: bytes | None, timestamp: int | None, max_bytes: int
+) -> tuple[InputEvent, datetime | None] | Rejection:
+    """A consumed record as (event, the record time standing in for a missing event_time), or
+    the reason it cannot be scored. The scorer and the audit both decide with this."""
+    parsed = parse_record(value, max_bytes)
+    if isinstance(parsed, Rejection):
+        return parsed
+    try:
+        return parsed, record_time(timestamp)
+    except ValueError as exc:
+        if parsed.event_time is None:
+            return Rejection(ErrorKind.INVALID_EVENT, f"event_time: absent, and {exc}")
+        return parsed, None

@@ -1,0 +1,272 @@
+"""Records and documents that used to wedge or lose batches, on the real servers.
+
+An unreadable place in the input topic halts the scorer, naming it, without losing or skipping
+anything; a dead letter of a record at the broker's size limit is cut to fit; a record timestamp
+past the year 9999 is a dead letter (or ignored when the event has its own time); a stored
+document the driver cannot decode scores as a miss instead of failing its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import UnsupportedCodecError
+from bson import DatetimeMS
+
+from scoring import LoadedModel
+from streams import lenient_records
+from streams.app import build_app
+from streams.audit import audit
+from streams.exit_codes import ExitCode
+from streams.topics import ensure_topics
+from tests.conftest import Names, settings_for
+from tests.integration.test_stream_end_to_end import offline_scores
+from tests.kafka_io import committed_lag, read_until
+
+pytestmark = pytest.mark.integration
+
+
+def _event(event_id: str, entity: str = "user-1", **extra: Any) -> bytes:
+    return json.dumps(
+        {"event_id": event_id, "entity_id": entity, "features": {"amount": 5.0}, **extra}
+    ).encode()
+
+
+async def _send(bootstrap: str, topic: str, records: list[tuple[int, bytes, int | None]]) -> None:
+    """(partition, value, timestamp_ms) in order, each acknowledged before the next."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4 << 20)
+    await producer.start()
+    try:
+        for partition, value, timestamp in records:
+            await producer.send_and_wait(
+                topic, value, key=b"k", partition=partition, timestamp_ms=timestamp
+            )
+    finally:
+        await producer.stop()
+
+
+async def _wait_for(condition: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def poison_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches holding a record whose value starts with ``POISON`` fail to decode, as a batch in
+    a codec the client cannot read does (the fetch raises; records drained before are lost)."""
+    original = lenient_records._LenientBatch.__iter__
+
+    def failing(self: Any) -> Any:
+        records = list(original(self))
+        if any((r.value or b"").startswith(b"POISON") for r in records):
+            raise UnsupportedCodecError("simulated: no library for this codec")
+        return iter(records)
+
+    monkeypatch.setattr(lenient_records._LenientBatch, "__iter__", failing)
+
+
+async def test_an_unreadable_place_halts_naming_it_and_nothing_is_lost_or_skipped(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    names: Names,
+    model_path: Path,
+    poison_unreadable: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        kafka={"topic_partitions": 2},
+        stream={"max_fetch_attempts": 3, "retry_max_backoff_s": 0.2},
+    )
+    await ensure_topics(settings.kafka)
+    await _send(
+        kafka_bootstrap,
+        names.input_topic,
+        [(0, _event(f"a{i}"), None) for i in range(5)]
+        + [(1, b"POISON" + _event(f"p{i}"), None) for i in range(3)]
+        + [(0, _event(f"b{i}"), None) for i in range(3)],
+    )
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        await _wait_for(lambda: runtime.exit_code != 0, timeout_s=60)
+    finally:
+        await app.stop()
+    assert runtime.exit_code == ExitCode.UNREADABLE_RECORD
+    assert runtime.fetch_guard is not None
+    assert runtime.fetch_guard.halted is not None
+    assert f"topic {names.input_topic} partition 1 at offset 0" in runtime.fetch_guard.halted
+    readable = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(3)]
+    outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 8, 5)
+    ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
+    # Whatever was scored came from the readable partition, once; the poison was not skipped.
+    assert set(ids) <= set(readable)
+    assert set(ids.values()) <= {1}
+    assert not [r for r in outputs if r.topic == names.dlq_topic]
+    lag = await committed_lag(kafka_bootstrap, names.group_id, names.input_topic)
+    assert lag[1] == 3
+
+    # After the fix (here: the codec can be read again) a restart reads the partition from
+    # where it stopped: the records were never skipped.
+    monkeypatch.undo()
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 11, 60)
+    finally:
+        await app.stop()
+    assert runtime.exit_code == 0
+    ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
+    assert ids == Counter(readable)
+    dead = [r for r in outputs if r.topic == names.dlq_topic]
+    assert sorted(dict(r.headers)["streamscore.source.offset"] for r in dead) == [b"0", b"1", b"2"]
+    assert {dict(r.headers)["streamscore.error.kind"] for r in dead} == {b"invalid_json"}
+    report = await audit(settings)
+    assert report.ok, report.to_text()
+    assert (report.lost, report.duplicated_predictions) == (0, 0)
+
+
+async def test_an_invalid_record_at_the_size_limit_gets_a_dead_letter_cut_to_fit(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
+) -> None:
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        stream={"max_record_bytes": 4 << 20},
+    )
+    await ensure_topics(settings.kafka)
+    huge = b"{" + b"x" * (1_048_400 - 1)  # about the largest record the broker accepts
+    await _send(
+        kafka_bootstrap,
+        names.input_topic,
+        [(0, _event("before"), None), (0, huge, None), (0, _event("after"), None)],
+    )
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 3, 60)
+    finally:
+        await app.stop()
+    assert runtime.exit_code == 0
+    ids = sorted(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
+    assert ids == ["after", "before"]
+    (dead,) = [r for r in outputs if r.topic == names.dlq_topic]
+    headers = dict(dead.headers)
+    assert headers["streamscore.error.kind"] == b"invalid_json"
+    assert headers["streamscore.value.truncated"] == b"true"
+    assert headers["streamscore.value.original_size"] == str(len(huge)).encode()
+    assert headers["streamscore.source.offset"] == b"1"
+    assert 1_000_000 < len(dead.value) < len(huge)
+    assert huge.startswith(dead.value)
+    assert set(
+        (await committed_lag(kafka_bootstrap, names.group_id, names.input_topic)).values()
+    ) == {0}
+
+
+async def test_a_record_timestamp_past_9999_is_an_invalid_event_unless_the_event_has_a_time(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
+) -> None:
+    settings = settings_for(names, model_path, bootstrap=kafka_bootstrap, mongo_url=mongo_url)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:  # Kafka 4 refuses timestamps more than an hour ahead unless the topic allows them
+        await admin.create_topics(
+            [
+                NewTopic(
+                    names.input_topic,
+                    2,
+                    1,
+                    topic_configs={"message.timestamp.after.max.ms": str(2**63 - 1)},
+                )
+            ]
+        )
+    finally:
+        await admin.close()
+    await ensure_topics(settings.kafka)
+    year_10000 = 253_402_300_800_000 + 1_000
+    await _send(
+        kafka_bootstrap,
+        names.input_topic,
+        [
+            (0, _event("no-time"), year_10000),
+            (0, _event("own-time", event_time="2026-11-25T10:00:00Z"), year_10000),
+            (1, _event("normal"), None),
+        ],
+    )
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 3, 60)
+    finally:
+        await app.stop()
+    assert runtime.exit_code == 0
+    predictions = {
+        json.loads(r.value)["event_id"]: json.loads(r.value)
+        for r in outputs
+        if r.topic == names.output_topic
+    }
+    assert sorted(predictions) == ["normal", "own-time"]
+    assert predictions["own-time"]["event_time"] == "2026-11-25T10:00:00.000Z"
+    (dead,) = [r for r in outputs if r.topic == names.dlq_topic]
+    assert dict(dead.headers)["streamscore.error.kind"] == b"invalid_event"
+    assert b"out of range" in dict(dead.headers)["streamscore.error.message"]
+    assert runtime.processor is not None
+    assert runtime.processor.stats.retries == 0
+    report = await audit(settings)
+    assert report.ok, report.to_text()
+    assert (report.lost, report.duplicated_predictions) == (0, 0)
+
+
+async def test_a_stored_document_the_driver_cannot_decode_scores_as_a_miss(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    mongo_db: Any,
+    names: Names,
+    model_path: Path,
+    model: LoadedModel,
+) -> None:
+    """A date past the year 9999 under a model feature: PyMongo raises ``InvalidBSON`` for the
+    whole reply. (A string that is not UTF-8 does the same on MongoDB; the local servers
+    replace such bytes when they store them, so a date is what reproduces it everywhere.)"""
+    good = {"account_age_days": 400.0, "country_risk": 0.3}
+    await mongo_db["entity_features"].insert_many(
+        [
+            {"_id": "user-good", "features": good},
+            {"_id": "user-bad", "features": {"account_age_days": DatetimeMS(2**62)}},
+        ]
+    )
+    settings = settings_for(names, model_path, bootstrap=kafka_bootstrap, mongo_url=mongo_url)
+    await ensure_topics(settings.kafka)
+    await _send(
+        kafka_bootstrap,
+        names.input_topic,
+        [(0, _event("g", "user-good"), None), (0, _event("b", "user-bad"), None)],
+    )
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        outputs = await read_until(kafka_bootstrap, [names.output_topic], 2, 60)
+    finally:
+        await app.stop()
+    predictions = {json.loads(r.value)["event_id"]: json.loads(r.value) for r in outputs}
+    assert {k: p["enrichment"] for k, p in predictions.items()} == {"g": "hit", "b": "miss"}
+    events = [json.loads(_event("g", "user-good")), json.loads(_event("b", "user-bad"))]
+    expected = offline_scores(model, events, {"user-good": good})
+    assert {k: p["score"] for k, p in predictions.items()} == expected
+    assert runtime.processor is not None
+    assert runtime.processor.stats.retries == 0
