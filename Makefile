@@ -25,8 +25,13 @@ $(BIN)/streamscore: pyproject.toml uv.lock
 	$(UV) sync --frozen
 	@touch $@
 
-install: $(BIN)/streamscore ## Install Python deps (uv, locked), fetch Kafka and mongo-java-server jars
+install: $(BIN)/streamscore ## Install Python deps (uv, locked), fetch Kafka and mongo-java-server jars, kcat
 	$(SERVERS) install
+	@command -v kcat >/dev/null 2>&1 || { \
+		echo "installing kcat (Debian package; a producer the interoperability tests use)"; \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -qq kcat >/dev/null 2>&1 \
+		|| { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq kcat; }; }
 
 up: install ## Start Kafka (KRaft) and mongo-java-server locally; idempotent, waits until both answer
 	$(SERVERS) up

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from scoring import ModelLoadError
 from settings import Settings, load_settings
+from streams.exit_codes import ExitCode
 from streamscore_cli import demo_data, logs
 
 log = logging.getLogger("streamscore")
@@ -153,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ValueError as exc:
         print(f"streamscore: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIGURATION
     logs.configure(settings.log_level)
     try:
         code: int = args.func(settings, args)
     except ModelLoadError as exc:
         print(f"streamscore: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIGURATION
     except KeyboardInterrupt:
         return 130
     return code
