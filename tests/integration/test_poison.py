@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ def _event(event_id: str, entity: str = "user-1", **extra: Any) -> bytes:
     ).encode()
 
 
-async def _send(bootstrap: str, topic: str, records: list[tuple[int, bytes, int | None]]) -> None:
+async def _send(
+    bootstrap: str, topic: str, records: Sequence[tuple[int, bytes, int | None]]
+) -> None:
     """(partition, value, timestamp_ms) in order, each acknowledged before the next."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4 << 20)
     await producer.start()

@@ -63,7 +63,8 @@ def test_a_header_key_that_is_not_utf8_is_read_instead_of_failing_the_batch() ->
     assert [r.offset for r in batch] == [0, 1, 2]
     assert batch[0].headers[0] == ("\udcffk", b"v")
     assert batch[0].headers[0][0].encode("utf-8", "surrogateescape") == b"\xffk"
-    assert batch[2].value is None and batch[2].headers == [("bin", b"\x00\xff\xfe")]
+    assert batch[2].value is None
+    assert batch[2].headers == [("bin", b"\x00\xff\xfe")]
 
 
 def test_several_batches_are_sliced_in_step() -> None:

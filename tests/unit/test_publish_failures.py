@@ -89,9 +89,10 @@ async def test_a_dead_letter_refused_as_too_large_is_cut_and_sent_again(
     limits = iter([1_500])  # the broker refuses the first dead letter: its limit is lower
 
     def refuse(topic: str, value: bytes) -> Exception | None:
-        if topic == "events.dlq" and len(value) > next(limits, 10**9):
-            return MessageSizeTooLargeError()
-        return None
+        if topic != "events.dlq" or len(value) <= next(limits, 10**9):
+            return None
+        error: Exception = MessageSizeTooLargeError()
+        return error
 
     kafka = Kafka(refuse)
     batch = processor(model, kafka)

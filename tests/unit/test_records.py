@@ -72,7 +72,7 @@ def _record(
         timestamp=1_764_064_800_000,
         timestamp_type=0,
         key=key,
-        value=value,  # type: ignore[arg-type]
+        value=value,
         checksum=None,
         serialized_key_size=6,
         serialized_value_size=len(value or b""),
@@ -126,13 +126,14 @@ def test_a_dead_letter_too_large_is_cut_to_fit_and_says_so(limit: int) -> None:
     assert names["streamscore.source.offset"] == b"1234"
     # Cutting again (e.g. the broker's limit is lower) keeps the original size.
     _, again, headers2 = fit_dead_letter(key, value, headers, limit // 2)
-    assert again is not None and len(again) < len(value)
+    assert again is not None
+    assert len(again) < len(value)
     assert dict(headers2)["streamscore.value.original_size"] == str(len(original)).encode()
     assert [k for k, _ in headers2].count("streamscore.value.truncated") == 1
 
 
 def test_record_headers_too_large_to_fit_are_dropped_but_the_source_is_kept() -> None:
-    big = [(f"h{i}", b"v" * 1_000) for i in range(50)]
+    big: list[tuple[str, bytes | None]] = [(f"h{i}", b"v" * 1_000) for i in range(50)]
     key, value, headers = fit_dead_letter(
         *dead_letter(_record(b"x" * 10, headers=big), Rejection(ErrorKind.INVALID_JSON, "m")),
         4_096,
