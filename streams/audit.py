@@ -120,7 +120,12 @@ async def audit(settings: Settings) -> AuditReport:
     expected: Counter[str] = Counter()  # event_id -> number of valid input records
     positions: dict[Position, str | None] = {}  # input position -> event_id (None if invalid)
     for record in inputs:
-        parsed = read_record(record.value, record.timestamp, settings.stream.max_record_bytes)
+        parsed = read_record(
+            record.value,
+            record.timestamp,
+            settings.stream.max_record_bytes,
+            settings.stream.max_features_per_event,
+        )
         position = (record.topic, record.partition, record.offset)
         if isinstance(parsed, Rejection):
             report.invalid_records += 1

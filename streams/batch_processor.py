@@ -69,13 +69,13 @@ Output = tuple[str, bytes | None, bytes | None, Headers | None]
 
 
 def _parse_all(
-    records: Sequence[Record], max_bytes: int
+    records: Sequence[Record], max_bytes: int, max_features: int
 ) -> tuple[list[InputEvent], list[datetime | None], list[tuple[Record, Rejection]]]:
     events: list[InputEvent] = []
     times: list[datetime | None] = []
     rejected: list[tuple[Record, Rejection]] = []
     for record in records:
-        parsed = read_record(record.value, record.timestamp, max_bytes)
+        parsed = read_record(record.value, record.timestamp, max_bytes, max_features)
         if isinstance(parsed, Rejection):
             rejected.append((record, parsed))
         else:
@@ -184,7 +184,11 @@ class BatchProcessor:
         loop = asyncio.get_running_loop()
         # Parsing is CPU work: it runs in a worker thread so the event loop stays responsive.
         events, times, rejected = await loop.run_in_executor(
-            None, _parse_all, records, self._stream.max_record_bytes
+            None,
+            _parse_all,
+            records,
+            self._stream.max_record_bytes,
+            self._stream.max_features_per_event,
         )
         self._guard.check(len(events), len(rejected))
         parse_done = clock()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from schemas import ErrorKind, InputEvent
+from schemas.events import event_limits
 
 MAX_MESSAGE_CHARS = 1_000
 
@@ -38,8 +39,11 @@ def _describe(exc: ValidationError) -> Rejection:
     return Rejection(ErrorKind.INVALID_EVENT, message)
 
 
-def parse_record(value: bytes | None, max_bytes: int) -> InputEvent | Rejection:
-    """Parse and validate a record value. Never raises for any input."""
+def parse_record(
+    value: bytes | None, max_bytes: int, max_features: int | None = None
+) -> InputEvent | Rejection:
+    """Parse and validate a record value (at most ``max_features`` features, if given).
+    Never raises for any input."""
     if value is None:
         return Rejection(ErrorKind.TOMBSTONE, "the record's value is null (a tombstone)")
     if not value:
@@ -55,7 +59,8 @@ def parse_record(value: bytes | None, max_bytes: int) -> InputEvent | Rejection:
             ErrorKind.INVALID_ENCODING, f"the value is not UTF-8: {exc.reason} at byte {exc.start}"
         )
     try:
-        return InputEvent.model_validate_json(text)
+        context = event_limits(max_features) if max_features is not None else None
+        return InputEvent.model_validate_json(text, context=context)
     except ValidationError as exc:
         return _describe(exc)
     except (ValueError, RecursionError) as exc:  # e.g. nesting too deep for the parser
@@ -79,11 +84,11 @@ def record_time(timestamp: int | None) -> datetime | None:
 
 
 def read_record(
-    value: bytes | None, timestamp: int | None, max_bytes: int
+    value: bytes | None, timestamp: int | None, max_bytes: int, max_features: int | None = None
 ) -> tuple[InputEvent, datetime | None] | Rejection:
     """A consumed record as (event, the record time standing in for a missing event_time), or
     the reason it cannot be scored. The scorer and the audit both decide with this."""
-    parsed = parse_record(value, max_bytes)
+    parsed = parse_record(value, max_bytes, max_features)
     if isinstance(parsed, Rejection):
         return parsed
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from aiokafka.structs import ConsumerRecord
 
@@ -158,3 +160,15 @@ def test_record_time(timestamp: int | None, expected: str | None) -> None:
 def test_record_time_past_year_9999_is_a_value_error(timestamp: int) -> None:
     with pytest.raises(ValueError, match="out of range"):
         record_time(timestamp)
+
+
+def test_an_event_over_the_features_cap_is_invalid_naming_features() -> None:
+    value = json.dumps(
+        {"event_id": "e", "entity_id": "u", "features": {f"f{i}": i for i in range(11)}}
+    ).encode()
+    assert isinstance(parse_record(value, 10**6, max_features=11), InputEvent)
+    result = parse_record(value, 10**6, max_features=10)
+    assert isinstance(result, Rejection)
+    assert result.kind is ErrorKind.INVALID_EVENT
+    assert result.message.startswith("features:")
+    assert "at most 10 features" in result.message
