@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from settings import KafkaSettings
+from settings import KafkaSettings, Settings
 from streams.topics import partitions_of
 
 
@@ -85,3 +85,20 @@ async def end_total(bootstrap: str, topic: str) -> int:
         return sum(ends.values())
     finally:
         await consumer.stop()
+
+
+async def score_until(settings: Settings, expected: int, timeout_s: float) -> tuple[list[Any], Any]:
+    """Run the scorer in this process until ``expected`` outputs (predictions + dead letters)
+    arrived or the timeout; returns the outputs and the scorer's runtime."""
+    from streams.app import build_app
+
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        kafka = settings.kafka
+        outputs = await read_until(
+            kafka.bootstrap_servers, [kafka.output_topic, kafka.dlq_topic], expected, timeout_s
+        )
+    finally:
+        await app.stop()
+    return outputs, runtime

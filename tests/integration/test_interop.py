@@ -22,12 +22,11 @@ from typing import Any
 import pytest
 
 from scoring import LoadedModel
-from streams.app import build_app
 from streams.audit import audit
 from streams.topics import ensure_topics
 from tests.conftest import ROOT, Names, settings_for
 from tests.integration.test_stream_end_to_end import offline_scores
-from tests.kafka_io import committed_lag, read_until
+from tests.kafka_io import committed_lag, score_until
 
 pytestmark = pytest.mark.integration
 
@@ -140,14 +139,7 @@ async def test_foreign_producers_every_codec_and_odd_records_nothing_lost(
         send(kafka_bootstrap, names.input_topic, codec, records)
         sent.extend(records)
 
-    app, _, _runtime = build_app(settings)
-    await app.start()
-    try:
-        outputs = await read_until(
-            kafka_bootstrap, [names.output_topic, names.dlq_topic], len(sent), timeout_s=120
-        )
-    finally:
-        await app.stop()
+    outputs, _ = await score_until(settings, len(sent), timeout_s=120)
 
     events = [r.event for r in sent if r.event is not None]
     predictions = [json.loads(r.value) for r in outputs if r.topic == names.output_topic]

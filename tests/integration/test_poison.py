@@ -30,7 +30,7 @@ from streams.exit_codes import ExitCode
 from streams.topics import ensure_topics
 from tests.conftest import Names, settings_for
 from tests.integration.test_stream_end_to_end import offline_scores
-from tests.kafka_io import committed_lag, read_until
+from tests.kafka_io import committed_lag, read_until, score_until
 
 pytestmark = pytest.mark.integration
 
@@ -125,12 +125,7 @@ async def test_an_unreadable_place_halts_naming_it_and_nothing_is_lost_or_skippe
     # After the fix (here: the codec can be read again) a restart reads the partition from
     # where it stopped: the records were never skipped.
     monkeypatch.undo()
-    app, _, runtime = build_app(settings)
-    await app.start()
-    try:
-        outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 11, 60)
-    finally:
-        await app.stop()
+    outputs, runtime = await score_until(settings, 11, 60)
     assert runtime.exit_code == 0
     ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
     assert ids == Counter(readable)
@@ -159,12 +154,7 @@ async def test_an_invalid_record_at_the_size_limit_gets_a_dead_letter_cut_to_fit
         names.input_topic,
         [(0, _event("before"), None), (0, huge, None), (0, _event("after"), None)],
     )
-    app, _, runtime = build_app(settings)
-    await app.start()
-    try:
-        outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 3, 60)
-    finally:
-        await app.stop()
+    outputs, runtime = await score_until(settings, 3, 60)
     assert runtime.exit_code == 0
     ids = sorted(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
     assert ids == ["after", "before"]
@@ -211,12 +201,7 @@ async def test_a_record_timestamp_past_9999_is_an_invalid_event_unless_the_event
             (1, _event("normal"), None),
         ],
     )
-    app, _, runtime = build_app(settings)
-    await app.start()
-    try:
-        outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 3, 60)
-    finally:
-        await app.stop()
+    outputs, runtime = await score_until(settings, 3, 60)
     assert runtime.exit_code == 0
     predictions = {
         json.loads(r.value)["event_id"]: json.loads(r.value)
@@ -260,12 +245,7 @@ async def test_a_stored_document_the_driver_cannot_decode_scores_as_a_miss(
         names.input_topic,
         [(0, _event("g", "user-good"), None), (0, _event("b", "user-bad"), None)],
     )
-    app, _, runtime = build_app(settings)
-    await app.start()
-    try:
-        outputs = await read_until(kafka_bootstrap, [names.output_topic], 2, 60)
-    finally:
-        await app.stop()
+    outputs, runtime = await score_until(settings, 2, 60)
     predictions = {json.loads(r.value)["event_id"]: json.loads(r.value) for r in outputs}
     assert {k: p["enrichment"] for k, p in predictions.items()} == {"g": "hit", "b": "miss"}
     events = [json.loads(_event("g", "user-good")), json.loads(_event("b", "user-bad"))]
