@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from settings import load_settings
-from streamscore_cli import logs
+from telemetry import logs
 
 
 def app_from_environment() -> FastAPI:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from scoring.errors import EnrichmentUnavailable
 from scoring.feature_store import StoredFeatures
+from scoring.metrics import ScoringMetrics
 
 Loader = Callable[[Sequence[str]], Awaitable[dict[str, StoredFeatures]]]
 Lookup = dict[str, StoredFeatures | None]
@@ -43,6 +44,7 @@ class EntityCache:
         max_entries: int,
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
+        metrics: ScoringMetrics | None = None,
     ) -> None:
         self._max = max_entries
         self._ttl = ttl_s
@@ -51,6 +53,8 @@ class EntityCache:
         self._inflight: dict[str, asyncio.Future[StoredFeatures | None]] = {}
         self._generation = 0
         self.stats = CacheStats()
+        self.metrics = metrics
+        """Observes lookups and evictions as they happen; a pipeline sets its own here."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -77,6 +81,8 @@ class EntityCache:
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
             self.stats.evictions += 1
+            if self.metrics is not None:
+                self.metrics.cache_evictions.inc()
 
     async def get_many(self, entity_ids: Sequence[str], load: Loader) -> Lookup:
         """Look up distinct ``entity_ids``, loading the ones not cached in one call."""
@@ -88,13 +94,15 @@ class EntityCache:
             found, value = self._fresh(entity_id, now)
             if found:
                 result[entity_id] = value
-                self.stats.hits += 1
             elif entity_id in self._inflight:
                 waiting[entity_id] = self._inflight[entity_id]
-                self.stats.hits += 1
             else:
                 to_load.append(entity_id)
-                self.stats.misses += 1
+        hits = len(result) + len(waiting)
+        self.stats.hits += hits
+        self.stats.misses += len(to_load)
+        if self.metrics is not None:
+            self.metrics.cache_lookup(hits, len(to_load))
 
         if to_load:
             loop = asyncio.get_running_loop()

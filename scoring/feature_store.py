@@ -15,6 +15,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from scoring.errors import EnrichmentUnavailable
+from scoring.metrics import ScoringMetrics
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,12 @@ class EntityFeatureStore:
     error becomes :class:`EnrichmentUnavailable`.
     """
 
-    def __init__(self, collection: AsyncCollection[Any], feature_names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        collection: AsyncCollection[Any],
+        feature_names: Sequence[str],
+        metrics: ScoringMetrics | None = None,
+    ) -> None:
         self._collection = collection
         self._raw = collection.with_options(
             codec_options=CodecOptions(document_class=RawBSONDocument)
@@ -70,6 +76,7 @@ class EntityFeatureStore:
         self.queries = 0
         self.undecodable = 0
         """Stored documents that could not be decoded (each scored as a miss)."""
+        self._metrics = metrics
 
     def use_features(self, feature_names: Sequence[str]) -> None:
         """Project to a new model's features (after a model swap)."""
@@ -113,6 +120,8 @@ class EntityFeatureStore:
         except PyMongoError as exc:
             raise EnrichmentUnavailable(f"MongoDB read failed: {exc}") from exc
         self.undecodable += len(bad)
+        if self._metrics is not None:
+            self._metrics.undecodable.inc(len(bad))
         log.warning(
             "%d stored entity documents cannot be decoded; their entities score as misses: %s",
             len(bad),

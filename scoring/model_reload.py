@@ -74,6 +74,7 @@ class ModelReloader:
        prediction names the version that scored it.
     3. A model that fails to load or validate is refused (logged, counted) and the current one
        keeps serving; the same files are not retried until they change again.
+    4. Every reload is counted in the pipeline's metrics by result as it happens.
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class ModelReloader:
                 refusal = exc if isinstance(exc, ModelLoadError) else ModelLoadError(repr(exc))
                 self._seen = signature
                 self.stats.refused += 1
+                self._pipeline.metrics.model_reloaded(loaded=False)
                 self.stats.last_error = str(refusal)
                 log.error(
                     "refused new model at %s: %s",
@@ -126,6 +128,7 @@ class ModelReloader:
             self._pipeline.swap_model(candidate)
             self._seen = signature
             self.stats.loaded += 1
+            self._pipeline.metrics.model_reloaded(loaded=True)
             self.stats.last_error = None
             log.info(
                 "model swapped: %s:%s -> %s:%s",

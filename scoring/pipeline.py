@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from schemas import Enrichment, InputEvent, ModelRef, Prediction
 from scoring.cache import EntityCache, Lookup
 from scoring.errors import EnrichmentUnavailable, ScoringTimeout
 from scoring.feature_store import FeatureSource, StoredFeatures
+from scoring.metrics import ScoringMetrics
 from scoring.model import LoadedModel
 from scoring.vectors import assemble
 
 
 @dataclass
 class PipelineStats:
-    """Running totals, read by the adapters' metrics."""
+    """Running totals of this pipeline (tests and benchmarks read them; the exported metrics
+    are :class:`ScoringMetrics`)."""
 
     batches: int = 0
     events: int = 0
@@ -28,7 +30,6 @@ class PipelineStats:
     errors: int = 0
     enrichment_failures: int = 0
     ignored_features: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
     enrich_seconds: float = 0.0
     score_seconds: float = 0.0
 
@@ -80,6 +81,9 @@ class ScoringPipeline:
     4. When MongoDB cannot be read it raises :class:`EnrichmentUnavailable`, unless
        ``score_without_features_on_error`` is set; then the batch is scored on the events'
        own features and marked ``enrichment: "error"``.
+
+    Every call is observed in ``metrics`` as it finishes (and its cache's lookups as they
+    happen): pass the process's :class:`ScoringMetrics`, or the pipeline makes its own.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class ScoringPipeline:
         score_timeout_s: float = 30.0,
         score_without_features_on_error: bool = False,
         max_concurrent_queries: int = 8,
+        metrics: ScoringMetrics | None = None,
     ) -> None:
         self._model = model
         self._store = store
@@ -104,6 +109,10 @@ class ScoringPipeline:
         self._generation = 0
         """Counts model swaps; a lookup is valid for the model of the generation it began in."""
         self.stats = PipelineStats()
+        self.metrics = metrics if metrics is not None else ScoringMetrics()
+        if cache is not None:
+            cache.metrics = self.metrics
+        self.metrics.model_in_use(model.name, model.version)
 
     @property
     def model(self) -> LoadedModel:
@@ -117,6 +126,7 @@ class ScoringPipeline:
         """Make ``model`` current. Calls already running finish with the old one."""
         self._model = model
         self._generation += 1
+        self.metrics.model_in_use(model.name, model.version)
         self._store.use_features(model.feature_names)
         if self._cache is not None:
             self._cache.clear()
@@ -157,6 +167,7 @@ class ScoringPipeline:
                 failed = False
             except EnrichmentUnavailable:
                 self.stats.enrichment_failures += 1
+                self.metrics.mongo_failures.inc()
                 if not self._score_on_error:
                     raise
                 stored, failed = {}, True
@@ -186,22 +197,25 @@ class ScoringPipeline:
         return predictions
 
     def _record(
-        self, predictions: list[Prediction], ignored: int, enrich_s: float, score_s: float
+        self, predictions: list[Prediction], ignored: int, enrich_s: float, model_s: float
     ) -> None:
+        outcomes = dict.fromkeys(Enrichment, 0)
+        for p in predictions:
+            outcomes[p.enrichment] += 1
         stats = self.stats
         stats.batches += 1
         stats.model_calls += 1
         stats.events += len(predictions)
         stats.ignored_features += ignored
         stats.enrich_seconds += enrich_s
-        stats.score_seconds += score_s
-        stats.batch_sizes.append(len(predictions))
-        if len(stats.batch_sizes) > 10_000:
-            del stats.batch_sizes[:5_000]
-        for p in predictions:
-            if p.enrichment is Enrichment.HIT:
-                stats.hits += 1
-            elif p.enrichment is Enrichment.MISS:
-                stats.misses += 1
-            else:
-                stats.errors += 1
+        stats.score_seconds += model_s
+        stats.hits += outcomes[Enrichment.HIT]
+        stats.misses += outcomes[Enrichment.MISS]
+        stats.errors += outcomes[Enrichment.ERROR]
+        self.metrics.pipeline_call(
+            events=len(predictions),
+            outcomes={str(outcome.value): count for outcome, count in outcomes.items()},
+            ignored_features=ignored,
+            enrich_s=enrich_s,
+            model_s=model_s,
+        )

@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 
 from scoring.cache import EntityCache
 from scoring.feature_store import EntityFeatureStore
+from scoring.metrics import ScoringMetrics
 from scoring.model import load_model
 from scoring.pipeline import ScoringPipeline
 from settings import MongoSettings, Settings
@@ -29,11 +30,16 @@ def mongo_client(mongo: MongoSettings) -> AsyncMongoClient[dict[str, Any]]:
 
 
 @asynccontextmanager
-async def open_pipeline(settings: Settings) -> AsyncIterator[ScoringPipeline]:
+async def open_pipeline(
+    settings: Settings, metrics: ScoringMetrics | None = None
+) -> AsyncIterator[ScoringPipeline]:
     """Yield a ready pipeline; close its client and executor on exit.
 
-    The model is loaded before anything connects, so a bad model path fails fast.
+    The model is loaded before anything connects, so a bad model path fails fast. The
+    pipeline, its cache and its feature store all observe into ``metrics`` (a new
+    :class:`ScoringMetrics` when none is given; it is ``pipeline.metrics``).
     """
+    metrics = metrics if metrics is not None else ScoringMetrics()
     model = load_model(settings.model.path, threads=settings.model.threads)
     client = mongo_client(settings.mongo)
     executor = ThreadPoolExecutor(
@@ -48,12 +54,13 @@ async def open_pipeline(settings: Settings) -> AsyncIterator[ScoringPipeline]:
         )
         yield ScoringPipeline(
             model,
-            EntityFeatureStore(collection, model.feature_names),
+            EntityFeatureStore(collection, model.feature_names, metrics),
             executor,
             cache=cache,
             score_timeout_s=settings.scoring.score_timeout_s,
             score_without_features_on_error=settings.scoring.score_without_features_on_error,
             max_concurrent_queries=settings.scoring.max_concurrent_queries,
+            metrics=metrics,
         )
     finally:
         executor.shutdown(wait=True, cancel_futures=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import api.app
+import api.body
 from api.parsing import Limits, parse_body
 from scoring import StoredFeatures
 from scoring.model import metadata_path
@@ -59,14 +59,14 @@ async def test_admin_routes_are_not_served_without_a_key(names: Names, model_pat
     async with running_api(names, model_path) as running:
         response = await running.client.post("/admin/reload-model", json={})
         assert response.status_code == 404
-        assert running.app.state.runtime["reloader"].stats.loaded == 0
+        assert running.sidecar.service.reloader.stats.loaded == 0
         # The other routes stay open without a key.
         assert (await running.client.post("/predict", json={"entity_id": "u"})).status_code == 200
 
 
 async def test_admin_routes_need_the_key_and_json(names: Names, model_path: Path) -> None:
     async with running_api(names, model_path, api={"api_key": KEY}) as running:
-        client, reloader = running.client, running.app.state.runtime["reloader"]
+        client, reloader = running.client, running.sidecar.service.reloader
         assert (await client.post("/admin/reload-model", json={})).status_code == 401
         # A cross-site form post cannot reach it even with the key (browsers send forms).
         form = await client.post(
@@ -158,7 +158,7 @@ async def test_large_bodies_are_parsed_in_a_worker_thread(
         threads.append(threading.current_thread().name)
         return parse_body(raw, limits)
 
-    monkeypatch.setattr(api.app, "parse_body", recording)
+    monkeypatch.setattr(api.body, "parse_body", recording)
     async with running_api(names, model_path, api={"parse_in_thread_bytes": 100}) as running:
         small = await running.client.post("/predict", json={"entity_id": "user-1"})
         large = await running.client.post(
@@ -263,7 +263,7 @@ async def test_a_full_batcher_queue_is_a_503_at_once(names: Names, model_path: P
         assert second.status_code == 503
         assert "Retry-After" in second.headers
         one_more = asyncio.create_task(client.post("/predict", json={"entity_id": "c"}))
-        await until(lambda: running.app.state.runtime["batcher"].queued == 4)
+        await until(lambda: running.sidecar.batcher.queued == 4)
         source.gate.set()
         assert (await first).status_code == 200
         assert (await one_more).status_code == 200
@@ -337,7 +337,7 @@ async def test_malformed_model_metadata_is_a_refused_model(
     shutil.copy(model_path, path)
     shutil.copy(metadata_path(model_path), metadata_path(path))
     async with running_api(names, path, api={"api_key": KEY}) as running:
-        reloader = running.app.state.runtime["reloader"]
+        reloader = running.sidecar.service.reloader
         metadata_path(path).write_text(json.dumps(metadata), encoding="utf-8")
         caplog.set_level(logging.ERROR, logger="scoring.model_reload")
 
@@ -370,12 +370,12 @@ async def test_large_bodies_beyond_the_parser_backlog_get_503_at_once(
         release.wait(30)
         return parse_body(raw, limits)
 
-    monkeypatch.setattr(api.app, "parse_body", slow)
+    monkeypatch.setattr(api.body, "parse_body", slow)
     async with running_api(names, model_path, api={"parse_in_thread_bytes": 0}) as running:
         client = running.client
         held = [
             asyncio.create_task(client.post("/predict", json={"entity_id": "user-1"}))
-            for _ in range(api.app.LARGE_BODIES_AT_ONCE)
+            for _ in range(api.body.LARGE_BODIES_AT_ONCE)
         ]
         await until(lambda: started.acquire(blocking=False))  # the parser thread is busy
         await asyncio.sleep(0.05)  # the others are queued behind it

@@ -20,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
+from api.deps import Sidecar, sidecar_of
 from scoring import EntityCache, LoadedModel, ScoringPipeline, StoredFeatures, load_model
 from settings import Settings
 from tests.conftest import Names, settings_for
@@ -41,9 +42,12 @@ class Api:
     settings: Settings
 
     @property
+    def sidecar(self) -> Sidecar:
+        return sidecar_of(self.app)
+
+    @property
     def pipeline(self) -> ScoringPipeline:
-        pipeline: ScoringPipeline = self.app.state.runtime["pipeline"]
-        return pipeline
+        return self.sidecar.service.pipeline
 
 
 @asynccontextmanager
@@ -423,8 +427,8 @@ async def test_metrics_count_requests_batches_enrichment_and_loop_lag(api: Api) 
     assert (
         sample(text, "streamscore_http_request_duration_seconds_count", **route, status="200") == 2
     )
-    assert sample(text, "streamscore_batch_size_count") == 2
-    assert sample(text, "streamscore_batch_size_sum") == 4
+    assert sample(text, "streamscore_pipeline_call_events_count") == 2
+    assert sample(text, "streamscore_pipeline_call_events_sum") == 4
     assert sample(text, "streamscore_enrichment_total", outcome="hit") == 3
     assert sample(text, "streamscore_enrichment_total", outcome="miss") == 1
     assert sample(text, "streamscore_enrichment_total", outcome="error") == 0

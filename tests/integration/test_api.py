@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from api.app import create_app
+from api.deps import sidecar_of
 from scoring import LoadedModel, ScoringPipeline
 from settings import Settings
 from streams.app import build_app
@@ -84,8 +85,7 @@ async def sidecar(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.Asyn
 
 
 def pipeline_of(app: FastAPI) -> ScoringPipeline:
-    pipeline: ScoringPipeline = app.state.runtime["pipeline"]
-    return pipeline
+    return sidecar_of(app).service.pipeline
 
 
 def parity_events() -> list[dict[str, Any]]:
@@ -181,7 +181,7 @@ async def test_concurrent_requests_share_pipeline_calls(
 
     async with sidecar(settings) as (app, client):
         responses = await asyncio.gather(*(client.post("/predict", json=e) for e in events))
-        stats = pipeline_of(app).stats
+        stats, metrics = pipeline_of(app).stats, pipeline_of(app).metrics
 
     assert [r.status_code for r in responses] == [200] * len(events)
     for event, response in zip(events, responses, strict=True):
@@ -190,10 +190,12 @@ async def test_concurrent_requests_share_pipeline_calls(
         assert body["entity_id"] == event["entity_id"]
         assert body["score"] == offline_score(model, event), event["event_id"]
         assert body["enrichment"] == expected_enrichment(event)
-    assert stats.model_calls <= 40, stats.batch_sizes
-    assert max(stats.batch_sizes) <= settings.api.batch_max_size
-    assert sum(stats.batch_sizes) == stats.events == len(events)
-    assert len(stats.batch_sizes) == stats.model_calls
+    calls = metrics.value("streamscore_pipeline_call_events_count")
+    up_to_max = {"le": str(float(settings.api.batch_max_size))}  # a bucket bound
+    assert stats.model_calls <= 40, calls
+    assert metrics.value("streamscore_pipeline_call_events_bucket", **up_to_max) == calls
+    assert metrics.value("streamscore_pipeline_call_events_sum") == stats.events == len(events)
+    assert calls == stats.model_calls
 
 
 async def wait_for_status(

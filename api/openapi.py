@@ -1,0 +1,62 @@
+"""The sidecar's OpenAPI document: error responses, the ``/predict`` body, shared schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from api.requests import ErrorBody, PredictEvent
+
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or wrong API key"},
+    413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
+    415: {"model": ErrorBody, "description": "Content-Type is not application/json"},
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid input; `errors` names the first fields, `error_count` counts",
+    },
+    503: {
+        "model": ErrorBody,
+        "description": "MongoDB unavailable, overloaded or past the deadline; see Retry-After",
+    },
+}
+RELOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "The new model was refused"},
+    415: {"model": ErrorBody, "description": "Content-Type is not application/json"},
+}
+
+
+def predict_body(max_events: int) -> dict[str, Any]:
+    """``/predict`` takes one event or a list of 1..``max_events`` (read by hand, off-loop when
+    large, so FastAPI does not see a body parameter: it is documented here)."""
+    event = {"$ref": "#/components/schemas/PredictEvent"}
+    many = {"type": "array", "items": event, "minItems": 1, "maxItems": max_events}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"anyOf": [event, many]}}},
+        }
+    }
+
+
+def document(app: FastAPI) -> None:
+    """Install the app's OpenAPI builder: FastAPI's, plus the ``PredictEvent`` schema the
+    hand-written request body refers to."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            event_schema = PredictEvent.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components.update(event_schema.pop("$defs", {}))
+            components["PredictEvent"] = event_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

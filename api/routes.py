@@ -1,0 +1,141 @@
+"""The sidecar's routes. Each takes what it needs through :mod:`api.deps`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.batching import Overloaded
+from api.body import Refused
+from api.deps import ServiceDep, Sidecar, SidecarDep
+from api.guard import unavailable
+from api.openapi import PREDICT_ERRORS, RELOAD_ERRORS, predict_body
+from api.parsing import InvalidBody
+from api.requests import ErrorBody, error_body
+from schemas import Prediction
+from scoring import EnrichmentUnavailable, ModelLoadError, ScoringTimeout
+from settings import ApiSettings
+
+
+async def predict(request: Request, sidecar: SidecarDep) -> Response:
+    """Score one event or a list of events, within ``request_timeout_s``."""
+    api = sidecar.settings.api
+    try:
+        async with asyncio.timeout(api.request_timeout_s):
+            return await _predict(request, sidecar)
+    except TimeoutError:
+        sidecar.metrics.shed.labels("deadline").inc()
+        return unavailable("scoring took too long: try again later", api.retry_after_s)
+
+
+async def _predict(request: Request, sidecar: Sidecar) -> Response:
+    retry_after_s = sidecar.settings.api.retry_after_s
+    try:
+        events, many = await sidecar.bodies.read(request)
+    except Refused as exc:
+        return exc.response
+    except InvalidBody as exc:
+        return JSONResponse(error_body(exc.detail, exc.errors, exc.count), status_code=422)
+    try:
+        predictions = await sidecar.batcher.submit(events)
+    except Overloaded:
+        sidecar.metrics.shed.labels("queue").inc()
+        return unavailable("overloaded: try again later", retry_after_s)
+    except EnrichmentUnavailable as exc:
+        sidecar.log.warning("enrichment_unavailable", "predict: MongoDB unavailable: %s", exc)
+        return unavailable("MongoDB unavailable", retry_after_s)
+    except ScoringTimeout as exc:
+        sidecar.log.warning("scoring_timeout", "predict: %s", exc)
+        return unavailable("scoring timed out", retry_after_s)
+    # Serialise once here; FastAPI would otherwise validate the models again.
+    if many:
+        body = b"[" + b",".join(p.model_dump_json().encode() for p in predictions) + b"]"
+    else:
+        body = predictions[0].model_dump_json().encode()
+    return Response(body, media_type="application/json")
+
+
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+async def readyz(sidecar: SidecarDep) -> Any:
+    """Readiness: model loaded and MongoDB answering."""
+    pipeline = sidecar.service.pipeline
+    timeout_s = sidecar.settings.mongo.server_selection_timeout_ms / 1000 + 1
+    try:
+        await asyncio.wait_for(pipeline.ping(), timeout=timeout_s)
+    except (EnrichmentUnavailable, TimeoutError) as exc:
+        sidecar.log.warning("not_ready", "readyz: MongoDB is not answering: %r", exc)
+        return unavailable("not ready: MongoDB unavailable", sidecar.settings.api.retry_after_s)
+    return {"status": "ready", "model": f"{pipeline.model.name}:{pipeline.model.version}"}
+
+
+async def model_info(service: ServiceDep) -> dict[str, Any]:
+    """The model in use (no file paths)."""
+    model = service.pipeline.model
+    return {
+        "name": model.name,
+        "version": model.version,
+        "feature_names": list(model.feature_names),
+        "loaded_at": model.loaded_at.astimezone(UTC).isoformat(),
+    }
+
+
+async def reload_model(service: ServiceDep) -> Any:
+    """Load the model file now; 409 when refused (the reason, with paths, goes to the log)."""
+    try:
+        model = await service.reloader.reload()
+    except ModelLoadError:
+        return JSONResponse(
+            error_body("model refused; the current model keeps serving (reason in the log)"),
+            status_code=409,
+        )
+    return {"name": model.name, "version": model.version}
+
+
+async def prometheus(service: ServiceDep) -> Response:
+    """Prometheus exposition of the process's registry: transport and scoring metrics."""
+    return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def add_routes(routes: FastAPI, api: ApiSettings) -> None:
+    """Every route, with its OpenAPI description (``/predict``'s list bound comes from ``api``).
+
+    Added to the app itself rather than through an included ``APIRouter``: the guard labels
+    metrics with the app's own route paths, known before any request.
+    """
+    routes.add_api_route(
+        "/predict",
+        predict,
+        methods=["POST"],
+        response_model=Prediction | list[Prediction],
+        responses=PREDICT_ERRORS,
+        summary="Score one event or a list of events",
+        openapi_extra=predict_body(api.max_events_per_request),
+    )
+    routes.add_api_route("/healthz", healthz, summary="Liveness: the process answers")
+    routes.add_api_route(
+        "/readyz",
+        readyz,
+        summary="Readiness: model loaded and MongoDB answering",
+        responses={503: {"model": ErrorBody}},
+    )
+    routes.add_api_route("/model", model_info, summary="The model in use")
+    routes.add_api_route(
+        "/admin/reload-model",
+        reload_model,
+        methods=["POST"],
+        summary="Load the model file now (validated; the old model keeps serving if refused). "
+        "Served only when an API key is configured.",
+        responses=RELOAD_ERRORS,
+    )
+    routes.add_api_route(
+        "/metrics", prometheus, summary="Prometheus metrics", response_class=Response
+    )

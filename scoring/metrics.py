@@ -1,0 +1,188 @@
+"""The scoring metrics both doors export: one collector, observed as things happen.
+
+Every family is one of ``prometheus_client``'s own types, updated on the hot path at the moment
+its event happens (a pipeline call, a cache lookup, a failed read, a reload, a loop-lag
+sample); nothing is rebuilt at scrape time, so counters and histogram counts only grow.
+:class:`ScoringMetrics` is itself a collector: a process registers it once in its own
+``CollectorRegistry`` (the door's), beside the door's transport metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
+
+CALL_EVENTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+"""Events per pipeline call: powers of two up to past the largest batch either door makes."""
+SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+OUTCOMES = ("hit", "miss", "error")
+RELOAD_RESULTS = ("loaded", "refused")
+
+
+class ScoringMetrics(Collector):
+    """What the scoring core counts, for whichever door runs it.
+
+    The families and what each observes:
+
+    ============================================  ==============================================
+    ``streamscore_events_scored_total``            predictions the pipeline returned
+    ``streamscore_model_calls_total``              ``Booster.predict`` calls (one per pipeline call)
+    ``streamscore_pipeline_call_events``           histogram: events per pipeline call
+    ``streamscore_enrich_seconds``                 histogram: stored-feature lookup per call
+    ``streamscore_model_seconds``                  histogram: vectors + model + predictions per call
+    ``streamscore_enrichment_total{outcome}``      scored events by ``hit``/``miss``/``error``
+    ``streamscore_mongo_failures_total``           failed MongoDB reads
+    ``streamscore_undecodable_documents_total``    stored documents that could not be decoded
+    ``streamscore_ignored_features_total``         event features the model does not use
+    ``streamscore_cache_lookups_total{result}``    entity cache ``hit``/``miss``
+    ``streamscore_cache_evictions_total``          entries the cache dropped for room
+    ``streamscore_model_info{name,version}``       1 for the model in use
+    ``streamscore_model_reloads_total{result}``    reloads ``loaded``/``refused``
+    ``streamscore_event_loop_lag_seconds``         histogram: how late the loop runs a timer
+    ``streamscore_event_loop_lag_last_seconds``    the latest loop-lag sample
+    ============================================  ==============================================
+    """
+
+    def __init__(self) -> None:
+        # registry=None: the families belong to this collector, registered once as a whole.
+        self.events_scored = Counter(
+            "streamscore_events_scored", "Events the scoring pipeline scored", registry=None
+        )
+        self.model_calls = Counter(
+            "streamscore_model_calls", "Booster.predict calls", registry=None
+        )
+        self.call_events = Histogram(
+            "streamscore_pipeline_call_events",
+            "Events per scoring pipeline call",
+            buckets=CALL_EVENTS_BUCKETS,
+            registry=None,
+        )
+        self.enrich_seconds = Histogram(
+            "streamscore_enrich_seconds",
+            "Stored-feature lookup (cache and MongoDB) per pipeline call",
+            buckets=SECONDS_BUCKETS,
+            registry=None,
+        )
+        self.model_seconds = Histogram(
+            "streamscore_model_seconds",
+            "Vector assembly, Booster.predict and building predictions per pipeline call",
+            buckets=SECONDS_BUCKETS,
+            registry=None,
+        )
+        self.enrichment = Counter(
+            "streamscore_enrichment",
+            "Scored events by enrichment outcome",
+            ["outcome"],
+            registry=None,
+        )
+        self.mongo_failures = Counter(
+            "streamscore_mongo_failures", "Failed MongoDB reads", registry=None
+        )
+        self.undecodable = Counter(
+            "streamscore_undecodable_documents",
+            "Stored entity documents that could not be decoded (each scored as a miss)",
+            registry=None,
+        )
+        self.ignored_features = Counter(
+            "streamscore_ignored_features",
+            "Event features the model does not use",
+            registry=None,
+        )
+        self.cache_lookups = Counter(
+            "streamscore_cache_lookups", "Entity cache lookups", ["result"], registry=None
+        )
+        self.cache_evictions = Counter(
+            "streamscore_cache_evictions",
+            "Entity cache entries dropped to stay within the size bound",
+            registry=None,
+        )
+        self.model_info = Gauge(
+            "streamscore_model_info", "The model in use", ["name", "version"], registry=None
+        )
+        self.model_reloads = Counter(
+            "streamscore_model_reloads", "Model reloads by result", ["result"], registry=None
+        )
+        self.loop_lag = Histogram(
+            "streamscore_event_loop_lag_seconds",
+            "How late the event loop runs a timer",
+            buckets=LAG_BUCKETS,
+            registry=None,
+        )
+        self.loop_lag_last = Gauge(
+            "streamscore_event_loop_lag_last_seconds",
+            "The latest event-loop lag sample",
+            registry=None,
+        )
+        for outcome in OUTCOMES:
+            self.enrichment.labels(outcome)
+        for result in ("hit", "miss"):
+            self.cache_lookups.labels(result)
+        for result in RELOAD_RESULTS:
+            self.model_reloads.labels(result)
+
+    def _families(self) -> Iterable[MetricWrapperBase]:
+        return (value for value in vars(self).values() if isinstance(value, MetricWrapperBase))
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families():
+            yield from family.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        for family in self._families():
+            yield from family.describe()
+
+    # -- observations, each called where the thing happens ---------------------------------
+
+    def pipeline_call(
+        self,
+        *,
+        events: int,
+        outcomes: dict[str, int],
+        ignored_features: int,
+        enrich_s: float,
+        model_s: float,
+    ) -> None:
+        """One pipeline call returned ``events`` predictions."""
+        self.events_scored.inc(events)
+        self.model_calls.inc()
+        self.call_events.observe(events)
+        self.enrich_seconds.observe(enrich_s)
+        self.model_seconds.observe(model_s)
+        if ignored_features:
+            self.ignored_features.inc(ignored_features)
+        for outcome, count in outcomes.items():
+            if count:
+                self.enrichment.labels(outcome).inc(count)
+
+    def model_in_use(self, name: str, version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name, version).set(1)
+
+    def model_reloaded(self, loaded: bool) -> None:
+        self.model_reloads.labels("loaded" if loaded else "refused").inc()
+
+    def cache_lookup(self, hits: int, misses: int) -> None:
+        if hits:
+            self.cache_lookups.labels("hit").inc(hits)
+        if misses:
+            self.cache_lookups.labels("miss").inc(misses)
+
+    def lag_sample(self, seconds: float) -> None:
+        self.loop_lag.observe(seconds)
+        self.loop_lag_last.set(seconds)
+
+    def value(self, sample_name: str, **labels: str) -> float:
+        """One sample's current value (``sample_name`` with its ``_total``/``_sum``/``_count``
+        suffix), 0.0 if absent. For snapshots and tests; scrapes use :meth:`collect`."""
+        for family in self.collect():
+            for sample in family.samples:
+                if sample.name == sample_name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0

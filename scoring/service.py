@@ -1,0 +1,136 @@
+"""The scoring service: the one thing both doors start and stop.
+
+:func:`open_scoring` opens the pipeline and everything that runs beside it in a scoring
+process (the model reloader, the event-loop lag monitor, gc tuning), registers the scoring
+metrics in the door's registry, and closes it all at exit. A door adds only its transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from scoring.metrics import ScoringMetrics
+from scoring.model_reload import ModelReloader
+from scoring.pipeline import ScoringPipeline
+from scoring.resources import open_pipeline
+from settings import Settings
+from telemetry.gc_tuning import tune_gc
+from telemetry.loop_lag import LoopLagMonitor
+
+PipelineFactory = Callable[[Settings], AbstractAsyncContextManager[ScoringPipeline]]
+"""Opens a ready pipeline (:func:`scoring.resources.open_pipeline` in production; tests pass
+one over an in-memory feature source)."""
+
+
+@dataclass(frozen=True)
+class ScoringSnapshot:
+    """The scoring counters at one moment, as exported (what benchmarks and reports read)."""
+
+    model_name: str
+    model_version: str
+    events_scored: int
+    pipeline_calls: int
+    enrich_seconds: float
+    model_seconds: float
+    enrichment_hits: int
+    enrichment_misses: int
+    enrichment_errors: int
+    mongo_failures: int
+    undecodable_documents: int
+    ignored_features: int
+    cache_entries: int | None
+    """Entries held now; None when the cache is off."""
+    cache_hits: int
+    cache_misses: int
+    cache_loads: int
+    cache_evictions: int
+    reloads_loaded: int
+    reloads_refused: int
+    loop_lag_last_s: float
+
+
+@dataclass(frozen=True)
+class ScoringService:
+    """A running scoring core: the pipeline and what runs beside it, sharing one collector."""
+
+    pipeline: ScoringPipeline
+    reloader: ModelReloader
+    loop_lag: LoopLagMonitor
+    metrics: ScoringMetrics
+    registry: CollectorRegistry
+    """The process's registry: the scoring metrics are in it; the door adds its own."""
+
+    def snapshot(self) -> ScoringSnapshot:
+        m, cache = self.metrics, self.pipeline.cache
+        model = self.pipeline.model
+
+        def count(name: str, **labels: str) -> int:
+            return int(m.value(name, **labels))
+
+        return ScoringSnapshot(
+            model_name=model.name,
+            model_version=model.version,
+            events_scored=count("streamscore_events_scored_total"),
+            pipeline_calls=count("streamscore_model_calls_total"),
+            enrich_seconds=m.value("streamscore_enrich_seconds_sum"),
+            model_seconds=m.value("streamscore_model_seconds_sum"),
+            enrichment_hits=count("streamscore_enrichment_total", outcome="hit"),
+            enrichment_misses=count("streamscore_enrichment_total", outcome="miss"),
+            enrichment_errors=count("streamscore_enrichment_total", outcome="error"),
+            mongo_failures=count("streamscore_mongo_failures_total"),
+            undecodable_documents=count("streamscore_undecodable_documents_total"),
+            ignored_features=count("streamscore_ignored_features_total"),
+            cache_entries=len(cache) if cache is not None else None,
+            cache_hits=count("streamscore_cache_lookups_total", result="hit"),
+            cache_misses=count("streamscore_cache_lookups_total", result="miss"),
+            cache_loads=cache.stats.loads if cache is not None else 0,
+            cache_evictions=count("streamscore_cache_evictions_total"),
+            reloads_loaded=count("streamscore_model_reloads_total", result="loaded"),
+            reloads_refused=count("streamscore_model_reloads_total", result="refused"),
+            loop_lag_last_s=self.loop_lag.last_s,
+        )
+
+
+@asynccontextmanager
+async def open_scoring(
+    settings: Settings,
+    *,
+    pipeline_factory: PipelineFactory = open_pipeline,
+    registry: CollectorRegistry | None = None,
+) -> AsyncIterator[ScoringService]:
+    """Open the scoring core for one process; close it at exit.
+
+    This guarantees:
+    1. The pipeline is open (model loaded, MongoDB client and executor created) before
+       anything else starts; a bad model fails here, before the door serves.
+    2. The pipeline's metrics are registered once in ``registry`` (a new one when none is
+       given; either way ``service.registry``) and unregistered at exit.
+    3. The model reloader polls ``STREAMSCORE_MODEL__RELOAD_INTERVAL_S`` (0: only on demand),
+       the loop-lag monitor samples into the metrics, and gc is tuned once, after startup.
+    4. At exit the reloader and the monitor stop before the pipeline closes, so no reload or
+       sample outlives the pipeline it observes.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
+    async with pipeline_factory(settings) as pipeline:
+        metrics = pipeline.metrics
+        registry.register(metrics)
+        reloader = ModelReloader(
+            settings.model.path,
+            pipeline,
+            threads=settings.model.threads,
+            interval_s=settings.model.reload_interval_s,
+        )
+        loop_lag = LoopLagMonitor(on_sample=metrics.lag_sample, max_samples=0)
+        try:
+            reloader.start()
+            loop_lag.start()
+            tune_gc()
+            yield ScoringService(pipeline, reloader, loop_lag, metrics, registry)
+        finally:
+            await loop_lag.stop()
+            await reloader.stop()
+            registry.unregister(metrics)
