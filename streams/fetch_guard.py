@@ -49,11 +49,13 @@ class FetchGuard:
         initial_backoff_s: float,
         max_backoff_s: float,
         on_unreadable: Callable[[str], None],
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.max_attempts = max_attempts
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
         self.on_unreadable = on_unreadable
+        self.on_failure = on_failure
         self.failures = 0
         """Fetch failures since the start (every one is also logged)."""
         self.halted: str | None = None
@@ -128,6 +130,8 @@ class GuardedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         3. after ``max_attempts`` in a row, find the partition and halt."""
         guard = self._guard
         guard.failures += 1
+        if guard.on_failure is not None:
+            guard.on_failure()
         self._consecutive += 1
         self._rewind()
         log.warning(

@@ -11,7 +11,8 @@ from aiokafka.errors import KafkaError
 
 from scoring import ModelLoadError
 from settings import Settings
-from streams.app import StreamRuntime, build_app
+from streams.app import build_app
+from streams.runtime import StreamRuntime
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 from scoring import EntityCache, ScoringPipeline, load_model
 from settings import Settings
 from streams.app import build_app
+from streams.testing import broker_outputs
 from tests.conftest import Names, settings_for
 from tests.support import MemoryFeatures
 
@@ -48,7 +49,9 @@ async def run_batch(
                 load_model(model_path), source, executor, cache=EntityCache(100, 60)
             )
 
-    app, broker, runtime = build_app(settings, factory, broker=KafkaBroker())
+    app, broker, runtime = build_app(
+        settings, factory, broker=KafkaBroker(), outputs=broker_outputs
+    )
     predictions: list[dict[str, Any]] = []
     dead: list[tuple[bytes, dict[str, str]]] = []
 

@@ -1,0 +1,336 @@
+"""At-least-once delivery of a batch's outputs: send, await acknowledgements, re-send, commit
+the input offsets in batch order, drain at shutdown.
+
+This is the one place that decides when input offsets are committed. Processing (parsing,
+scoring) hands it a batch's outputs and offsets; where outputs go is an injected
+:class:`Outputs` (one idempotent Kafka producer in production, FastStream's in-memory broker in
+tests), and how offsets are committed is a per-batch :data:`Commit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.structs import TopicPartition
+
+from streams.backoff import Backoff
+from streams.dead_letters import Headers, fit_dead_letter, record_size
+from streams.exit_codes import ExitCode
+
+log = logging.getLogger(__name__)
+
+Output = tuple[str, bytes | None, bytes | None, Headers | None]
+"""(topic, value, key, headers) of one prediction or dead letter."""
+Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
+"""Commits the given next-offsets-to-read of one batch."""
+_TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+
+
+class Outputs(Protocol):
+    """Where outputs go: ``send`` hands one record over; the awaitable it returns resolves once
+    Kafka acknowledged the record (or raises why not)."""
+
+    async def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None
+    ) -> Awaitable[Any]: ...
+
+
+class HaltReason(StrEnum):
+    """Why nothing more may be committed (see :class:`Halted`)."""
+
+    STOPPING = "stopping"
+    """A shutdown arrived while a batch waited on a retry; it is re-read at the next start."""
+    PREVIOUS_BATCH_FAILED = "previous_batch_failed"
+    """An earlier batch could not be completed: committing a later one would skip it."""
+    OUTPUT_REFUSED = "output_refused"
+    """Kafka refused an output for a reason retrying cannot fix, ``max_batch_attempts`` times."""
+    DEAD_LETTER_FLOOD = "dead_letter_flood"
+    """Most recent records failed validation: a bad producer deploy, not bad records."""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return {
+            HaltReason.STOPPING: ExitCode.BATCH_FAILED,
+            HaltReason.PREVIOUS_BATCH_FAILED: ExitCode.BATCH_FAILED,
+            HaltReason.OUTPUT_REFUSED: ExitCode.REPEATED_FAILURE,
+            HaltReason.DEAD_LETTER_FLOOD: ExitCode.DEAD_LETTER_FLOOD,
+        }[self]
+
+
+class Halted(Exception):
+    """Nothing more is committed: the batch in hand and every later one stay uncommitted and
+    are read again after a restart."""
+
+    def __init__(self, reason: HaltReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.reason.exit_code
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """Timeouts and retry bounds (from the Kafka and stream settings)."""
+
+    dlq_topic: str
+    ack_timeout_s: float
+    max_attempts: int
+    initial_backoff_s: float
+    max_backoff_s: float
+
+
+@dataclass
+class DeliveryStats:
+    commits: int = 0
+    commit_failures: int = 0
+    resends: int = 0
+    """Rounds of re-sending unacknowledged outputs."""
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    """The next offset to read, per partition, as last committed."""
+
+
+Acked = Callable[[], None]
+"""Called once every output of a batch is acknowledged (before its commit)."""
+Observe = Callable[[str, float], None]
+"""Receives (stage, seconds) for the ``ack`` and ``commit`` stages of every batch."""
+
+
+class Delivery:
+    """Delivers batches in order. :meth:`deliver` guarantees:
+
+    1. A batch's offsets are committed only after every one of its outputs was acknowledged
+       by Kafka, and only after the previous batch's commit succeeded: commits stay in batch
+       order even when a later batch's acknowledgements arrive first.
+    2. An output that fails or is not acknowledged within ``ack_timeout_s`` is re-sent alone
+       (the batch's acknowledged outputs are not), with exponential backoff, until it is
+       acknowledged: retriable errors are waited out without limit.
+    3. A dead letter refused as too large is cut to half its size and re-sent; any other error
+       that retrying cannot fix is re-sent at most ``max_attempts`` times, then the batch halts
+       (:attr:`HaltReason.OUTPUT_REFUSED`).
+    4. Once a batch halts, it and every later batch stay uncommitted: each later call raises
+       :class:`Halted` before sending anything.
+    5. At most two batches are in flight: a call returns once its outputs are handed over and
+       the previous batch is committed; its own acknowledgements and commit complete in the
+       background. While stopping, a call returns only after its own batch is committed.
+    6. :meth:`drain` returns once the last batch handed over is committed (or has failed).
+    7. A failed commit (a rebalance took the partitions) is logged and counted; the new owner
+       reads the batch again (duplicates, never losses).
+    """
+
+    def __init__(
+        self,
+        outputs: Outputs,
+        policy: DeliveryPolicy,
+        stopping: asyncio.Event,
+        observe: Observe | None = None,
+    ) -> None:
+        self._outputs = outputs
+        self._policy = policy
+        self._stopping = stopping
+        self._observe = observe
+        self._last: asyncio.Task[None] | None = None
+        self.halted: Halted | None = None
+        self.stats = DeliveryStats()
+
+    def _backoff(self) -> Backoff:
+        policy = self._policy
+        return Backoff(policy.initial_backoff_s, policy.max_backoff_s, self._stopping)
+
+    def check(self) -> None:
+        """Raise :class:`Halted` if nothing may be committed any more."""
+        if self.halted is not None:
+            raise self.halted
+        previous = self._last
+        if previous is not None and previous.done() and not previous.cancelled():
+            error = previous.exception()
+            if error is not None:
+                self.halt(error)
+                raise self.halted  # type: ignore[misc]
+
+    def halt(self, error: BaseException) -> None:
+        """Stop committing: this batch and every later one stay uncommitted."""
+        if self.halted is None:
+            self.halted = (
+                error
+                if isinstance(error, Halted)
+                else Halted(HaltReason.PREVIOUS_BATCH_FAILED, repr(error))
+            )
+
+    async def deliver(
+        self,
+        outputs: list[Output],
+        offsets: dict[TopicPartition, int],
+        commit: Commit,
+        on_acked: Acked | None = None,
+    ) -> None:
+        """Send ``outputs``, then (in the background) await their acknowledgements and commit
+        ``offsets`` after the previous batch's commit. See the class for what it guarantees."""
+        self.check()
+        previous = self._last
+        sent = await self._send(outputs, range(len(outputs)))
+        task = asyncio.get_running_loop().create_task(
+            self._complete(previous, outputs, sent, offsets, commit, on_acked)
+        )
+        task.add_done_callback(self._completed)
+        self._last = task
+        if previous is not None:
+            await asyncio.shield(previous)  # two batches in flight at most
+        if self._stopping.is_set():
+            await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        """Wait until the last batch handed over is committed (or failed)."""
+        task = self._last
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
+    def _completed(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            self.halt(Halted(HaltReason.PREVIOUS_BATCH_FAILED, "a completion was cancelled"))
+            return
+        error = task.exception()
+        if error is not None:
+            self.halt(error)
+            if not isinstance(error, Halted) or error.reason is not HaltReason.STOPPING:
+                log.error(
+                    "a batch could not be completed; nothing after it is committed: %s",
+                    error,
+                    extra={"event": "halt"},
+                )
+
+    async def _complete(
+        self,
+        previous: asyncio.Task[None] | None,
+        outputs: list[Output],
+        sent: dict[asyncio.Future[Any], int],
+        offsets: dict[TopicPartition, int],
+        commit: Commit,
+        on_acked: Acked | None,
+    ) -> None:
+        """1. wait for the previous batch's commit; 2. wait for this batch's
+        acknowledgements, re-sending what failed; 3. commit."""
+        started = time.perf_counter()
+        if previous is not None:
+            try:
+                await asyncio.shield(previous)
+            except BaseException as exc:
+                raise Halted(HaltReason.PREVIOUS_BATCH_FAILED, repr(exc)) from exc
+        await self._await_acks(outputs, sent)
+        if self._observe is not None:
+            self._observe("ack", time.perf_counter() - started)
+        if on_acked is not None:
+            on_acked()
+        await self._commit(offsets, commit)
+
+    async def _send(
+        self, outputs: list[Output], indexes: Sequence[int]
+    ) -> dict[asyncio.Future[Any], int]:
+        """Hand outputs over; returns delivery future -> output index. An output refused at
+        once gets an already-failed future."""
+        loop = asyncio.get_running_loop()
+        sent: dict[asyncio.Future[Any], int] = {}
+        for index in indexes:
+            future: asyncio.Future[Any]
+            try:
+                future = asyncio.ensure_future(await self._outputs.send(*outputs[index]))
+            except KafkaError as exc:
+                future = loop.create_future()
+                future.set_exception(exc)
+            sent[future] = index
+        return sent
+
+    async def _await_acks(
+        self, outputs: list[Output], sent: dict[asyncio.Future[Any], int]
+    ) -> None:
+        backoff = self._backoff()
+        refusals = 0
+        while True:
+            failed, errors = await self._unacknowledged(sent)
+            if not failed:
+                return
+            self.stats.resends += 1
+            fatal = self._shrink_or_give_up(outputs, failed, errors)
+            if fatal is not None:
+                refusals += 1
+                if refusals >= self._policy.max_attempts:
+                    raise Halted(
+                        HaltReason.OUTPUT_REFUSED,
+                        f"Kafka refused an output {refusals} times with an error that "
+                        f"retrying cannot fix: {fatal!r}",
+                    )
+            log.warning(
+                "%d of %d outputs were not acknowledged, will re-send them (attempt %d): %r",
+                len(failed),
+                len(sent),
+                backoff.attempts + 1,
+                errors[0],
+                extra={"event": "retry", "stage": "publish", "attempt": backoff.attempts + 1},
+            )
+            if not await backoff.wait():
+                raise Halted(HaltReason.STOPPING, "stopping while publishing was being retried")
+            sent = await self._send(outputs, sorted(failed))
+
+    async def _unacknowledged(
+        self, sent: dict[asyncio.Future[Any], int]
+    ) -> tuple[list[int], list[BaseException]]:
+        failed: list[int] = []
+        errors: list[BaseException] = []
+        if not sent:
+            return failed, errors
+        done, not_done = await asyncio.wait(sent, timeout=self._policy.ack_timeout_s)
+        for future in not_done:
+            future.cancel()
+            failed.append(sent[future])
+            errors.append(TimeoutError("not acknowledged in time"))
+        for future in done:
+            error = future.exception()
+            if error is not None:
+                if not isinstance(error, KafkaError):
+                    raise error
+                failed.append(sent[future])
+                errors.append(error)
+        return failed, errors
+
+    def _shrink_or_give_up(
+        self, outputs: list[Output], failed: Sequence[int], errors: Sequence[BaseException]
+    ) -> BaseException | None:
+        """Cut too-large dead letters to half; return the first other non-retriable error."""
+        fatal: BaseException | None = None
+        for index, error in zip(failed, errors, strict=True):
+            topic, value, key, headers = outputs[index]
+            if isinstance(error, _TOO_LARGE) and topic == self._policy.dlq_topic and value:
+                half = record_size(key, value, headers or []) // 2
+                key, cut, headers = fit_dead_letter(key, value, headers or [], half)
+                outputs[index] = (topic, cut, key, headers)
+            elif isinstance(error, KafkaError) and not error.retriable and fatal is None:
+                fatal = error
+        return fatal
+
+    async def _commit(self, offsets: dict[TopicPartition, int], commit: Commit) -> None:
+        started = time.perf_counter()
+        try:
+            await commit(offsets)
+        except KafkaError as exc:
+            self.stats.commit_failures += 1
+            log.warning(
+                "offset commit failed; the batch will be redelivered: %r",
+                exc,
+                extra={"event": "commit_failed"},
+            )
+            return
+        self.stats.commits += 1
+        self.stats.committed.update(offsets)
+        if self._observe is not None:
+            self._observe("commit", time.perf_counter() - started)

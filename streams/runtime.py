@@ -1,0 +1,265 @@
+"""The running scorer: what it opens at start, how it handles a consumed batch, what it closes
+at stop. :mod:`streams.app` wires this into FastStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry
+
+from scoring import ScoringPipeline
+from scoring.loop_lag import LoopLagMonitor, tune_gc
+from scoring.model_reload import ModelReloader
+from settings import Settings
+from streams.backoff import Backoff
+from streams.batch_processor import BatchProcessor
+from streams.delivery import Delivery, DeliveryPolicy, Halted
+from streams.exit_codes import ExitCode
+from streams.fetch_guard import FetchGuard
+from streams.metrics import ConsumerLag, StreamMetrics, serve_metrics
+from streams.outputs import OutputsFactory
+from streams.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+PipelineFactory = Callable[[Settings], AbstractAsyncContextManager[ScoringPipeline]]
+
+
+@dataclass(frozen=True)
+class Started:
+    """What exists between start and stop."""
+
+    pipeline: ScoringPipeline
+    processor: BatchProcessor
+    reloader: ModelReloader
+    loop_lag: LoopLagMonitor
+
+
+class StreamRuntime:
+    """One scorer process's state. Everything it opens in :meth:`start` it closes in
+    :meth:`close`; the CLI, the metrics endpoint and tests read it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline_factory: PipelineFactory,
+        outputs_factory: OutputsFactory,
+        exit_app: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self._pipeline_factory = pipeline_factory
+        self._outputs_factory = outputs_factory
+        self._exit_app = exit_app
+        self.stopping = asyncio.Event()
+        self.exit_code: ExitCode = ExitCode.OK
+        self.failed_attempts = 0
+        """Consecutive unexpected failures of the batch at the head of the stream."""
+        self.consumer: AIOKafkaConsumer | None = None
+        self.registry = CollectorRegistry()
+        self.metrics = StreamMetrics(self.registry)
+        self.registry.register(ConsumerLag(self._lag_positions))
+        stream = settings.stream
+        self.fetch_guard = FetchGuard(
+            max_attempts=stream.max_fetch_attempts,
+            initial_backoff_s=stream.retry_initial_backoff_s,
+            max_backoff_s=stream.retry_max_backoff_s,
+            on_unreadable=lambda reason: self.halt(ExitCode.UNREADABLE_RECORD, reason),
+            on_failure=self.metrics.retries.labels("fetch").inc,
+        )
+        self.started: Started | None = None
+        self._resources = AsyncExitStack()
+        self._metrics_server: Any = None
+
+    @property
+    def processor(self) -> BatchProcessor | None:
+        return self.started.processor if self.started else None
+
+    @property
+    def reloader(self) -> ModelReloader | None:
+        return self.started.reloader if self.started else None
+
+    def halt(self, code: ExitCode, reason: str) -> None:
+        """Stop the process with ``code``: nothing more is fetched or committed."""
+        log.critical("halting: %s", reason, extra={"event": "halt", "exit_code": int(code)})
+        if self.exit_code == ExitCode.OK:
+            self.exit_code = code
+        self.stopping.set()
+        self._exit_app()
+
+    async def start(self, broker: KafkaBroker) -> None:
+        settings, kafka = self.settings, self.settings.kafka
+        if kafka.create_topics and (created := await ensure_topics(kafka)):
+            log.info("created topics: %s", ", ".join(created))
+        enter = self._resources.enter_async_context
+        pipeline = await enter(self._pipeline_factory(settings))
+        outputs = await enter(self._outputs_factory(settings, broker))
+        delivery = Delivery(
+            outputs,
+            DeliveryPolicy(
+                dlq_topic=kafka.dlq_topic,
+                ack_timeout_s=kafka.delivery_timeout_s,
+                max_attempts=settings.stream.max_batch_attempts,
+                initial_backoff_s=settings.stream.retry_initial_backoff_s,
+                max_backoff_s=settings.stream.retry_max_backoff_s,
+            ),
+            self.stopping,
+            observe=self.metrics.observe,
+        )
+        processor = BatchProcessor(pipeline, delivery, settings, self.stopping, self.metrics)
+        reloader = ModelReloader(
+            settings.model.path,
+            pipeline,
+            threads=settings.model.threads,
+            interval_s=settings.model.reload_interval_s,
+        )
+        reloader.start()
+        loop_lag = LoopLagMonitor()
+        loop_lag.start()
+        tune_gc()
+        self.started = Started(pipeline, processor, reloader, loop_lag)
+        self._serve_metrics()
+        model = pipeline.model
+        log.info(
+            "scorer ready: model %s:%s (%d features), consuming %s as group %s",
+            model.name,
+            model.version,
+            len(model.feature_names),
+            kafka.input_topic,
+            kafka.group_id,
+            extra={
+                "event": "ready",
+                "model_version": model.version,
+                "topic": kafka.input_topic,
+                "group": kafka.group_id,
+            },
+        )
+
+    def _serve_metrics(self) -> None:
+        stream = self.settings.stream
+        if stream.metrics_port is None:
+            return
+        try:
+            self._metrics_server = serve_metrics(
+                self.registry, stream.metrics_host, stream.metrics_port
+            )
+        except OSError as exc:
+            # Another scorer on this machine holds the port: keep scoring, say so loudly.
+            log.warning(
+                "metrics endpoint disabled: cannot listen on %s:%s (%s); set "
+                "STREAMSCORE_STREAM__METRICS_PORT to a free port for this process",
+                stream.metrics_host,
+                stream.metrics_port,
+                exc,
+                extra={"event": "metrics_disabled"},
+            )
+
+    def _lag_positions(self) -> Iterator[tuple[TopicPartition, int, int]]:
+        consumer, processor = self.consumer, self.processor
+        if consumer is None or processor is None:
+            return
+        committed = processor.stats.committed
+        for tp in sorted(consumer.assignment(), key=lambda t: (t.topic, t.partition)):
+            highwater, done = consumer.highwater(tp), committed.get(tp)
+            if highwater is not None and done is not None:
+                yield tp, highwater, done
+
+    async def drain(self) -> None:
+        """Shutting down: outputs already sent are acknowledged and committed first."""
+        self.stopping.set()
+        if self.processor is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.processor.drain(), self.settings.stream.shutdown_timeout_s
+                )
+
+    async def close(self) -> None:
+        """Close what :meth:`start` opened (what it counted stays readable)."""
+        started = self.started
+        if started is not None:
+            await started.reloader.stop()
+            await started.loop_lag.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
+        with contextlib.suppress(Exception):
+            await self._resources.aclose()
+
+    async def handle(self, records: tuple[Any, ...], consumer: Any, ack: Any, nack: Any) -> None:
+        """One consumed batch. Guarantees:
+
+        1. A batch that halts (shutdown during a retry, an earlier batch failed, a flood, an
+           output Kafka keeps refusing) is rewound and never committed; unless shutting down,
+           the process stops with the halt's exit code, so a restart re-reads it.
+        2. An unexpected error rewinds the batch and retries it with a backoff that grows
+           across attempts; after ``max_batch_attempts`` in a row the process stops
+           (:attr:`ExitCode.REPEATED_FAILURE`). Nothing is ever committed past it.
+        """
+        started = self.started
+        if started is None:
+            await nack()
+            return
+        if isinstance(consumer, AIOKafkaConsumer):
+            self.consumer = consumer
+            commit = consumer.commit
+        else:  # FastStream's in-memory consumer: acknowledging the message is the commit
+
+            async def commit(_offsets: dict[TopicPartition, int]) -> None:
+                await ack()
+
+        try:
+            await started.processor.process(records, commit)
+            self.failed_attempts = 0
+        except Halted as exc:
+            log.warning("%s: %d records left uncommitted for redelivery", exc, len(records))
+            await nack()
+            if not self.stopping.is_set():
+                self.halt(exc.exit_code, str(exc))
+        except Exception as exc:
+            await nack()
+            await self._retry_later(records, exc)
+
+    async def _retry_later(self, records: tuple[Any, ...], exc: Exception) -> None:
+        self.failed_attempts += 1
+        attempts, limit = self.failed_attempts, self.settings.stream.max_batch_attempts
+        log.error(
+            "batch of %d records failed (attempt %d of %d); rewound to retry it",
+            len(records),
+            attempts,
+            limit,
+            exc_info=exc,
+            extra={"event": "retry", "stage": "batch", "attempt": attempts},
+        )
+        self.metrics.retries.labels("batch").inc()
+        if self.processor is not None:
+            self.processor.stats.retries += 1
+        if attempts >= limit:
+            self.halt(
+                ExitCode.REPEATED_FAILURE,
+                f"the batch starting at {_first_offsets(records)} failed {attempts} times "
+                f"in a row; last error: {exc!r}",
+            )
+            return
+        stream = self.settings.stream
+        await Backoff(
+            stream.retry_initial_backoff_s,
+            stream.retry_max_backoff_s,
+            self.stopping,
+            attempts=attempts - 1,
+        ).wait()
+
+
+def _first_offsets(records: tuple[Any, ...]) -> str:
+    first: dict[tuple[str, int], int] = {}
+    for r in records:
+        first.setdefault((r.topic, r.partition), r.offset)
+    return ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(first.items()))

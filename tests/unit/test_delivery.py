@@ -1,0 +1,146 @@
+"""The delivery guarantees (``streams.delivery``), against a fake producer and commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    TopicAuthorizationFailedError,
+)
+from aiokafka.structs import TopicPartition
+
+from streams.delivery import Delivery, DeliveryPolicy, Halted, HaltReason, Output
+from streams.exit_codes import ExitCode
+
+TP = TopicPartition("events", 0)
+
+
+class FakeKafka:
+    """Outputs whose acknowledgements the test controls, and a commit that records offsets."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None]] = []
+        self.pending: dict[bytes, list[asyncio.Future[None]]] = {}
+        self.refuse: dict[bytes, list[BaseException]] = {}
+        self.auto_ack = True
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    async def send(self, topic: str, value: bytes | None, key: Any, headers: Any) -> Awaitable[Any]:
+        self.sent.append((topic, value))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        errors = self.refuse.get(value or b"")
+        if errors:
+            future.set_exception(errors.pop(0))
+        elif self.auto_ack:
+            future.set_result(None)
+        else:
+            self.pending.setdefault(value or b"", []).append(future)
+        return future
+
+    def ack(self, value: bytes) -> None:
+        for future in self.pending.pop(value, []):
+            future.set_result(None)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(offsets)
+
+
+def delivery(kafka: FakeKafka, max_attempts: int = 5) -> Delivery:
+    policy = DeliveryPolicy(
+        dlq_topic="events.dlq",
+        ack_timeout_s=5,
+        max_attempts=max_attempts,
+        initial_backoff_s=0.001,
+        max_backoff_s=0.001,
+    )
+    return Delivery(kafka, policy, asyncio.Event())
+
+
+def outs(*values: bytes, topic: str = "predictions") -> list[Output]:
+    return [(topic, v, None, None) for v in values]
+
+
+async def test_a_failed_ack_re_sends_only_that_output() -> None:
+    kafka = FakeKafka()
+    kafka.refuse[b"b"] = [KafkaTimeoutError(), KafkaTimeoutError()]
+    d = delivery(kafka)
+    await d.deliver(outs(b"a", b"b", b"c"), {TP: 3}, kafka.commit)
+    await d.drain()
+    assert [v for _, v in kafka.sent] == [b"a", b"b", b"c", b"b", b"b"]
+    assert kafka.commits == [{TP: 3}]
+    assert d.stats.resends == 2
+
+
+async def test_nothing_commits_after_a_failed_batch() -> None:
+    kafka = FakeKafka()
+    kafka.refuse[b"bad"] = [TopicAuthorizationFailedError()] * 10
+    d = delivery(kafka, max_attempts=3)
+    await d.deliver(outs(b"bad"), {TP: 1}, kafka.commit)
+    await d.drain()
+    with pytest.raises(Halted) as halted:
+        await d.deliver(outs(b"next"), {TP: 2}, kafka.commit)
+    assert halted.value.reason is HaltReason.OUTPUT_REFUSED
+    assert halted.value.exit_code is ExitCode.REPEATED_FAILURE
+    assert kafka.commits == []
+    assert [v for _, v in kafka.sent] == [b"bad"] * 3  # bounded, and "next" never sent
+
+
+async def test_commits_stay_in_order_when_the_second_batch_is_acknowledged_first() -> None:
+    kafka = FakeKafka()
+    kafka.auto_ack = False
+    d = delivery(kafka)
+    await d.deliver(outs(b"first"), {TP: 10}, kafka.commit)
+    second = asyncio.create_task(d.deliver(outs(b"second"), {TP: 20}, kafka.commit))
+    await asyncio.sleep(0.01)
+    kafka.ack(b"second")
+    await asyncio.sleep(0.01)
+    assert kafka.commits == []  # the second batch waits for the first
+    assert not second.done()  # and two batches in flight is the bound
+    kafka.ack(b"first")
+    await second
+    await d.drain()
+    assert kafka.commits == [{TP: 10}, {TP: 20}]
+
+
+async def test_drain_waits_for_the_last_commit() -> None:
+    kafka = FakeKafka()
+    kafka.auto_ack = False
+    d = delivery(kafka)
+    await d.deliver(outs(b"x"), {TP: 5}, kafka.commit)
+    draining = asyncio.create_task(d.drain())
+    await asyncio.sleep(0.01)
+    assert not draining.done()
+    kafka.ack(b"x")
+    await draining
+    assert kafka.commits == [{TP: 5}]
+    assert d.stats.committed == {TP: 5}
+
+
+async def test_a_dead_letter_refused_as_too_large_is_cut_and_sent_again() -> None:
+    kafka = FakeKafka()
+    big = b"{" + b"x" * 10_000
+    kafka.refuse[big] = [MessageSizeTooLargeError()]
+    d = delivery(kafka)
+    await d.deliver(outs(big, topic="events.dlq"), {TP: 1}, kafka.commit)
+    await d.drain()
+    sizes = [len(v or b"") for _, v in kafka.sent]
+    assert sizes[0] == len(big)
+    assert sizes[1] < len(big) // 2 + 100
+    assert kafka.commits == [{TP: 1}]
+    assert d.halted is None
+
+
+async def test_a_shutdown_during_a_retry_leaves_the_batch_uncommitted() -> None:
+    kafka = FakeKafka()
+    kafka.refuse[b"a"] = [KafkaTimeoutError()] * 100
+    d = delivery(kafka)
+    d._stopping.set()
+    with pytest.raises(Halted) as halted:
+        await d.deliver(outs(b"a"), {TP: 1}, kafka.commit)
+    assert halted.value.reason is HaltReason.STOPPING
+    assert kafka.commits == []
