@@ -1,0 +1,102 @@
+"""The scoring service: opened once per process, its metrics registered once, all closed."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from schemas import InputEvent
+from scoring import EntityCache, ModelLoadError, ScoringPipeline, load_model
+from scoring.model import metadata_path
+from scoring.service import open_scoring
+from settings import Settings
+from tests.conftest import Names, settings_for
+from tests.support import MemoryFeatures
+
+STORED = {"user-1": {"account_age_days": 30.0, "avg_amount_30d": 20.0}}
+
+
+@asynccontextmanager
+async def in_memory(settings: Settings) -> AsyncIterator[ScoringPipeline]:
+    with ThreadPoolExecutor(1) as executor:
+        yield ScoringPipeline(
+            load_model(settings.model.path),
+            MemoryFeatures(STORED),
+            executor,
+            cache=EntityCache(1, 60),
+        )
+
+
+def batch() -> list[InputEvent]:
+    return [
+        InputEvent(event_id="a", entity_id="user-1", features={"amount": 5.0, "extra": 1.0}),
+        InputEvent(event_id="b", entity_id="ghost", features={}),
+    ]
+
+
+async def test_the_service_registers_its_metrics_once_and_removes_them_at_exit(
+    names: Names, model_path: Path
+) -> None:
+    registry = CollectorRegistry()
+    settings = settings_for(names, model_path, model={"reload_interval_s": 0})
+    async with open_scoring(settings, pipeline_factory=in_memory, registry=registry) as service:
+        assert service.registry is registry
+        assert service.metrics is service.pipeline.metrics
+        await service.pipeline.score(batch())
+        assert registry.get_sample_value("streamscore_events_scored_total") == 2
+        assert registry.get_sample_value("streamscore_model_calls_total") == 1
+    assert "streamscore_events_scored" not in generate_latest(registry).decode()
+
+
+async def test_snapshot_says_what_the_metrics_say(names: Names, model_path: Path) -> None:
+    settings = settings_for(names, model_path, model={"reload_interval_s": 0})
+    async with open_scoring(settings, pipeline_factory=in_memory) as service:
+        await service.pipeline.score(batch())
+        await service.pipeline.score(batch()[:1])
+        snapshot = service.snapshot()
+    model = load_model(model_path)
+    assert (snapshot.model_name, snapshot.model_version) == (model.name, model.version)
+    assert (snapshot.events_scored, snapshot.pipeline_calls) == (3, 2)
+    assert (snapshot.enrichment_hits, snapshot.enrichment_misses) == (2, 1)
+    assert (snapshot.enrichment_errors, snapshot.mongo_failures) == (0, 0)
+    assert snapshot.ignored_features == 2
+    # A one-entry cache: user-1 and ghost miss and load; ghost pushes user-1 out, which then
+    # misses again.
+    assert (snapshot.cache_hits, snapshot.cache_misses, snapshot.cache_loads) == (0, 3, 2)
+    assert (snapshot.cache_entries, snapshot.cache_evictions) == (1, 2)
+    assert snapshot.enrich_seconds > 0
+    assert snapshot.model_seconds > 0
+    assert (snapshot.reloads_loaded, snapshot.reloads_refused) == (0, 0)
+
+
+async def test_reloads_are_counted_and_model_info_follows_the_swap(
+    names: Names, model_path: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.txt"
+    shutil.copy(model_path, path)
+    shutil.copy(metadata_path(model_path), metadata_path(path))
+    settings = settings_for(names, path, model={"reload_interval_s": 0})
+    async with open_scoring(settings, pipeline_factory=in_memory) as service:
+        old = service.pipeline.model.version
+        metadata_path(path).write_text('{"name": "fraud", "version": "next"}', encoding="utf-8")
+        await service.reloader.reload()
+        metadata_path(path).write_text("[]", encoding="utf-8")
+        with pytest.raises(ModelLoadError):
+            await service.reloader.reload()
+        registry = service.registry
+        snapshot = service.snapshot()
+        info = {
+            version: registry.get_sample_value(
+                "streamscore_model_info", {"name": "fraud", "version": version}
+            )
+            for version in (old, "next")
+        }
+    assert (snapshot.reloads_loaded, snapshot.reloads_refused) == (1, 1)
+    assert snapshot.model_version == "next"
+    assert info == {old: None, "next": 1.0}
