@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from scoring import EnrichmentUnavailable, EntityCache, StoredFeatures
+from scoring.metrics import ScoringMetrics
 
 
 class Clock:
@@ -133,3 +134,22 @@ async def test_a_load_in_flight_at_clear_is_neither_joined_nor_stored() -> None:
     assert len(loader.calls) == 2
     assert await cache.get_many(["a"], loader) == {"a": {"x": 2.0}}  # old result not stored
     assert len(loader.calls) == 2
+
+
+async def test_lookups_and_evictions_are_observed_as_they_happen() -> None:
+    metrics = ScoringMetrics()
+    loader = Loader({"a": {"x": 1.0}})
+    cache = EntityCache(2, ttl_s=100, clock=Clock(), metrics=metrics)
+
+    def seen() -> tuple[float, float, float]:
+        return (
+            metrics.value("streamscore_cache_lookups_total", result="hit"),
+            metrics.value("streamscore_cache_lookups_total", result="miss"),
+            metrics.value("streamscore_cache_evictions_total"),
+        )
+
+    await cache.get_many(["a", "b"], loader)
+    assert seen() == (0, 2, 0)
+    await cache.get_many(["a", "b", "c"], loader)  # c evicts a (b was read after a)
+    assert seen() == (2, 3, 1)
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.evictions) == (2, 3, 1)

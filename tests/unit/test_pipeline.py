@@ -174,3 +174,28 @@ async def test_a_swap_during_the_lookup_scores_the_batch_with_the_new_models_fea
     # Nothing fetched for the old projection was kept in the cache.
     again = await scorer.score(events()[:1])
     assert again[0].score == predictions[0].score
+
+
+async def test_every_call_is_observed_in_the_pipelines_metrics(model: LoadedModel) -> None:
+    source = MemoryFeatures(STORED, failures=1)
+    scorer = pipeline(model, source, score_without_features_on_error=True)
+    metrics = scorer.metrics
+
+    await scorer.score(events())  # MongoDB fails once: scored as "error"
+    await scorer.score(events()[:2])
+    await scorer.score([])  # nothing to score: no call
+
+    assert metrics.value("streamscore_model_calls_total") == 2
+    assert metrics.value("streamscore_events_scored_total") == 5
+    assert metrics.value("streamscore_pipeline_call_events_count") == 2
+    assert metrics.value("streamscore_pipeline_call_events_sum") == 5
+    assert metrics.value("streamscore_enrichment_total", outcome="error") == 3
+    assert metrics.value("streamscore_enrichment_total", outcome="hit") == 1
+    assert metrics.value("streamscore_enrichment_total", outcome="miss") == 1
+    assert metrics.value("streamscore_mongo_failures_total") == 1
+    assert metrics.value("streamscore_ignored_features_total") == 1
+    assert metrics.value("streamscore_enrich_seconds_count") == 2
+    assert metrics.value("streamscore_model_seconds_count") == 2
+    assert metrics.value("streamscore_cache_lookups_total", result="miss") == 4
+    assert metrics.value("streamscore_model_info", name=model.name, version=model.version) == 1
+    assert (scorer.stats.model_calls, scorer.stats.events, scorer.stats.errors) == (2, 5, 3)
