@@ -9,7 +9,7 @@ sample); nothing is rebuilt at scrape time, so counters and histogram counts onl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import Metric
@@ -22,6 +22,21 @@ SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 OUTCOMES = ("hit", "miss", "error")
 RELOAD_RESULTS = ("loaded", "refused")
+PREFIX = "streamscore_"
+
+
+# registry=None: the families belong to the collector, registered once as a whole.
+def _counter(
+    name: str, documentation: str, label: str | None = None, values: Iterable[str] = ()
+) -> Counter:
+    counter = Counter(PREFIX + name, documentation, [label] if label else [], registry=None)
+    for value in values:
+        counter.labels(value)  # every series exported from the start, at 0
+    return counter
+
+
+def _histogram(name: str, documentation: str, buckets: Sequence[float]) -> Histogram:
+    return Histogram(PREFIX + name, documentation, buckets=buckets, registry=None)
 
 
 class ScoringMetrics(Collector):
@@ -49,81 +64,52 @@ class ScoringMetrics(Collector):
     """
 
     def __init__(self) -> None:
-        # registry=None: the families belong to this collector, registered once as a whole.
-        self.events_scored = Counter(
-            "streamscore_events_scored", "Events the scoring pipeline scored", registry=None
+        self.events_scored = _counter("events_scored", "Events the scoring pipeline scored")
+        self.model_calls = _counter("model_calls", "Booster.predict calls")
+        self.call_events = _histogram(
+            "pipeline_call_events", "Events per scoring pipeline call", CALL_EVENTS_BUCKETS
         )
-        self.model_calls = Counter(
-            "streamscore_model_calls", "Booster.predict calls", registry=None
-        )
-        self.call_events = Histogram(
-            "streamscore_pipeline_call_events",
-            "Events per scoring pipeline call",
-            buckets=CALL_EVENTS_BUCKETS,
-            registry=None,
-        )
-        self.enrich_seconds = Histogram(
-            "streamscore_enrich_seconds",
+        self.enrich_seconds = _histogram(
+            "enrich_seconds",
             "Stored-feature lookup (cache and MongoDB) per pipeline call",
-            buckets=SECONDS_BUCKETS,
-            registry=None,
+            SECONDS_BUCKETS,
         )
-        self.model_seconds = Histogram(
-            "streamscore_model_seconds",
+        self.model_seconds = _histogram(
+            "model_seconds",
             "Vector assembly, Booster.predict and building predictions per pipeline call",
-            buckets=SECONDS_BUCKETS,
-            registry=None,
+            SECONDS_BUCKETS,
         )
-        self.enrichment = Counter(
-            "streamscore_enrichment",
-            "Scored events by enrichment outcome",
-            ["outcome"],
-            registry=None,
+        self.enrichment = _counter(
+            "enrichment", "Scored events by enrichment outcome", "outcome", values=OUTCOMES
         )
-        self.mongo_failures = Counter(
-            "streamscore_mongo_failures", "Failed MongoDB reads", registry=None
-        )
-        self.undecodable = Counter(
-            "streamscore_undecodable_documents",
+        self.mongo_failures = _counter("mongo_failures", "Failed MongoDB reads")
+        self.undecodable = _counter(
+            "undecodable_documents",
             "Stored entity documents that could not be decoded (each scored as a miss)",
-            registry=None,
         )
-        self.ignored_features = Counter(
-            "streamscore_ignored_features",
-            "Event features the model does not use",
-            registry=None,
+        self.ignored_features = _counter(
+            "ignored_features", "Event features the model does not use"
         )
-        self.cache_lookups = Counter(
-            "streamscore_cache_lookups", "Entity cache lookups", ["result"], registry=None
+        self.cache_lookups = _counter(
+            "cache_lookups", "Entity cache lookups", "result", values=("hit", "miss")
         )
-        self.cache_evictions = Counter(
-            "streamscore_cache_evictions",
-            "Entity cache entries dropped to stay within the size bound",
-            registry=None,
+        self.cache_evictions = _counter(
+            "cache_evictions", "Entity cache entries dropped to stay within the size bound"
         )
         self.model_info = Gauge(
-            "streamscore_model_info", "The model in use", ["name", "version"], registry=None
+            f"{PREFIX}model_info", "The model in use", ["name", "version"], registry=None
         )
-        self.model_reloads = Counter(
-            "streamscore_model_reloads", "Model reloads by result", ["result"], registry=None
+        self.model_reloads = _counter(
+            "model_reloads", "Model reloads by result", "result", values=RELOAD_RESULTS
         )
-        self.loop_lag = Histogram(
-            "streamscore_event_loop_lag_seconds",
-            "How late the event loop runs a timer",
-            buckets=LAG_BUCKETS,
-            registry=None,
+        self.loop_lag = _histogram(
+            "event_loop_lag_seconds", "How late the event loop runs a timer", LAG_BUCKETS
         )
         self.loop_lag_last = Gauge(
-            "streamscore_event_loop_lag_last_seconds",
+            f"{PREFIX}event_loop_lag_last_seconds",
             "The latest event-loop lag sample",
             registry=None,
         )
-        for outcome in OUTCOMES:
-            self.enrichment.labels(outcome)
-        for result in ("hit", "miss"):
-            self.cache_lookups.labels(result)
-        for result in RELOAD_RESULTS:
-            self.model_reloads.labels(result)
 
     def _families(self) -> Iterable[MetricWrapperBase]:
         return (value for value in vars(self).values() if isinstance(value, MetricWrapperBase))

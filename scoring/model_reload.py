@@ -17,6 +17,7 @@ from scoring.errors import ModelLoadError
 from scoring.model import LoadedModel, load_model, metadata_path
 from scoring.pipeline import ScoringPipeline
 from scoring.vectors import assemble
+from telemetry.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class ModelReloader:
         self._seen = file_signature(path)
         self._pending: Signature | None = None
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run)
         self.stats = ReloadStats()
 
     async def reload(self) -> LoadedModel:
@@ -168,12 +169,8 @@ class ModelReloader:
                 log.exception("model reload check failed")
 
     def start(self) -> None:
-        if self._interval > 0 and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._interval > 0:
+            self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
+
+from telemetry.background import BackgroundTask
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -34,7 +35,7 @@ class LoopLagMonitor:
         self._on_sample = on_sample
         self._clock = clock
         self._sleep = sleep
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run)
         self.samples: list[float] = []
         self.max_samples = max_samples
         self.last_s = 0.0
@@ -52,12 +53,7 @@ class LoopLagMonitor:
                 self._on_sample(lag)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
