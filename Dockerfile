@@ -37,6 +37,7 @@ COPY api/ api/
 COPY schemas/ schemas/
 COPY settings/ settings/
 COPY streamscore_cli/ streamscore_cli/
+COPY telemetry/ telemetry/
 RUN uv sync --frozen --no-dev --no-editable
 
 
