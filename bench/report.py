@@ -1,309 +1,214 @@
-"""Writing the results: latest.json, latest.md and latency_vs_throughput.png."""
+"""latest.md: the run's tables and targets (the method is in bench/README.md)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+
+from bench.plot import plot
+from bench.results import LatencyPoint, PassResult, Quantiles, RunResult, VariantResult
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 LABELS = {
-    "relay": "relay (ceiling)",
+    "relay": "relay, 1 process (ceiling)",
+    "relay_2p": "relay, 2 processes",
     "naive": "naive",
     "naive_executor": "naive + executor",
+    "cached": "per-message, cached",
     "streamscore_1p": "streamscore, 1 process",
     "streamscore_2p": "streamscore, 2 processes",
 }
 
 
-def _f(value: Any, digits: int = 1, suffix: str = "") -> str:
+def _f(value: float | int | None, digits: int = 1, suffix: str = "") -> str:
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}{suffix}"
     if isinstance(value, int):
         return f"{value:,}{suffix}"
-    return f"{value}{suffix}"
-
-
-def _met(flag: bool | None) -> str:
-    return "-" if flag is None else ("yes" if flag else "**no**")
-
-
-def _lat(entry: dict[str, Any] | None) -> str:
-    if not entry:
-        return "-"
-    star = "" if entry["delivered"] >= entry["sent"] else f" ({entry['delivered']}/{entry['sent']})"
-    return f"{_f(entry['p50_ms'])} / {_f(entry['p95_ms'])} / {_f(entry['p99_ms'])}{star}"
-
-
-def _split(entry: dict[str, Any], part: str) -> str:
-    values = (entry.get("split_ms") or {}).get(part) or {}
-    if values.get("p50") is None:
-        return "-"
-    return f"{_f(values['p50'])} / {_f(values['p99'])}"
+    return f"{value:,.{digits}f}{suffix}"
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def markdown(results: dict[str, Any]) -> str:
-    v = results["variants"]
-    m = results["machine"]
-    s = results["servers"]
-    p = results["params"]
-    lines = [
+def _q(q: Quantiles) -> str:
+    return f"{_f(q.p50)} / {_f(q.p99)}" if q.p50 is not None else "-"
+
+
+def _lat(point: LatencyPoint | None) -> str:
+    if point is None:
+        return "-"
+    lost = "" if point.delivered >= point.sent else f" ({point.delivered}/{point.sent})"
+    return _q(point.latency_ms) + lost
+
+
+def _relay_for(run: RunResult, variant: VariantResult) -> PassResult | None:
+    relay = run.variants.get("relay_2p" if variant.processes == 2 else "relay")
+    return relay.best() if relay else None
+
+
+def header(run: RunResult) -> list[str]:
+    m, s, p = run.machine, run.servers, run.params
+    load = ", ".join(f"{x:.2f}" for x in m.loadavg_at_start)
+    lookups = ", ".join(f"`{k}` {v:,.1f} ms" for k, v in s.lookup_ms.items())
+    return [
         "# streamscore benchmark",
         "",
-        f"Run `{results['run_id']}` at {results['started_at']} "
-        f"({'quick' if p['quick'] else 'full'} run, {results['duration_s']:.0f} s). "
-        f"Machine: {m['nproc']} x {m['cpu_model']}, {m['mem_total_mb']:,} MB, "
-        f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])} "
-        "(shared machine: figures are noisy). "
-        f"Kafka {s['kafka_version']}; MongoDB wire server {s['mongo_version']}"
-        + (f" = **FerretDB {s['ferretdb_version']}**" if s.get("ferretdb_version") else "")
-        + f". Input: {p['events']:,} events on 4 partitions, "
-        f"{p['entities']:,} entities, model `{p['model']}`.",
+        f"Run `{run.run_id}` at {run.started_at} ({'quick' if p['quick'] else 'full'} run, "
+        f"{run.duration_s:.0f} s) on **{s.mongo_server}** (wire version of MongoDB "
+        f"{s.mongo_version}) at {s.mongo_hosts} and Kafka {s.kafka_version} at "
+        f"{s.kafka_bootstrap}. Machine: {m.nproc} x {m.cpu_model}, {m.mem_total_mb:,} MB, load "
+        f"average at start {load} (shared: figures move 10-20 % between runs). Input: "
+        f"{p['events']:,} events on 4 partitions, {p['entities']:,} entities, model "
+        f"`{p['model']}`, entity cache TTL {p['cache_ttl_s']:g} s.",
+        "",
+        f"One lookup by `_id` on this server (seeded collection, median of 3): {lookups}.",
+        "",
+        "Method, columns and caveats: `bench/README.md`.",
         "",
     ]
-    costs = s.get("lookup_ms") or {}
-    if costs:
-        lines += [
-            "One lookup by `_id` on this server, measured on the seeded collection: "
-            + ", ".join(f"`{k}` {v:,.1f} ms" for k, v in costs.items())
-            + ".",
-            "",
-        ]
-    if s.get("ferretdb_version"):
-        lines += [
-            "FerretDB v1 uses no index for `_id` lookups: `find_one` scans until the first "
-            "match (half the collection on average), and `{_id: {$in: [...]}}` scans all of it "
-            "and filters outside SQLite, so one `$in` costs ~0.7-0.9 s however few ids it names "
-            "(see bench/results/mongo_lookup.json too). MongoDB would use its `_id` index. "
-            "Every figure that touches the database is a FerretDB figure.",
-            "",
-        ]
-    lines += [
-        "## Targets",
-        "",
-        "| target | measured | target met? |",
-        "|---|---|---|",
-    ]
-    for t in results["targets"]:
-        lines.append(f"| {t['target']} | {t['measured']} | {_met(t['met'])} |")
-    lines += [
-        "",
+
+
+def targets(run: RunResult) -> list[str]:
+    lines = ["## Targets", "", "| target | measured | met? | from |", "|---|---|---|---|"]
+    for t in run.targets:
+        met = "-" if t.met is None else ("yes" if t.met else "**no**")
+        lines.append(f"| {t.target} | {t.measured} | {met} | {t.source} |")
+    return [*lines, ""]
+
+
+def streams(run: RunResult) -> list[str]:
+    cached = run.variants.get("cached")
+    cached_best = cached.best() if cached else None
+    cached_eps = cached_best.eps if cached_best else None
+    lines = [
         "## Stream variants",
         "",
-        "Throughput: sustained events/s while draining the prepared input (naive variants: "
-        "events committed during a fixed window). Latency: event sent (= `event_time`) → "
-        "output read back, open loop at 50 % of that variant's own max (all rates below). "
-        "Loop lag: how late a 10 ms timer fires on the consumer's event loop, p99 during the "
-        "throughput measurement. CPU: user+system seconds of the consumer process(es) per "
-        "1,000 events. RSS: peak (VmHWM).",
-        "",
-        "| variant | pass | events/s | x naive | % of relay | e2e p50/p95/p99 ms @50% "
-        "| loop lag p99 ms | CPU s / 1k ev | peak RSS MB | DB wait share |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| variant | pass | events/s | x per-message cached | % of relay (same processes) "
+        "| e2e p50 / p99 ms @50 % | loop lag p99 ms | CPU s / 1k ev | peak RSS MB "
+        "| DB wait share | cache hit ratio |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for key in ("relay", "naive", "naive_executor", "streamscore_2p", "streamscore_1p"):
-        entry = v.get(key)
-        if not entry:
+    for key, label in LABELS.items():
+        variant = run.variants.get(key)
+        if variant is None:
             continue
-        at50 = next((x for x in entry.get("latency", []) if x["fraction"] == 0.5), None)
-        for i, tp in enumerate(entry["throughput"]):
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        LABELS[key] if i == 0 else "",
-                        tp["pass"],
-                        _f(tp.get("eps")),
-                        _f(tp.get("x_naive"), 1, "x"),
-                        _f(tp.get("pct_relay"), 0, " %"),
-                        _lat(at50) if i == len(entry["throughput"]) - 1 else "",
-                        _f(tp.get("loop_lag_ms", {}).get("p99"), 2),
-                        _f(tp.get("cpu_s_per_1k"), 3),
-                        _f(entry.get("peak_rss_mb")) if i == 0 else "",
-                        _f(tp.get("db_wait_share"), 2)
-                        if tp.get("db_wait_share") is not None
-                        else "-",
-                    ]
-                )
-                + " |"
-            )
-    stage_rows = [
+        relay = _relay_for(run, variant)
+        for i, tp in enumerate(variant.passes):
+            last = i == len(variant.passes) - 1
+            scorer = tp.scorer
+            cells = [
+                label if i == 0 else "",
+                tp.label + ("" if tp.complete else " (bounded)"),
+                _f(tp.eps),
+                _f(tp.eps / cached_eps, 1, "x") if cached_eps else "-",
+                _pct(tp.eps / relay.eps) if relay else "-",
+                _lat(variant.at(0.5)) if last else "",
+                _f(tp.loop_lag_ms.p99, 2),
+                _f(tp.cpu_s_per_1k, 3),
+                _f(variant.peak_rss_mb) if i == 0 else "",
+                _pct(scorer.db_wait_share) if scorer else "-",
+                _f(scorer.cache_hit_ratio, 3) if scorer else "-",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    naive = run.variants.get("naive")
+    if naive and naive.best():
+        lines += [
+            "",
+            "Against naive (uncached `find_one` per event): warm "
+            f"{_f(run.ratios.get('warm_over_naive'), 0)}x, cold "
+            f"{_f(run.ratios.get('cold_over_naive'), 0)}x. These ratios mostly measure "
+            "the per-event database round trip, not the scorer; the headline is the "
+            "per-message cached baseline.",
+        ]
+    return [*lines, ""]
+
+
+def stages(run: RunResult) -> list[str]:
+    rows = [
         (key, tp)
         for key in ("streamscore_1p", "streamscore_2p")
-        for tp in (v.get(key) or {}).get("throughput", [])
-        if tp.get("stage_share")
+        for tp in (run.variants[key].passes if key in run.variants else [])
+        if tp.scorer
     ]
-    if stage_rows:
-        lines += [
-            "",
-            "### Where the scorer's wall time goes (share of each process's wall time)",
-            "",
-            "The processor's own stage timers (`StreamStats.stage_seconds`, "
-            "`PipelineStats`): parse; score = enrichment + model + building predictions; "
-            "publish = enqueueing the outputs and waiting for their acks; commit; between "
-            "batches = the rest (FastStream fetching and dispatching). When the processor "
-            "pipelines batches (acks and commit of one batch while the next is parsed and "
-            "scored) the stages overlap, the shares can add up to more than 100 % and "
-            "'between' is then not defined.",
-            "",
-            "| variant | pass | parse | score | of which DB wait | of which model "
-            "| publish + acks | commit | between batches | cache hit ratio |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for key, tp in stage_rows:
-            st = tp["stage_share"]
-            lines.append(
-                f"| {LABELS[key]} | {tp['pass']} | {st['parse']:.0%} | {st['score']:.0%} "
-                f"| {tp.get('db_wait_share', 0):.0%} | {tp.get('model_share', 0):.0%} "
-                f"| {st['publish']:.0%} | {st['commit']:.0%} "
-                f"| {_pct(st['between_batches'])} "
-                f"| {_f(tp.get('cache_hit_ratio'), 3)} |"
-            )
-    lines += [
+    if not rows:
+        return []
+    names = ("parse", "score", "send", "ack", "commit")
+    lines = [
+        "### Where the scorer's wall time goes (share of each process's wall time)",
         "",
+        "| variant | pass | " + " | ".join(names) + " | of score: DB wait | of score: model "
+        "| mean batch |",
+        "|---|---|" + "---:|" * (len(names) + 3),
+    ]
+    for key, tp in rows:
+        sc = tp.scorer
+        if sc is None:
+            continue
+        cells = [_pct(sc.stage_share.get(n)) for n in names]
+        lines.append(
+            f"| {LABELS[key]} | {tp.label} | " + " | ".join(cells) + f" | {_pct(sc.db_wait_share)} "
+            f"| {_pct(sc.model_share)} | {_f(sc.mean_batch)} |"
+        )
+    return [*lines, ""]
+
+
+def latency(run: RunResult) -> list[str]:
+    lines = [
         "### End-to-end latency at fixed offered rates (open loop)",
         "",
-        "The last two columns split each event's latency at the moment the consumer sent "
-        "its output (the output record's Kafka timestamp, ms resolution): sent → output "
-        "sent covers Kafka in, batching, parsing, scoring; output sent → read covers the "
-        "producer's linger, the broker and the read-back.",
-        "",
-        "| variant | fraction of max | offered ev/s | sent ev/s | p50 / p95 / p99 ms "
-        "| loop lag p99 ms | CPU s / 1k ev | p50 / p99 sent → output sent "
-        "| p50 / p99 output sent → read |",
+        "| variant | of max | offered ev/s | sent ev/s | p50 / p99 ms | loop lag p99 ms "
+        "| CPU s / 1k ev | p50 / p99 sent → output sent | p50 / p99 output sent → read |",
         "|---|---:|---:|---:|---|---:|---:|---|---|",
     ]
-    for key in ("relay", "naive", "naive_executor", "streamscore_1p", "streamscore_2p"):
-        entry = v.get(key)
-        if not entry:
-            continue
-        for x in entry.get("latency", []):
+    for key, label in LABELS.items():
+        for x in run.variants[key].latency if key in run.variants else []:
             lines.append(
-                f"| {LABELS[key]} | {x['fraction']:.0%} | {_f(x['offered_eps'])} "
-                f"| {_f(x['achieved_send_eps'])} | {_lat(x)} "
-                f"| {_f(x.get('loop_lag_ms', {}).get('p99'), 2)} | {_f(x.get('cpu_s_per_1k'), 3)} "
-                f"| {_split(x, 'sent_to_output_sent')} | {_split(x, 'output_sent_to_read')} |"
+                f"| {label} | {x.fraction:.0%} | {_f(x.offered_eps)} | {_f(x.achieved_send_eps)} "
+                f"| {_lat(x)} | {_f(x.loop_lag_ms.p99, 2)} | {_f(x.cpu_s_per_1k, 3)} "
+                f"| {_q(x.to_output_sent_ms)} | {_q(x.output_sent_to_read_ms)} |"
             )
-    side = results.get("sidecar")
-    if side:
-        lines += [
-            "",
-            "## HTTP sidecar (`POST /predict`, one event per request, closed loop)",
-            "",
-            "| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | non-200 "
-            "| loop lag p99 ms |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for name in ("streamscore", "naive"):
-            server = side.get(name)
-            if not server:
-                continue
-            for lvl in server["levels"]:
-                bad = lvl["requests"] - lvl["ok"]
-                lines.append(
-                    f"| {name} | {lvl['concurrency']} | {_f(lvl['rps'])} | {_f(lvl['p50_ms'])} "
-                    f"| {_f(lvl['p95_ms'])} | {_f(lvl['p99_ms'])} | {bad} "
-                    f"| {_f(lvl.get('loop_lag_p99_ms'), 1)} |"
-                )
-        lines += [
-            "",
-            "Peak RSS: streamscore sidecar "
-            f"{_f(side.get('streamscore', {}).get('peak_rss_mb'))} MB, "
-            f"naive {_f(side.get('naive', {}).get('peak_rss_mb'))} MB. Each server got "
-            f"{side['warmup_s']:g} s of unmeasured warm-up at concurrency 16 first (the "
-            f"streamscore sidecar's entity cache was filled before that, "
-            f"{side.get('cache_warmup_s', 0):g} s). The sidecar's loop lag is read from its own "
-            "Prometheus histogram (bucket upper bound); the naive server has none.",
-        ]
-    changed = (results.get("product_sources") or {}).get("changed_during_run")
-    if changed:
-        lines += [
-            "",
-            "**Product files changed while this run was going on** (other work in progress): "
-            + ", ".join(f"`{c}`" for c in changed)
-            + ". Processes started before and after the change ran different code.",
-        ]
-    notes = results.get("notes") or []
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    lines += [
+    return [*lines, ""]
+
+
+def sidecar(run: RunResult) -> list[str]:
+    side = run.sidecar
+    if side is None:
+        return []
+    lines = [
+        "## HTTP sidecar (`POST /predict`, one event per request, closed loop)",
         "",
-        "Raw figures: `bench/results/latest.json`. Plot: `bench/results/latency_vs_throughput.png`"
-        + ("" if results.get("plot") else " (not drawn: matplotlib is not installed)")
-        + ".",
-        "",
+        "| server | concurrency | req/s | p50 / p99 ms | non-200 | loop lag p99 ms "
+        "| server CPU s / 1k req |",
+        "|---|---:|---:|---|---:|---:|---:|",
     ]
-    return "\n".join(lines)
+    for name, server in side.servers.items():
+        for lvl in server.levels:
+            lines.append(
+                f"| {name} | {lvl.concurrency} | {_f(lvl.rps)} | {_q(lvl.latency_ms)} "
+                f"| {lvl.requests - lvl.ok} | {_f(lvl.loop_lag_p99_ms)} "
+                f"| {_f(lvl.server_cpu_s_per_1k, 3)} |"
+            )
+    rss = ", ".join(f"{n} {s.peak_rss_mb:,.0f} MB" for n, s in side.servers.items())
+    return [*lines, "", f"Peak RSS: {rss}. Cache warm-up {side.cache_warmup_s:g} s.", ""]
 
 
-def plot(results: dict[str, Any], path: Path) -> bool:
-    try:
-        # optional (dev dependency): without it the PNG is skipped
-        import matplotlib  # type: ignore[import-not-found, unused-ignore]
-        import matplotlib.ticker  # type: ignore[import-not-found, unused-ignore]
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
-    colors = {
-        "relay": "tab:gray",
-        "naive": "tab:red",
-        "naive_executor": "tab:orange",
-        "streamscore_1p": "tab:blue",
-        "streamscore_2p": "tab:green",
-    }
-    for key, entry in results["variants"].items():
-        points = [
-            (x["achieved_send_eps"], x["p99_ms"], x["p50_ms"])
-            for x in entry.get("latency", [])
-            if x.get("p99_ms") is not None
-        ]
-        if not points:
-            continue
-        xs = [p[0] for p in points]
-        ax.plot(xs, [p[1] for p in points], "o-", color=colors[key], label=f"{LABELS[key]} p99")
-        ax.plot(
-            xs,
-            [p[2] for p in points],
-            "o--",
-            color=colors[key],
-            alpha=0.5,
-            label=f"{LABELS[key]} p50",
-        )
-        best = max((tp["eps"] for tp in entry["throughput"] if tp.get("eps")), default=None)
-        if best:
-            ax.axvline(best, color=colors[key], alpha=0.25, linewidth=4)
-    ax.axhline(50, color="black", linestyle=":", linewidth=1, label="50 ms target")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.set_xlabel("offered events/s (open loop); faint vertical bars: drained max")
-    ax.set_ylabel("end-to-end latency, ms")
-    server = results["servers"]
-    db = f"FerretDB {server['ferretdb_version']}" if server.get("ferretdb_version") else "MongoDB"
-    ax.set_title(f"latency vs throughput — {results['machine']['nproc']} cores, {db}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+def markdown(run: RunResult) -> str:
+    lines = header(run) + targets(run) + streams(run) + stages(run) + latency(run)
+    lines += sidecar(run)
+    if run.product_changed_during_run:
+        changed = ", ".join(f"`{c}`" for c in run.product_changed_during_run)
+        lines += [f"**Product files changed while this run went on**: {changed}.", ""]
+    if run.notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in run.notes], ""]
+    drawn = "" if run.plot else " (not drawn: matplotlib is not installed)"
+    lines.append(f"Raw figures: `latest.json`. Plot: `latency_vs_throughput.png`{drawn}.")
+    return "\n".join(lines) + "\n"
 
 
-def write(results: dict[str, Any]) -> None:
+def write(run: RunResult) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    png = RESULTS / "latency_vs_throughput.png"
-    results["plot"] = plot(results, png)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (RESULTS / "latest.md").write_text(markdown(results))
+    run.plot = plot(run, RESULTS / "latency_vs_throughput.png", LABELS)
+    (RESULTS / "latest.json").write_text(run.to_json())
+    (RESULTS / "latest.md").write_text(markdown(run))

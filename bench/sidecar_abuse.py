@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import percentiles
+from bench.results import percentiles
 
 KEY = "bench-key-0123456789abcdef"
 STORED = {"user-1": {"account_age_days": 12.0, "avg_amount_30d": 30.0}}

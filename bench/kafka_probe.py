@@ -1,4 +1,5 @@
-"""Load generators: open-loop Kafka probes with read-back, and an HTTP closed-loop client."""
+"""Open-loop Kafka load with read-back: events sent at a fixed rate, outputs matched by
+``event_id``; and the event templates every input copy is drawn from."""
 
 from __future__ import annotations
 
@@ -10,29 +11,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from bench.common import percentiles
+from bench.results import Quantiles
 from schemas import format_time
 from streamscore_cli import demo_data
+
+Template = tuple[bytes, bytes]
+"""(Kafka key, value with placeholders for the event id and time)."""
 
 ET = b"@@EVENT_TIME@@"
 ID = b"@@EVENT_ID@@"
 
 
-def event_templates(
-    count: int, seed: int, unknown_ratio: float = 0.05
-) -> list[tuple[bytes, bytes]]:
+def event_templates(count: int, seed: int, unknown_ratio: float = 0.05) -> list[Template]:
     """(key, value template) pairs drawn like ``streamscore produce``; the value holds
     placeholders for the event id and the event time, filled in at send time."""
     rng = np.random.default_rng(seed)
     entities = demo_data.make_entities()
     who, rows = demo_data.make_events(entities, count, rng)
     unknown = rng.random(count) < unknown_ratio
-    out: list[tuple[bytes, bytes]] = []
+    out: list[Template] = []
     for i in range(count):
         entity = f"unknown-{int(who[i]):06d}" if unknown[i] else entities.ids[int(who[i])]
         features = {
@@ -69,20 +70,19 @@ class ProbeResult:
     t_start: float = 0.0
     t_end: float = 0.0
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "offered_eps": round(self.offered_eps, 1),
-            "achieved_send_eps": round(self.achieved_eps, 1),
-            "sent": self.sent,
-            "delivered": self.delivered,
-            **{f"{k}_ms": v for k, v in percentiles(self.latencies_ms).items()},
-            # the same latency in two parts, split at the output record's Kafka timestamp
-            # (set by the consumer's producer when it sent the output; ms resolution)
-            "split_ms": {
-                "sent_to_output_sent": percentiles(self.to_output_ms),
-                "output_sent_to_read": percentiles(self.delivery_ms),
-            },
-        }
+    @property
+    def latency(self) -> Quantiles:
+        return Quantiles.of(self.latencies_ms)
+
+    @property
+    def to_output_sent(self) -> Quantiles:
+        """Sent → the output record's Kafka timestamp (set by the consumer's producer when it
+        sent the output; ms resolution)."""
+        return Quantiles.of(self.to_output_ms)
+
+    @property
+    def output_sent_to_read(self) -> Quantiles:
+        return Quantiles.of(self.delivery_ms)
 
 
 class Prober:
@@ -91,7 +91,7 @@ class Prober:
     was read minus the wall time the event was sent (which is also its ``event_time``)."""
 
     def __init__(
-        self, bootstrap: str, input_topic: str, output_topic: str, templates: list[Any]
+        self, bootstrap: str, input_topic: str, output_topic: str, templates: list[Template]
     ) -> None:
         self._bootstrap = bootstrap
         self._input = input_topic
@@ -190,113 +190,3 @@ class Prober:
             t_start=wall0,
             t_end=wall0 + send_s,
         )
-
-
-# ------------------------------------------------------------------------------ HTTP
-def http_bodies(count: int, seed: int) -> list[bytes]:
-    now = time.time()
-    templates = event_templates(count, seed)
-    return [fill(template, f"h-{i:07d}", now) for i, (_, template) in enumerate(templates)]
-
-
-class _Conn:
-    """One keep-alive HTTP/1.1 connection; a minimal client (see :func:`http_level`)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes) -> int:
-        if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self.writer.write(head + body)
-        status_line = await self.reader.readline()
-        if not status_line:
-            raise ConnectionError("connection closed by the server")
-        status = int(status_line.split()[1])
-        length, chunked, close = 0, False, False
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            name, value = name.strip().lower(), value.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "transfer-encoding" and "chunked" in value:
-                chunked = True
-            elif name == "connection" and value == "close":
-                close = True
-        if chunked:
-            while True:
-                size = int((await self.reader.readline()).split(b";")[0], 16)
-                await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-        elif length:
-            await self.reader.readexactly(length)
-        if close:
-            await self.close()
-        return status
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
-
-
-async def http_level(
-    url: str, concurrency: int, duration_s: float, bodies: list[bytes], offset: int = 0
-) -> dict[str, Any]:
-    """``concurrency`` clients, each with its own keep-alive connection, each sending the next
-    request as soon as the previous one was answered (closed loop).
-
-    A minimal asyncio HTTP/1.1 client rather than httpx: on this 2-core machine one
-    ``httpx.AsyncClient`` spends ~1.2 ms of CPU per request and, with a 64-connection pool,
-    saturates its core at ~150 req/s while the server idles (measured) - it would measure
-    itself, not the server."""
-    parsed = httpx.URL(url)
-    host, port, path = parsed.host, parsed.port or 80, parsed.raw_path.decode()
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    started = loop.time()
-    stop_at = started + duration_s
-
-    async def one(i: int) -> None:
-        conn = _Conn(host, port)
-        k = offset + i
-        try:
-            while loop.time() < stop_at:
-                body = bodies[k % len(bodies)]
-                k += concurrency
-                t = time.perf_counter()
-                try:
-                    code = str(await asyncio.wait_for(conn.post(path, body), timeout=30))
-                except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
-                    code = type(exc).__name__
-                    await conn.close()
-                latencies.append((time.perf_counter() - t) * 1000)
-                statuses[code] = statuses.get(code, 0) + 1
-        finally:
-            await conn.close()
-
-    await asyncio.gather(*(one(i) for i in range(concurrency)))
-    elapsed = loop.time() - started
-    ok = statuses.get("200", 0)
-    return {
-        "concurrency": concurrency,
-        "duration_s": round(elapsed, 2),
-        "requests": len(latencies),
-        "ok": ok,
-        "statuses": statuses,
-        "rps": round(ok / elapsed, 1) if elapsed > 0 else 0.0,
-        **{f"{k}_ms": v for k, v in percentiles(latencies, (50, 95, 99)).items()},
-    }
