@@ -8,13 +8,26 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
 from settings import Settings
-from streams.exit_codes import FATAL_EXIT_CODES
+from settings.env import to_env
+from streams.exit_codes import FATAL_EXIT_CODES, ExitCode
 
 log = logging.getLogger(__name__)
+
+WORKER_COMMAND = (sys.executable, "-m", "streamscore_cli.main", "run")
+"""One scorer process: the command line's ``run``, so each worker logs and exits like one."""
+
+
+def restart_backoff(restarts: int, ran_for_s: float) -> float:
+    """Seconds before restarting a worker that died after ``restarts`` earlier restarts:
+    0.5 s doubling per restart up to 30 s, or 0.5 s again once it ran fine for a minute."""
+    if ran_for_s > 60:
+        return 0.5
+    return min(30.0, 0.5 * 2.0 ** min(restarts, 6))
 
 
 @dataclass
@@ -39,21 +52,26 @@ class Supervisor:
        a worker still running after the shutdown timeout is killed.
     """
 
-    def __init__(self, settings: Settings, workers: int) -> None:
+    def __init__(
+        self, settings: Settings, workers: int, command: Sequence[str] = WORKER_COMMAND
+    ) -> None:
         self._settings = settings
         self._count = workers
+        self._command = list(command)
         self._workers: dict[int, Worker] = {}
         self._stopping = False
-        self.exit_code = 0
+        self.exit_code: int = ExitCode.OK
 
     def _spawn(self, index: int, restarts: int = 0) -> Worker:
-        env = dict(os.environ)
-        env["STREAMSCORE_STREAM__WORKERS"] = "1"
-        env["STREAMSCORE_KAFKA__CLIENT_ID"] = f"{self._settings.kafka.client_id}-{index}"
+        """A worker with the supervisor's own settings, as one process of the group."""
         port = self._settings.stream.metrics_port
-        if port is not None:
-            env["STREAMSCORE_STREAM__METRICS_PORT"] = str(port + index if port else 0)
-        process = subprocess.Popen([sys.executable, "-m", "streamscore_cli.main", "run"], env=env)
+        env = dict(os.environ) | to_env(
+            self._settings,
+            stream__workers=1,
+            kafka__client_id=f"{self._settings.kafka.client_id}-{index}",
+            stream__metrics_port=None if port is None else (port + index if port else 0),
+        )
+        process = subprocess.Popen(self._command, env=env)
         log.info("worker %d started (pid %d)", index, process.pid)
         return Worker(index, process, restarts=restarts)
 
@@ -78,9 +96,7 @@ class Supervisor:
                     self.exit_code = code
                     self._stopping = True
                     break
-                backoff = min(30.0, 0.5 * 2 ** min(worker.restarts, 6))
-                if time.monotonic() - worker.started > 60:
-                    backoff = 0.5  # it ran fine for a while: restart promptly
+                backoff = restart_backoff(worker.restarts, time.monotonic() - worker.started)
                 log.warning(
                     "worker %d (pid %d) exited with code %d: restarting in %.1fs",
                     index,

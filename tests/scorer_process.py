@@ -10,48 +10,23 @@ import time
 from pathlib import Path
 
 from settings import Settings
+from settings.env import ENV_PREFIX, to_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def scorer_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment that makes a child process use exactly ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
-    kafka, mongo, stream = settings.kafka, settings.mongo, settings.stream
+    """The environment that makes a child process use exactly ``settings`` (every field), with
+    a shorter session timeout, INFO logs and, for settings without a metrics port, an
+    ephemeral one; ``extra`` variables win."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env.update(
-        {
-            "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "STREAMSCORE_KAFKA__INPUT_TOPIC": kafka.input_topic,
-            "STREAMSCORE_KAFKA__OUTPUT_TOPIC": kafka.output_topic,
-            "STREAMSCORE_KAFKA__DLQ_TOPIC": kafka.dlq_topic,
-            "STREAMSCORE_KAFKA__GROUP_ID": kafka.group_id,
-            "STREAMSCORE_KAFKA__TOPIC_PARTITIONS": str(kafka.topic_partitions),
-            "STREAMSCORE_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "STREAMSCORE_MONGO__URL": mongo.url.get_secret_value(),
-            "STREAMSCORE_MONGO__DATABASE": mongo.database,
-            "STREAMSCORE_MONGO__SERVER_SELECTION_TIMEOUT_MS": str(
-                mongo.server_selection_timeout_ms
-            ),
-            "STREAMSCORE_MONGO__OPERATION_TIMEOUT_MS": str(mongo.operation_timeout_ms),
-            "STREAMSCORE_SCORING__CACHE_ENABLED": str(settings.scoring.cache_enabled).lower(),
-            "STREAMSCORE_SCORING__CACHE_TTL_S": str(settings.scoring.cache_ttl_s),
-            "STREAMSCORE_SCORING__SCORE_WITHOUT_FEATURES_ON_ERROR": str(
-                settings.scoring.score_without_features_on_error
-            ).lower(),
-            "STREAMSCORE_KAFKA__CREATE_TOPICS": str(kafka.create_topics).lower(),
-            "STREAMSCORE_KAFKA__REQUEST_TIMEOUT_MS": str(kafka.request_timeout_ms),
-            "STREAMSCORE_KAFKA__DELIVERY_TIMEOUT_S": str(kafka.delivery_timeout_s),
-            "STREAMSCORE_STREAM__MAX_RECORD_BYTES": str(stream.max_record_bytes),
-            "STREAMSCORE_MODEL__PATH": str(settings.model.path),
-            "STREAMSCORE_MODEL__RELOAD_INTERVAL_S": str(settings.model.reload_interval_s),
-            "STREAMSCORE_STREAM__MAX_BATCH_SIZE": str(stream.max_batch_size),
-            "STREAMSCORE_STREAM__MAX_BATCH_WAIT_MS": str(stream.max_batch_wait_ms),
-            "STREAMSCORE_STREAM__RETRY_INITIAL_BACKOFF_S": str(stream.retry_initial_backoff_s),
-            "STREAMSCORE_STREAM__RETRY_MAX_BACKOFF_S": str(stream.retry_max_backoff_s),
-            "STREAMSCORE_STREAM__SHUTDOWN_TIMEOUT_S": str(stream.shutdown_timeout_s),
-            "STREAMSCORE_STREAM__METRICS_PORT": str(stream.metrics_port or 0),
-            "STREAMSCORE_LOG_LEVEL": "INFO",
-        }
+        to_env(
+            settings,
+            kafka__session_timeout_ms=6000,
+            stream__metrics_port=settings.stream.metrics_port or 0,
+            log_level="INFO",
+        )
     )
     env.update(extra)
     return env
