@@ -50,6 +50,11 @@ class KafkaSettings(BaseModel):
     """Codec of the outputs (``none`` or unset: uncompressed). Input in any codec is read."""
     max_request_size: int = Field(default=1_048_576, ge=1_024)
     """The producer's limit on one record; dead letters are cut to fit it (and the broker's)."""
+    transactional_id_prefix: str | None = None
+    """Exactly-once only: transactional ids are ``<prefix>-<input topic>-<partition>``
+    (default prefix ``streamscore-<group id>``). Keep it stable across restarts."""
+    transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
+    """Exactly-once only: the broker aborts a transaction left open longer than this."""
     # Security pass-through for real clusters.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: (
@@ -187,6 +192,10 @@ class StreamSettings(BaseModel):
     """Consecutive unexpected failures of one batch, or refusals of an output that retrying
     cannot fix, before the scorer halts with exit code 5. MongoDB outages and retriable Kafka
     errors are waited out without limit."""
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    """``exactly_once``: each input partition's share of a batch (its predictions, dead
+    letters and offsets) is committed in one Kafka transaction; readers of the output topics
+    must use ``isolation.level=read_committed``."""
 
 
 MIN_API_KEY_CHARS = 16

@@ -12,11 +12,12 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from scoring.resources import open_pipeline
+from scoring.service import PipelineFactory
 from settings import Settings
 from streams.fetch_guard import GuardedKafkaBroker
 from streams.kafka_options import broker_security
 from streams.outputs import OutputsFactory, kafka_producer_outputs
-from streams.runtime import PipelineFactory, StreamRuntime
+from streams.runtime import StreamRuntime
 
 log = logging.getLogger(__name__)
 

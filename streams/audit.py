@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -74,13 +74,24 @@ class AuditReport:
         return "\n".join(lines)
 
 
-async def _read_all(settings: Settings, topic: str) -> list[Any]:
+Isolation = Literal["read_committed", "read_uncommitted"]
+
+
+def default_isolation(settings: Settings) -> Isolation:
+    """What a downstream reader of this scorer's outputs should use."""
+    return "read_committed" if settings.stream.delivery == "exactly_once" else "read_uncommitted"
+
+
+async def _read_all(
+    settings: Settings, topic: str, isolation: Isolation = "read_uncommitted"
+) -> list[Any]:
     """Every record of ``topic`` from the beginning to its end at the time of the call."""
     known = (await partitions_of(settings.kafka, [topic]))[topic]
     if not known:
         return []
     consumer = AIOKafkaConsumer(
         **client_options(settings.kafka),
+        isolation_level=isolation,
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 << 20,
     )
@@ -110,11 +121,12 @@ def _examples(values: list[str], limit: int = 10) -> list[str]:
     return values[:limit]
 
 
-async def audit(settings: Settings) -> AuditReport:
+async def audit(settings: Settings, isolation: Isolation | None = None) -> AuditReport:
     kafka = settings.kafka
-    inputs = await _read_all(settings, kafka.input_topic)
-    outputs = await _read_all(settings, kafka.output_topic)
-    dead = await _read_all(settings, kafka.dlq_topic)
+    level = isolation or default_isolation(settings)
+    inputs = await _read_all(settings, kafka.input_topic, level)
+    outputs = await _read_all(settings, kafka.output_topic, level)
+    dead = await _read_all(settings, kafka.dlq_topic, level)
     report = AuditReport(events_in=len(inputs), predictions=len(outputs), dead_letters=len(dead))
 
     expected: Counter[str] = Counter()  # event_id -> number of valid input records

@@ -18,7 +18,15 @@ from settings import Settings
 from streams.backoff import Backoff
 from streams.dead_letter_guard import DeadLetterFlood, DeadLetterGuard
 from streams.dead_letters import dead_letter, fit_dead_letter
-from streams.delivery import Commit, Delivery, DeliveryStats, Halted, HaltReason, Output
+from streams.delivery import (
+    Batch,
+    BatchDelivery,
+    Commit,
+    DeliveryStats,
+    Halted,
+    HaltReason,
+    Output,
+)
 from streams.metrics import StreamMetrics
 from streams.records import Rejection, read_record
 
@@ -52,38 +60,49 @@ class StreamStats:
         return self.delivery.committed
 
 
-def _parse_all(
-    records: Sequence[Record], max_bytes: int, max_features: int
-) -> tuple[list[InputEvent], list[datetime | None], list[tuple[Record, Rejection]]]:
-    events: list[InputEvent] = []
-    times: list[datetime | None] = []
-    rejected: list[tuple[Record, Rejection]] = []
+@dataclass
+class Parsed:
+    """A batch's records split into events (with their records) and rejections."""
+
+    events: list[InputEvent] = field(default_factory=list)
+    times: list[datetime | None] = field(default_factory=list)
+    sources: list[TopicPartition] = field(default_factory=list)
+    """The input partition of each event."""
+    rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
+
+
+def _parse_all(records: Sequence[Record], max_bytes: int, max_features: int) -> Parsed:
+    parsed = Parsed()
     for record in records:
-        parsed = read_record(record.value, record.timestamp, max_bytes, max_features)
-        if isinstance(parsed, Rejection):
-            rejected.append((record, parsed))
+        result = read_record(record.value, record.timestamp, max_bytes, max_features)
+        if isinstance(result, Rejection):
+            parsed.rejected.append((record, result))
         else:
-            events.append(parsed[0])
-            times.append(parsed[1])
-    return events, times, rejected
+            parsed.events.append(result[0])
+            parsed.times.append(result[1])
+            parsed.sources.append(TopicPartition(record.topic, record.partition))
+    return parsed
 
 
 def _outputs(
     predictions: Sequence[Prediction],
-    rejected: Sequence[tuple[Record, Rejection]],
+    parsed: Parsed,
     output_topic: str,
     dlq_topic: str,
     max_request_size: int,
-) -> list[Output]:
-    """(topic, value, key, headers) of every prediction and dead letter of a batch."""
+) -> tuple[list[Output], list[TopicPartition]]:
+    """(topic, value, key, headers) of every prediction and dead letter of a batch, and the
+    input partition each one comes from."""
     outputs: list[Output] = [
         (output_topic, p.model_dump_json().encode(), p.entity_id.encode(), None)
         for p in predictions
     ]
-    for record, rejection in rejected:
+    sources = list(parsed.sources)
+    for record, rejection in parsed.rejected:
         key, value, headers = fit_dead_letter(*dead_letter(record, rejection), max_request_size)
         outputs.append((dlq_topic, value, key, headers))
-    return outputs
+        sources.append(TopicPartition(record.topic, record.partition))
+    return outputs, sources
 
 
 class BatchProcessor:
@@ -104,7 +123,7 @@ class BatchProcessor:
     def __init__(
         self,
         pipeline: ScoringPipeline,
-        delivery: Delivery,
+        delivery: BatchDelivery,
         settings: Settings,
         stopping: asyncio.Event,
         metrics: StreamMetrics,
@@ -145,27 +164,28 @@ class BatchProcessor:
         self._metrics.batch_records.observe(len(records))
         loop = asyncio.get_running_loop()
         # Parsing is CPU work: it runs in a worker thread so the event loop stays responsive.
-        events, times, rejected = await loop.run_in_executor(
+        parsed = await loop.run_in_executor(
             None,
             _parse_all,
             records,
             self._stream.max_record_bytes,
             self._stream.max_features_per_event,
         )
+        rejected = parsed.rejected
         try:
-            self._guard.check(len(events), len(rejected))
+            self._guard.check(len(parsed.events), len(rejected))
         except DeadLetterFlood as exc:
             raise Halted(HaltReason.DEAD_LETTER_FLOOD, str(exc)) from exc
-        parsed = clock()
-        observe("parse", parsed - started)
-        predictions = await self._score(events, times)
+        parse_done = clock()
+        observe("parse", parse_done - started)
+        predictions = await self._score(parsed.events, parsed.times)
         scored = clock()
-        observe("score", scored - parsed)
-        outputs = await loop.run_in_executor(
+        observe("score", scored - parse_done)
+        outputs, sources = await loop.run_in_executor(
             None,
             _outputs,
             predictions,
-            rejected,
+            parsed,
             self._kafka.output_topic,
             self._kafka.dlq_topic,
             self._kafka.max_request_size,
@@ -173,8 +193,7 @@ class BatchProcessor:
         self._log_rejections(records, rejected)
         sending = clock()
         await self.delivery.deliver(
-            outputs,
-            _next_offsets(records),
+            Batch(outputs, sources, *_offsets(records)),
             commit,
             on_acked=lambda: self._acknowledged(len(predictions), rejected),
         )
@@ -242,10 +261,15 @@ class BatchProcessor:
                     ) from exc
 
 
-def _next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
-    """Per partition, the offset after the batch's last record (what a commit stores)."""
-    offsets: dict[TopicPartition, int] = {}
+def _offsets(
+    records: Sequence[Record],
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """Per partition: the batch's first offset (where to rewind) and the offset after its last
+    record (what a commit stores)."""
+    first: dict[TopicPartition, int] = {}
+    after: dict[TopicPartition, int] = {}
     for record in records:
         tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-    return offsets
+        first.setdefault(tp, record.offset)
+        after[tp] = max(after.get(tp, 0), record.offset + 1)
+    return first, after

@@ -100,14 +100,44 @@ class DeliveryStats:
     """The next offset to read, per partition, as last committed."""
 
 
+@dataclass(frozen=True)
+class Batch:
+    """What one consumed batch hands to delivery."""
+
+    outputs: list[Output]
+    sources: list[TopicPartition]
+    """The input partition each output comes from (same order as ``outputs``)."""
+    first: dict[TopicPartition, int]
+    """Per input partition, the batch's first offset (where a retry rewinds to)."""
+    after: dict[TopicPartition, int]
+    """Per input partition, the offset after the batch's last record (what is committed)."""
+
+
 Acked = Callable[[], None]
 """Called once every output of a batch is acknowledged (before its commit)."""
 Observe = Callable[[str, float], None]
 """Receives (stage, seconds) for the ``ack`` and ``commit`` stages of every batch."""
 
 
+class BatchDelivery(Protocol):
+    """How a batch's outputs and offsets reach Kafka (at-least-once or exactly-once)."""
+
+    halted: Halted | None
+    stats: DeliveryStats
+
+    def check(self) -> None: ...
+
+    def halt(self, error: BaseException) -> None: ...
+
+    async def deliver(
+        self, batch: Batch, commit: Commit, on_acked: Acked | None = None
+    ) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
 class Delivery:
-    """Delivers batches in order. :meth:`deliver` guarantees:
+    """At-least-once: delivers batches in order. :meth:`deliver` guarantees:
 
     1. A batch's offsets are committed only after every one of its outputs was acknowledged
        by Kafka, and only after the previous batch's commit succeeded: commits stay in batch
@@ -167,20 +197,15 @@ class Delivery:
                 else Halted(HaltReason.PREVIOUS_BATCH_FAILED, repr(error))
             )
 
-    async def deliver(
-        self,
-        outputs: list[Output],
-        offsets: dict[TopicPartition, int],
-        commit: Commit,
-        on_acked: Acked | None = None,
-    ) -> None:
-        """Send ``outputs``, then (in the background) await their acknowledgements and commit
-        ``offsets`` after the previous batch's commit. See the class for what it guarantees."""
+    async def deliver(self, batch: Batch, commit: Commit, on_acked: Acked | None = None) -> None:
+        """Send the batch's outputs, then (in the background) await their acknowledgements
+        and commit its offsets after the previous batch's commit. See the class."""
         self.check()
         previous = self._last
+        outputs = batch.outputs
         sent = await self._send(outputs, range(len(outputs)))
         task = asyncio.get_running_loop().create_task(
-            self._complete(previous, outputs, sent, offsets, commit, on_acked)
+            self._complete(previous, outputs, sent, batch.after, commit, on_acked)
         )
         task.add_done_callback(self._completed)
         self._last = task

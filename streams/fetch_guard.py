@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -51,6 +51,10 @@ class FetchGuard:
         on_unreadable: Callable[[str], None],
         on_failure: Callable[[], None] | None = None,
     ) -> None:
+        self.on_revoked: Callable[[set[TopicPartition]], Awaitable[None]] | None = None
+        """Awaited before partitions are released (exactly-once: the open transaction)."""
+        self.on_assigned: Callable[[Any, set[TopicPartition]], Awaitable[None]] | None = None
+        """Awaited when partitions are assigned, before they are fetched."""
         self.max_attempts = max_attempts
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -68,10 +72,20 @@ class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        self._consumer.forget()
+        consumer = self._consumer
+        consumer.ready.clear()  # nothing is handed out until the new assignment is set up
+        if consumer.guard.on_revoked is not None:
+            await consumer.guard.on_revoked(set(revoked))
+        consumer.forget()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        self._consumer.forget()
+        consumer = self._consumer
+        consumer.forget()
+        try:
+            if consumer.guard.on_assigned is not None:
+                await consumer.guard.on_assigned(consumer, set(assigned))
+        finally:
+            consumer.ready.set()
 
 
 class GuardedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
@@ -79,7 +93,10 @@ class GuardedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, guard: FetchGuard, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._guard = guard
+        self.guard = guard
+        self.ready = asyncio.Event()
+        """Set unless a rebalance is being set up (records are handed out only when set)."""
+        self.ready.set()
         self._next: dict[TopicPartition, int] = {}
         self._consecutive = 0
 
@@ -101,8 +118,13 @@ class GuardedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[Any]]:
-        if self._guard.halted is not None:
+        if self.guard.halted is not None:
             raise ConsumerStoppedError()
+        if not self.ready.is_set():
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout=max(timeout_ms, 100) / 1000)
+            except TimeoutError:
+                return {}
         try:
             await self._baseline()
             fetched: dict[TopicPartition, list[Any]] = await super().getmany(
@@ -128,7 +150,7 @@ class GuardedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     async def _failed(self, exc: Exception) -> None:
         """1. rewind every partition to its first record not handed out; 2. back off;
         3. after ``max_attempts`` in a row, find the partition and halt."""
-        guard = self._guard
+        guard = self.guard
         guard.failures += 1
         if guard.on_failure is not None:
             guard.on_failure()

@@ -62,7 +62,7 @@ class StreamMetrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage)
-        for stage in ("score", "publish", "batch", "fetch"):
+        for stage in ("score", "publish", "batch", "fetch", "transaction"):
             self.retries.labels(stage)
 
     def observe(self, stage: str, seconds: float) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,32 +16,28 @@ from aiokafka.structs import TopicPartition
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
-from scoring import ScoringPipeline
-from scoring.loop_lag import LoopLagMonitor, tune_gc
 from scoring.model_reload import ModelReloader
+from scoring.service import PipelineFactory, ScoringService, open_scoring
 from settings import Settings
 from streams.backoff import Backoff
 from streams.batch_processor import BatchProcessor
-from streams.delivery import Delivery, DeliveryPolicy, Halted
+from streams.delivery import BatchDelivery, Delivery, DeliveryPolicy, Halted
 from streams.exit_codes import ExitCode
 from streams.fetch_guard import FetchGuard
 from streams.metrics import ConsumerLag, StreamMetrics, serve_metrics
 from streams.outputs import OutputsFactory
 from streams.topics import ensure_topics
+from streams.transactions import TransactionAborted, TransactionalDelivery
 
 log = logging.getLogger(__name__)
-
-PipelineFactory = Callable[[Settings], AbstractAsyncContextManager[ScoringPipeline]]
 
 
 @dataclass(frozen=True)
 class Started:
     """What exists between start and stop."""
 
-    pipeline: ScoringPipeline
+    scoring: ScoringService
     processor: BatchProcessor
-    reloader: ModelReloader
-    loop_lag: LoopLagMonitor
 
 
 class StreamRuntime:
@@ -63,6 +59,9 @@ class StreamRuntime:
         self.exit_code: ExitCode = ExitCode.OK
         self.failed_attempts = 0
         """Consecutive unexpected failures of the batch at the head of the stream."""
+        self.transaction_retries = 0
+        """Consecutive aborted transactions (exactly-once) waiting on a retriable error."""
+        self.delivery: BatchDelivery | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.registry = CollectorRegistry()
         self.metrics = StreamMetrics(self.registry)
@@ -85,7 +84,7 @@ class StreamRuntime:
 
     @property
     def reloader(self) -> ModelReloader | None:
-        return self.started.reloader if self.started else None
+        return self.started.scoring.reloader if self.started else None
 
     def halt(self, code: ExitCode, reason: str) -> None:
         """Stop the process with ``code``: nothing more is fetched or committed."""
@@ -99,35 +98,17 @@ class StreamRuntime:
         settings, kafka = self.settings, self.settings.kafka
         if kafka.create_topics and (created := await ensure_topics(kafka)):
             log.info("created topics: %s", ", ".join(created))
-        enter = self._resources.enter_async_context
-        pipeline = await enter(self._pipeline_factory(settings))
-        outputs = await enter(self._outputs_factory(settings, broker))
-        delivery = Delivery(
-            outputs,
-            DeliveryPolicy(
-                dlq_topic=kafka.dlq_topic,
-                ack_timeout_s=kafka.delivery_timeout_s,
-                max_attempts=settings.stream.max_batch_attempts,
-                initial_backoff_s=settings.stream.retry_initial_backoff_s,
-                max_backoff_s=settings.stream.retry_max_backoff_s,
-            ),
-            self.stopping,
-            observe=self.metrics.observe,
+        scoring = await self._resources.enter_async_context(
+            open_scoring(settings, pipeline_factory=self._pipeline_factory, registry=self.registry)
         )
-        processor = BatchProcessor(pipeline, delivery, settings, self.stopping, self.metrics)
-        reloader = ModelReloader(
-            settings.model.path,
-            pipeline,
-            threads=settings.model.threads,
-            interval_s=settings.model.reload_interval_s,
+        delivery = await self._open_delivery(broker)
+        self.delivery = delivery
+        processor = BatchProcessor(
+            scoring.pipeline, delivery, settings, self.stopping, self.metrics
         )
-        reloader.start()
-        loop_lag = LoopLagMonitor()
-        loop_lag.start()
-        tune_gc()
-        self.started = Started(pipeline, processor, reloader, loop_lag)
+        self.started = Started(scoring, processor)
         self._serve_metrics()
-        model = pipeline.model
+        model = scoring.pipeline.model
         log.info(
             "scorer ready: model %s:%s (%d features), consuming %s as group %s",
             model.name,
@@ -141,6 +122,30 @@ class StreamRuntime:
                 "topic": kafka.input_topic,
                 "group": kafka.group_id,
             },
+        )
+
+    async def _open_delivery(self, broker: KafkaBroker) -> BatchDelivery:
+        """At-least-once through the outputs strategy, or exactly-once through one
+        transactional producer per input partition (hooked into the consumer's rebalances)."""
+        settings, kafka = self.settings, self.settings.kafka
+        if settings.stream.delivery == "exactly_once":
+            transactional = TransactionalDelivery(settings, self.stopping, self.metrics.observe)
+            self._resources.push_async_callback(transactional.close)
+            self.fetch_guard.on_revoked = transactional.on_revoked
+            self.fetch_guard.on_assigned = transactional.on_assigned
+            return transactional
+        outputs = await self._resources.enter_async_context(self._outputs_factory(settings, broker))
+        return Delivery(
+            outputs,
+            DeliveryPolicy(
+                dlq_topic=kafka.dlq_topic,
+                ack_timeout_s=kafka.delivery_timeout_s,
+                max_attempts=settings.stream.max_batch_attempts,
+                initial_backoff_s=settings.stream.retry_initial_backoff_s,
+                max_backoff_s=settings.stream.retry_max_backoff_s,
+            ),
+            self.stopping,
+            observe=self.metrics.observe,
         )
 
     def _serve_metrics(self) -> None:
@@ -183,10 +188,6 @@ class StreamRuntime:
 
     async def close(self) -> None:
         """Close what :meth:`start` opened (what it counted stays readable)."""
-        started = self.started
-        if started is not None:
-            await started.reloader.stop()
-            await started.loop_lag.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -218,12 +219,23 @@ class StreamRuntime:
 
         try:
             await started.processor.process(records, commit)
-            self.failed_attempts = 0
+            self.failed_attempts = self.transaction_retries = 0
         except Halted as exc:
             log.warning("%s: %d records left uncommitted for redelivery", exc, len(records))
             await nack()
             if not self.stopping.is_set():
                 self.halt(exc.exit_code, str(exc))
+        except TransactionAborted as exc:
+            # Only the partitions whose transactions were aborted are read again.
+            if isinstance(consumer, AIOKafkaConsumer):
+                assigned = consumer.assignment()
+                for tp, offset in exc.rewind.items():
+                    if tp in assigned:
+                        consumer.seek(tp, offset)
+            if exc.retriable:
+                await self._back_off(attempts=self._next_transaction_attempt())
+            else:
+                await self._retry_later(records, exc)
         except Exception as exc:
             await nack()
             await self._retry_later(records, exc)
@@ -249,12 +261,20 @@ class StreamRuntime:
                 f"in a row; last error: {exc!r}",
             )
             return
+        await self._back_off(attempts)
+
+    def _next_transaction_attempt(self) -> int:
+        self.transaction_retries += 1
+        self.metrics.retries.labels("transaction").inc()
+        return self.transaction_retries
+
+    async def _back_off(self, attempts: int) -> None:
         stream = self.settings.stream
         await Backoff(
             stream.retry_initial_backoff_s,
             stream.retry_max_backoff_s,
             self.stopping,
-            attempts=attempts - 1,
+            attempts=max(0, attempts - 1),
         ).wait()
 
 

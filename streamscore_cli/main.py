@@ -83,7 +83,7 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from streams.audit import audit
 
-    report = asyncio.run(audit(settings))
+    report = asyncio.run(audit(settings, args.isolation))
     print(report.to_json() if args.json else report.to_text())
     return 0 if report.ok else 1
 
@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         "audit", help="check the input, prediction and dead-letter topics: lost, duplicated"
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--isolation",
+        choices=["read_committed", "read_uncommitted"],
+        default=None,
+        help="how to read the outputs (default: read_committed when "
+        "STREAMSCORE_STREAM__DELIVERY=exactly_once, else read_uncommitted)",
+    )
     p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("demo", help="train if needed, seed, score a burst of events, summarise")

@@ -186,8 +186,9 @@ async def test_metrics_count_what_was_sent_and_lag_falls_to_zero(
     assert _metric(text, "streamscore_enrichment_total", outcome="miss") == 10 * 40
     lag_lines = [ln for ln in text.splitlines() if ln.startswith("streamscore_consumer_lag{")]
     assert len(lag_lines) == 4
-    assert _metric(text, "streamscore_batch_size_count") >= 1
-    assert _metric(text, "streamscore_stage_seconds_total", stage="enrich") > 0
+    assert _metric(text, "streamscore_consumed_batch_records_count") >= 1
+    assert _metric(text, "streamscore_enrich_seconds_sum") > 0
+    assert _metric(text, "streamscore_stream_stage_seconds_count", stage="commit") >= 1
     assert _metric(text, "streamscore_model_info", version="1") == 1
     assert "streamscore_event_loop_lag_seconds_bucket" in text
     assert set(

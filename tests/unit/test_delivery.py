@@ -14,7 +14,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition
 
-from streams.delivery import Delivery, DeliveryPolicy, Halted, HaltReason, Output
+from streams.delivery import Batch, Delivery, DeliveryPolicy, Halted, HaltReason, Output
 from streams.exit_codes import ExitCode
 
 TP = TopicPartition("events", 0)
@@ -65,11 +65,15 @@ def outs(*values: bytes, topic: str = "predictions") -> list[Output]:
     return [(topic, v, None, None) for v in values]
 
 
+def batch(outputs: list[Output], after: int) -> Batch:
+    return Batch(outputs, [TP] * len(outputs), {TP: after - len(outputs)}, {TP: after})
+
+
 async def test_a_failed_ack_re_sends_only_that_output() -> None:
     kafka = FakeKafka()
     kafka.refuse[b"b"] = [KafkaTimeoutError(), KafkaTimeoutError()]
     d = delivery(kafka)
-    await d.deliver(outs(b"a", b"b", b"c"), {TP: 3}, kafka.commit)
+    await d.deliver(batch(outs(b"a", b"b", b"c"), 3), kafka.commit)
     await d.drain()
     assert [v for _, v in kafka.sent] == [b"a", b"b", b"c", b"b", b"b"]
     assert kafka.commits == [{TP: 3}]
@@ -80,10 +84,10 @@ async def test_nothing_commits_after_a_failed_batch() -> None:
     kafka = FakeKafka()
     kafka.refuse[b"bad"] = [TopicAuthorizationFailedError()] * 10
     d = delivery(kafka, max_attempts=3)
-    await d.deliver(outs(b"bad"), {TP: 1}, kafka.commit)
+    await d.deliver(batch(outs(b"bad"), 1), kafka.commit)
     await d.drain()
     with pytest.raises(Halted) as halted:
-        await d.deliver(outs(b"next"), {TP: 2}, kafka.commit)
+        await d.deliver(batch(outs(b"next"), 2), kafka.commit)
     assert halted.value.reason is HaltReason.OUTPUT_REFUSED
     assert halted.value.exit_code is ExitCode.REPEATED_FAILURE
     assert kafka.commits == []
@@ -94,8 +98,8 @@ async def test_commits_stay_in_order_when_the_second_batch_is_acknowledged_first
     kafka = FakeKafka()
     kafka.auto_ack = False
     d = delivery(kafka)
-    await d.deliver(outs(b"first"), {TP: 10}, kafka.commit)
-    second = asyncio.create_task(d.deliver(outs(b"second"), {TP: 20}, kafka.commit))
+    await d.deliver(batch(outs(b"first"), 10), kafka.commit)
+    second = asyncio.create_task(d.deliver(batch(outs(b"second"), 20), kafka.commit))
     await asyncio.sleep(0.01)
     kafka.ack(b"second")
     await asyncio.sleep(0.01)
@@ -111,7 +115,7 @@ async def test_drain_waits_for_the_last_commit() -> None:
     kafka = FakeKafka()
     kafka.auto_ack = False
     d = delivery(kafka)
-    await d.deliver(outs(b"x"), {TP: 5}, kafka.commit)
+    await d.deliver(batch(outs(b"x"), 5), kafka.commit)
     draining = asyncio.create_task(d.drain())
     await asyncio.sleep(0.01)
     assert not draining.done()
@@ -126,7 +130,7 @@ async def test_a_dead_letter_refused_as_too_large_is_cut_and_sent_again() -> Non
     big = b"{" + b"x" * 10_000
     kafka.refuse[big] = [MessageSizeTooLargeError()]
     d = delivery(kafka)
-    await d.deliver(outs(big, topic="events.dlq"), {TP: 1}, kafka.commit)
+    await d.deliver(batch(outs(big, topic="events.dlq"), 1), kafka.commit)
     await d.drain()
     sizes = [len(v or b"") for _, v in kafka.sent]
     assert sizes[0] == len(big)
@@ -141,6 +145,6 @@ async def test_a_shutdown_during_a_retry_leaves_the_batch_uncommitted() -> None:
     d = delivery(kafka)
     d._stopping.set()
     with pytest.raises(Halted) as halted:
-        await d.deliver(outs(b"a"), {TP: 1}, kafka.commit)
+        await d.deliver(batch(outs(b"a"), 1), kafka.commit)
     assert halted.value.reason is HaltReason.STOPPING
     assert kafka.commits == []

@@ -1,0 +1,220 @@
+"""Exactly-once delivery: each input partition's share of a batch — its predictions, dead
+letters and next offset — in one Kafka transaction.
+
+Zombie fencing with aiokafka's transaction requests (which carry no consumer-group generation,
+KIP-447's fencing): one transactional producer per *input partition*, with the transactional id
+``<prefix>-<topic>-<partition>`` (the scheme Kafka Streams used before KIP-447). Whoever is
+assigned a partition starts its producer first, which fences every older producer of that id
+(a process that lost the partition can no longer commit anything for it), and only then reads
+the partition's committed offset. A rebalance waits for the open transaction before the
+partitions are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.structs import TopicPartition
+
+from settings import Settings
+from streams.delivery import Acked, Batch, Commit, DeliveryStats, Halted, Observe, Output
+from streams.kafka_options import client_options
+
+log = logging.getLogger(__name__)
+
+
+class TransactionAborted(Exception):
+    """Some partitions' transactions were aborted: read them again from ``rewind``.
+
+    Partitions whose transactions committed are not in ``rewind``: their outputs and offsets
+    are in Kafka, and reading them again would repeat them.
+    """
+
+    def __init__(self, rewind: dict[TopicPartition, int], cause: BaseException) -> None:
+        super().__init__(f"transaction aborted for {sorted(rewind)}: {cause!r}")
+        self.rewind = rewind
+        self.cause = cause
+        self.retriable = (
+            not isinstance(cause, KafkaError)
+            or bool(cause.retriable)
+            or (isinstance(cause, ProducerFenced))
+        )
+
+
+class PartitionProducers:
+    """The transactional producers of the input partitions this process is assigned."""
+
+    def __init__(self, settings: Settings) -> None:
+        kafka = settings.kafka
+        self._prefix = kafka.transactional_id_prefix or f"streamscore-{kafka.group_id}"
+        self._settings = settings
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+
+    def transactional_id(self, tp: TopicPartition) -> str:
+        return f"{self._prefix}-{tp.topic}-{tp.partition}"
+
+    def get(self, tp: TopicPartition) -> AIOKafkaProducer | None:
+        return self._producers.get(tp)
+
+    async def start(self, tps: Iterable[TopicPartition]) -> None:
+        """Start (and so fence every older owner of) the producers of ``tps``."""
+        kafka = self._settings.kafka
+        for tp in tps:
+            if tp in self._producers:
+                continue
+            producer = AIOKafkaProducer(
+                client_id=f"{kafka.client_id}-{tp.partition}",
+                transactional_id=self.transactional_id(tp),
+                transaction_timeout_ms=kafka.transaction_timeout_ms,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=kafka.linger_ms,
+                compression_type=kafka.compression_type,
+                max_request_size=kafka.max_request_size,
+                **client_options(kafka),
+            )
+            await producer.start()  # InitProducerId: bumps the epoch, fences older producers
+            self._producers[tp] = producer
+
+    async def stop_all(self) -> None:
+        await self.stop(list(self._producers))
+
+    async def stop(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in list(tps):
+            producer = self._producers.pop(tp, None)
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+
+
+class TransactionalDelivery:
+    """Exactly-once. :meth:`deliver` guarantees:
+
+    1. For each input partition of the batch, its outputs and its next offset are committed
+       in one transaction: a ``read_committed`` reader sees all of them or none, and the group
+       resumes after exactly the records whose outputs are visible.
+    2. A failure aborts that partition's transaction and raises :class:`TransactionAborted`
+       naming the partitions to read again (from the batch's first offsets); partitions whose
+       transactions committed are not read again.
+    3. A partition this process no longer owns gets nothing committed (its new owner reads it).
+    4. :meth:`on_assigned` starts the partitions' producers (fencing any older owner) before
+       reading their committed offsets; :meth:`on_revoked` waits for the open transaction,
+       then closes the revoked partitions' producers.
+    5. Batches are delivered one at a time (no pipelining): :meth:`drain` returns at once
+       after the last :meth:`deliver` returned.
+    """
+
+    def __init__(
+        self, settings: Settings, stopping: asyncio.Event, observe: Observe | None = None
+    ) -> None:
+        self._group = settings.kafka.group_id
+        self._producers = PartitionProducers(settings)
+        self._stopping = stopping
+        self._observe = observe
+        self._lock = asyncio.Lock()
+        self._assigned: set[TopicPartition] = set()
+        self.halted: Halted | None = None
+        self.stats = DeliveryStats()
+
+    def check(self) -> None:
+        if self.halted is not None:
+            raise self.halted
+
+    def halt(self, error: BaseException) -> None:
+        if self.halted is None and isinstance(error, Halted):
+            self.halted = error
+
+    async def deliver(self, batch: Batch, commit: Commit, on_acked: Acked | None = None) -> None:
+        self.check()
+        async with self._lock:
+            started = time.perf_counter()
+            by_partition: dict[TopicPartition, list[Output]] = {tp: [] for tp in batch.after}
+            for output, source in zip(batch.outputs, batch.sources, strict=True):
+                by_partition[source].append(output)
+            partitions = list(by_partition)
+            results = await asyncio.gather(
+                *(self._commit(tp, by_partition[tp], batch.after[tp]) for tp in partitions),
+                return_exceptions=True,
+            )
+            failed = {tp: result for tp, result in zip(partitions, results, strict=True) if result}
+            if self._observe is not None:
+                self._observe("commit", time.perf_counter() - started)
+            if failed:
+                self.stats.commit_failures += 1
+                first_error = next(iter(failed.values()))
+                assert isinstance(first_error, BaseException)
+                raise TransactionAborted({tp: batch.first[tp] for tp in failed}, first_error)
+            self.stats.commits += 1
+            if on_acked is not None:
+                on_acked()
+
+    async def _commit(
+        self, tp: TopicPartition, outputs: list[Output], after: int
+    ) -> BaseException | None:
+        """One partition's transaction; returns the error that aborted it (None: committed)."""
+        producer = self._producers.get(tp)
+        if producer is None:
+            if tp in self._assigned:  # its set-up failed: fence now, then read it again
+                await self._producers.start([tp])
+                return RuntimeError(f"the transactional producer of {tp} was not ready")
+            log.warning("not committing %s: this process no longer owns it", tp)
+            return None
+        try:
+            await producer.begin_transaction()
+            pending = [
+                await producer.send(topic, value, key=key, headers=headers)
+                for topic, value, key, headers in outputs
+            ]
+            await asyncio.gather(*pending)
+            await producer.send_offsets_to_transaction({tp: after}, self._group)
+            await producer.commit_transaction()
+        except Exception as exc:
+            await self._abort(tp, producer, exc)
+            return exc
+        self.stats.committed[tp] = after
+        return None
+
+    async def _abort(self, tp: TopicPartition, producer: AIOKafkaProducer, exc: Exception) -> None:
+        log.warning(
+            "transaction for %s aborted, its records will be read again: %r",
+            tp,
+            exc,
+            extra={"event": "retry", "stage": "transaction", "partition": tp.partition},
+        )
+        if isinstance(exc, ProducerFenced):
+            await self._producers.stop([tp])  # another process owns the partition now
+            return
+        try:
+            await producer.abort_transaction()
+        except Exception:
+            await self._producers.stop([tp])  # unusable: a fresh one is started on retry
+            await self._producers.start([tp])
+
+    async def drain(self) -> None:
+        async with self._lock:
+            return
+
+    async def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self._lock:  # the open transaction completes first
+            tps = set(revoked)
+            self._assigned -= tps
+            await self._producers.stop(tps)
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: Iterable[Any]) -> None:
+        tps = list(assigned)
+        self._assigned |= set(tps)
+        await self._producers.start(tps)
+        for tp in tps:  # read committed offsets only now that older owners are fenced
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                consumer.seek(tp, committed)
+
+    async def close(self) -> None:
+        await self._producers.stop_all()

@@ -1,0 +1,182 @@
+"""Exactly-once delivery on the real broker: every test ends in the audit read with
+``read_committed`` and finds nothing lost and nothing repeated."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from settings import Settings
+from streams.app import build_app
+from streams.audit import AuditReport, audit
+from streams.topics import ensure_topics, group_state
+from streams.transactions import PartitionProducers
+from tests.conftest import Names, settings_for
+from tests.integration.test_faults import produce_events, report_line, seed
+from tests.kafka_io import committed_lag, produce
+from tests.scorer_process import ScorerProcess
+from tests.support import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EVENTS = 6_000
+EOS = {"STREAMSCORE_STREAM__DELIVERY": "exactly_once"}
+
+
+@pytest.fixture
+def eos_settings(kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path) -> Settings:
+    return settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        stream={"max_batch_size": 500, "shutdown_timeout_s": 20, "delivery": "exactly_once"},
+    )
+
+
+async def all_committed(settings: Settings, within_s: float = 180) -> bool:
+    kafka = settings.kafka
+
+    async def done() -> bool:
+        lag = await committed_lag(kafka.bootstrap_servers, kafka.group_id, kafka.input_topic)
+        return set(lag.values()) == {0}
+
+    return await eventually(done, within_s)
+
+
+async def some_committed(settings: Settings, within_s: float = 120) -> bool:
+    kafka = settings.kafka
+
+    async def some() -> bool:
+        lag = await committed_lag(kafka.bootstrap_servers, kafka.group_id, kafka.input_topic)
+        return sum(lag.values()) < EVENTS * 4 // 5
+
+    return await eventually(some, within_s)
+
+
+def exactly_once(report: AuditReport, events: int) -> None:
+    assert report.events_in == events
+    assert report.lost == 0, report.to_text()
+    assert report.duplicated_predictions == 0, report.to_text()
+    assert report.duplicated_dead_letters == 0, report.to_text()
+    assert report.unexpected_predictions == 0, report.to_text()
+    assert report.predictions + report.dead_letters == events
+
+
+async def test_each_partition_of_a_batch_commits_in_one_transaction_with_its_dead_letters(
+    eos_settings: Settings, mongo_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction that fails to commit is aborted and retried: a ``read_uncommitted``
+    reader sees the aborted outputs, a ``read_committed`` one never does."""
+    from aiokafka import AIOKafkaProducer
+
+    settings = eos_settings
+    await seed(settings.mongo.url.get_secret_value(), settings.mongo.database)
+    await ensure_topics(settings.kafka)
+    values = [
+        json.dumps({"event_id": f"e{i}", "entity_id": f"user-{i}"}).encode() for i in range(40)
+    ]
+    values[7] = b"poison: not json"
+    await produce(settings.kafka.bootstrap_servers, settings.kafka.input_topic, values, [None] * 40)
+
+    original = AIOKafkaProducer.commit_transaction
+    failures = {"left": 1}
+
+    async def fail_once(self: AIOKafkaProducer) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("simulated failure before the commit")
+        await original(self)
+
+    monkeypatch.setattr(AIOKafkaProducer, "commit_transaction", fail_once)
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        assert await all_committed(settings, 60)
+    finally:
+        await app.stop()
+    assert failures["left"] == 0
+    committed = await audit(settings, "read_committed")
+    exactly_once(committed, 40)
+    assert committed.dead_letters == 1
+    uncommitted = await audit(settings, "read_uncommitted")
+    assert uncommitted.duplicated_predictions + uncommitted.duplicated_dead_letters > 0
+    assert runtime.exit_code == 0
+
+
+def test_transactional_ids_are_per_input_partition(eos_settings: Settings) -> None:
+    from aiokafka.structs import TopicPartition
+
+    producers = PartitionProducers(eos_settings)
+    topic = eos_settings.kafka.input_topic
+    ids = {producers.transactional_id(TopicPartition(topic, p)) for p in range(4)}
+    assert len(ids) == 4
+    assert all(i.startswith(f"streamscore-{eos_settings.kafka.group_id}-{topic}-") for i in ids)
+
+
+@pytest.mark.parametrize("sigkill", [True, False], ids=["kill -9", "SIGTERM"])
+async def test_stopped_mid_stream_then_restarted_nothing_lost_nothing_repeated(
+    eos_settings: Settings, names: Names, tmp_path: Path, sigkill: bool
+) -> None:
+    settings = eos_settings
+    await seed(settings.mongo.url.get_secret_value(), names.database)
+    await ensure_topics(settings.kafka)
+    await produce_events(settings, EVENTS)
+    scorer = ScorerProcess(settings, tmp_path / "a.log", **EOS).start()
+    try:
+        assert await some_committed(settings), scorer.log()[-3000:]
+        if sigkill:
+            scorer.signal(signal.SIGKILL)
+            scorer.wait()
+        else:
+            assert scorer.stop(timeout=40) == 0, scorer.log()[-3000:]
+        scorer = ScorerProcess(settings, tmp_path / "b.log", **EOS).start()
+        assert await all_committed(settings), scorer.log()[-3000:]
+        assert scorer.stop(timeout=40) == 0
+    finally:
+        scorer.kill()
+    report = await audit(settings, "read_committed")
+    report_line(f"exactly-once, {'kill -9' if sigkill else 'SIGTERM'} + restart", report)
+    exactly_once(report, EVENTS)
+
+
+async def test_a_third_scorer_joins_and_one_is_killed_nothing_lost_nothing_repeated(
+    eos_settings: Settings, names: Names, tmp_path: Path
+) -> None:
+    """Rebalances while transactions are open: a scorer joins mid-stream (partitions move
+    away from the running ones), then one is killed (its partitions move again)."""
+    settings = eos_settings
+    await seed(settings.mongo.url.get_secret_value(), names.database)
+    await ensure_topics(settings.kafka)
+    a = ScorerProcess(settings, tmp_path / "a.log", STREAMSCORE_KAFKA__CLIENT_ID="a", **EOS)
+    b = ScorerProcess(settings, tmp_path / "b.log", STREAMSCORE_KAFKA__CLIENT_ID="b", **EOS)
+    c = ScorerProcess(settings, tmp_path / "c.log", STREAMSCORE_KAFKA__CLIENT_ID="c", **EOS)
+    a.start()
+    b.start()
+    try:
+        await produce_events(settings, EVENTS)
+        assert await some_committed(settings), a.log()[-2000:] + b.log()[-2000:]
+        c.start()
+
+        async def three() -> bool:
+            state, members = await group_state(settings.kafka, names.group_id)
+            return state == "Stable" and members == 3
+
+        assert await eventually(three, 60), c.log()[-2000:]
+        b.signal(signal.SIGKILL)
+        b.wait()
+        assert await all_committed(settings), a.log()[-2000:] + c.log()[-2000:]
+        assert a.stop(timeout=40) == 0
+        assert c.stop(timeout=40) == 0
+    finally:
+        for scorer in (a, b, c):
+            scorer.kill()
+    report = await audit(settings, "read_committed")
+    report_line("exactly-once, join + kill -9", report)
+    exactly_once(report, EVENTS)
+    lag = await committed_lag(settings.kafka.bootstrap_servers, names.group_id, names.input_topic)
+    assert set(lag.values()) == {0}
