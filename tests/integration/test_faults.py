@@ -61,10 +61,31 @@ async def partly_done(settings: Settings, count: int, within_s: float = 120) -> 
 
 
 async def drained(settings: Settings, expected: int, within_s: float = 180) -> bool:
+    """Wait until ``expected`` records have an output (exactly-once: until every input record
+    is committed, since the topics' ends also count transaction markers and aborted records)."""
+    kafka = settings.kafka
+
     async def done() -> bool:
+        if settings.stream.delivery == "exactly_once":
+            lag = await committed_lag(kafka.bootstrap_servers, kafka.group_id, kafka.input_topic)
+            return (
+                sum(lag.values()) == 0
+                and await end_total(kafka.bootstrap_servers, kafka.input_topic) >= expected
+            )
         return await outputs(settings) >= expected
 
     return await eventually(done, within_s)
+
+
+def delivery_env(settings: Settings) -> dict[str, str]:
+    return {"STREAMSCORE_STREAM__DELIVERY": settings.stream.delivery}
+
+
+def check_delivery(report: AuditReport, settings: Settings) -> None:
+    """Exactly-once: read with read_committed, nothing may repeat."""
+    if settings.stream.delivery == "exactly_once":
+        assert report.duplicated_predictions == 0, report.to_text()
+        assert report.duplicated_dead_letters == 0, report.to_text()
 
 
 def report_line(name: str, report: AuditReport) -> str:
@@ -182,12 +203,14 @@ async def test_two_scorers_one_killed_the_survivor_takes_all_partitions(
     assert report.unexpected_predictions == 0
 
 
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
 async def test_mongodb_down_for_15s_nothing_dead_lettered_nothing_lost(
     kafka_bootstrap: str,
     private_mongo: PrivateMongo,
     names: Names,
     model_path: Path,
     tmp_path: Path,
+    delivery: str,
 ) -> None:
     settings = settings_for(
         names,
@@ -196,23 +219,25 @@ async def test_mongodb_down_for_15s_nothing_dead_lettered_nothing_lost(
         mongo_url=private_mongo.url,
         mongo={"server_selection_timeout_ms": 500, "operation_timeout_ms": 1_000},
         scoring={"cache_ttl_s": 0.5},
-        stream={"max_batch_size": 200, "retry_max_backoff_s": 2.0},
+        stream={"max_batch_size": 200, "retry_max_backoff_s": 2.0, "delivery": delivery},
     )
     await seed(private_mongo.url, names.database)
     await ensure_topics(settings.kafka)
     count = EVENTS // 2
     half = count // 2
-    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log", **delivery_env(settings)).start()
     try:
         await produce_events(settings, half)
         assert await drained(settings, half), scorer.log()[-3000:]
         private_mongo.stop()
+        before = await outputs(settings)
         values = [event_bytes(i, f"user-{i % 120}", "late") for i in range(count - half)]
         await produce(kafka_bootstrap, names.input_topic, values, [None] * len(values))
         await asyncio.sleep(15)
         during = await outputs(settings)
-        # Entities still cached (TTL 0.5 s) may be scored at the very start; then it waits.
-        assert during - half <= settings.stream.max_batch_size * 2
+        # Entities still cached (TTL 0.5 s) may be scored at the very start; then it waits
+        # (exactly-once also writes a transaction marker per output partition and batch).
+        assert during - before <= settings.stream.max_batch_size * 2 + 16
         assert await end_total(kafka_bootstrap, names.dlq_topic) == 0
         private_mongo.start()
         assert await drained(settings, count), scorer.log()[-3000:]
@@ -223,27 +248,34 @@ async def test_mongodb_down_for_15s_nothing_dead_lettered_nothing_lost(
     log = scorer.log()
     assert "scoring failed, will retry" in log
     report = await audit(settings)
-    report_line("MongoDB down 15 s", report)
+    report_line(f"MongoDB down 15 s ({delivery})", report)
+    check_delivery(report, settings)
     assert report.dead_letters == 0
     assert report.lost == 0
     assert report.events_in == count
 
 
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
 async def test_kafka_broker_restart_mid_stream_loses_nothing(
-    private_kafka: PrivateKafka, mongo_url: str, names: Names, model_path: Path, tmp_path: Path
+    private_kafka: PrivateKafka,
+    mongo_url: str,
+    names: Names,
+    model_path: Path,
+    tmp_path: Path,
+    delivery: str,
 ) -> None:
     settings = settings_for(
         names,
         model_path,
         bootstrap=private_kafka.bootstrap,
         mongo_url=mongo_url,
-        stream={"max_batch_size": 200},
+        stream={"max_batch_size": 200, "delivery": delivery},
     )
     await seed(mongo_url, names.database)
     await ensure_topics(settings.kafka)
     count = EVENTS // 2
     await produce_events(settings, count)
-    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log", **delivery_env(settings)).start()
     try:
         assert await partly_done(settings, count), scorer.log()[-3000:]
         private_kafka.restart()
@@ -254,7 +286,8 @@ async def test_kafka_broker_restart_mid_stream_loses_nothing(
         scorer.kill()
         await seed_cleanup(settings)
     report = await audit(settings)
-    report_line("Kafka broker restart", report)
+    report_line(f"Kafka broker restart ({delivery})", report)
+    check_delivery(report, settings)
     assert report.lost == 0
     assert report.events_in == count
 
