@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from api.requests import FieldError, PredictEvent
 from schemas import event_limits
+from schemas.validation import field_problems
 
 
 class InvalidBody(Exception):
@@ -36,12 +37,9 @@ def _field_errors(exc: ValidationError, prefix: str, room: int) -> list[FieldErr
     out: list[FieldError] = []
     if room <= 0:
         return out
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = ".".join(str(p) for p in error["loc"])
-        field = f"{prefix}.{loc}" if loc else prefix
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if not loc and error["type"] in {"model_type", "model_attributes_type"}:
-            message = "each event must be a JSON object"
+    for problem in field_problems(exc):
+        field = f"{prefix}.{problem.location}" if problem.location else prefix
+        message = "each event must be a JSON object" if problem.not_an_object else problem.message
         out.append(FieldError(field=field, message=message))
         if len(out) >= room:
             break

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,6 +16,8 @@ from pydantic import (
     field_validator,
 )
 
+from schemas.numbers import finite_number
+
 MAX_ID_LENGTH = 128
 MAX_FEATURES = "max_features"
 """Validation-context key of the features-per-event cap (see :func:`event_limits`)."""
@@ -26,17 +27,7 @@ Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_len
 
 
 def _finite_number(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"must be a number or null, not {type(value).__name__}")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise ValueError("must be a finite number (integer too large)") from None
-    if not math.isfinite(number):
-        raise ValueError(f"must be a finite number, got {number}")
-    return number
+    return None if value is None else finite_number(value)
 
 
 FeatureValue = Annotated[float | None, BeforeValidator(_finite_number)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -14,6 +13,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
+from schemas.numbers import finite_or_none
 from scoring.errors import EnrichmentUnavailable
 from scoring.metrics import ScoringMetrics
 
@@ -44,13 +44,7 @@ def _clean(raw: Any) -> dict[str, float]:
         return {}
     out: dict[str, float] = {}
     for name, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        try:
-            number = float(value)
-        except OverflowError:
-            continue
-        if math.isfinite(number):
+        if (number := finite_or_none(value)) is not None:
             out[str(name)] = number
     return out
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from schemas import ErrorKind, InputEvent
 from schemas.events import event_limits
+from schemas.validation import field_problems
 
 MAX_MESSAGE_CHARS = 1_000
 
@@ -22,17 +23,15 @@ class Rejection:
 
 
 def _describe(exc: ValidationError) -> Rejection:
-    errors = exc.errors(include_url=False, include_input=False)
-    if any(e["type"] == "json_invalid" for e in errors):
-        return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {errors[0]['msg']}")
-    parts: list[str] = []
-    for error in errors:
-        loc = ".".join(str(p) for p in error["loc"])
-        msg = str(error["msg"]).removeprefix("Value error, ")
-        if not loc and error["type"] in {"model_type", "model_attributes_type"}:
-            parts.append("the event must be a JSON object")
-        else:
-            parts.append(f"{loc or 'event'}: {msg}")
+    problems = field_problems(exc)
+    if any(p.kind == "json_invalid" for p in problems):
+        return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {problems[0].message}")
+    parts = [
+        "the event must be a JSON object"
+        if p.not_an_object
+        else f"{p.location or 'event'}: {p.message}"
+        for p in problems
+    ]
     message = "; ".join(parts)
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 3] + "..."

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from settings import Settings, load_settings
+from settings.env import to_env
 from streams.kafka_options import client_options
 from streams.topics import ensure_topics, group_state, partitions_of
 from streamscore_cli.demo_watch import LiveView, OutputReader, ScorerLog
@@ -143,7 +144,7 @@ async def demo(settings: Settings, *, events: int, rate: float) -> int:
             "-m",
             "streamscore_cli.main",
             "run",
-            env=dict(os.environ),
+            env={**os.environ, **to_env(settings)},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
