@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from schemas import DeadLetterHeader
 from settings import Settings
 from streams import lenient_records
 from streams.kafka_options import client_options
+from streams.offsets import end_offsets, position_label, topic_partitions, unread
 from streams.records import Rejection, read_record
-from streams.topics import partitions_of
 
 Position = tuple[str, int, int]
 
@@ -86,8 +87,8 @@ async def _read_all(
     settings: Settings, topic: str, isolation: Isolation = "read_uncommitted"
 ) -> list[Any]:
     """Every record of ``topic`` from the beginning to its end at the time of the call."""
-    known = (await partitions_of(settings.kafka, [topic]))[topic]
-    if not known:
+    partitions = await topic_partitions(settings.kafka, [topic])
+    if not partitions:
         return []
     consumer = AIOKafkaConsumer(
         **client_options(settings.kafka),
@@ -97,10 +98,9 @@ async def _read_all(
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in known]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
+        ends = await end_offsets(consumer, partitions)
         remaining = {tp for tp in partitions if ends[tp] > 0}
         records: list[Any] = []
         while remaining:
@@ -109,9 +109,7 @@ async def _read_all(
                 records.extend(batch)
                 if batch and batch[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+            remaining = await unread(consumer, {tp: ends[tp] for tp in remaining})
         return records
     finally:
         await consumer.stop()
@@ -127,45 +125,60 @@ async def audit(settings: Settings, isolation: Isolation | None = None) -> Audit
     inputs = await _read_all(settings, kafka.input_topic, level)
     outputs = await _read_all(settings, kafka.output_topic, level)
     dead = await _read_all(settings, kafka.dlq_topic, level)
-    report = AuditReport(events_in=len(inputs), predictions=len(outputs), dead_letters=len(dead))
+    return reconcile(
+        [_input_event(settings, record) for record in inputs],
+        [_predicted_event(record) for record in outputs],
+        [_dead_letter_source(record) for record in dead],
+    )
 
-    expected: Counter[str] = Counter()  # event_id -> number of valid input records
-    positions: dict[Position, str | None] = {}  # input position -> event_id (None if invalid)
-    for record in inputs:
-        parsed = read_record(
-            record.value,
-            record.timestamp,
-            settings.stream.max_record_bytes,
-            settings.stream.max_features_per_event,
+
+def _input_event(settings: Settings, record: Any) -> tuple[Position, str | None]:
+    """An input record's position and event_id (None when the scorer must dead-letter it)."""
+    parsed = read_record(
+        record.value,
+        record.timestamp,
+        settings.stream.max_record_bytes,
+        settings.stream.max_features_per_event,
+    )
+    position = (record.topic, record.partition, record.offset)
+    return position, None if isinstance(parsed, Rejection) else parsed[0].event_id
+
+
+def _predicted_event(record: Any) -> str:
+    try:
+        return str(json.loads(record.value)["event_id"])
+    except (ValueError, KeyError, TypeError):
+        return "<unreadable prediction>"
+
+
+def _dead_letter_source(record: Any) -> Position:
+    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in record.headers}
+    try:
+        return (
+            headers[DeadLetterHeader.SOURCE_TOPIC],
+            int(headers[DeadLetterHeader.SOURCE_PARTITION]),
+            int(headers[DeadLetterHeader.SOURCE_OFFSET]),
         )
-        position = (record.topic, record.partition, record.offset)
-        if isinstance(parsed, Rejection):
-            report.invalid_records += 1
-            positions[position] = None
-        else:
-            report.valid_events += 1
-            expected[parsed[0].event_id] += 1
-            positions[position] = parsed[0].event_id
+    except (KeyError, ValueError):
+        return ("<no source headers>", record.partition, record.offset)
 
-    predicted: Counter[str] = Counter()
-    for record in outputs:
-        try:
-            predicted[str(json.loads(record.value)["event_id"])] += 1
-        except (ValueError, KeyError, TypeError):
-            predicted["<unreadable prediction>"] += 1
 
-    dead_at: Counter[Position] = Counter()
-    for record in dead:
-        headers = {k: (v or b"").decode("utf-8", "replace") for k, v in record.headers}
-        try:
-            position = (
-                headers[DeadLetterHeader.SOURCE_TOPIC],
-                int(headers[DeadLetterHeader.SOURCE_PARTITION]),
-                int(headers[DeadLetterHeader.SOURCE_OFFSET]),
-            )
-        except (KeyError, ValueError):
-            position = ("<no source headers>", record.partition, record.offset)
-        dead_at[position] += 1
+def reconcile(
+    inputs: Sequence[tuple[Position, str | None]],
+    predictions: Sequence[str],
+    dead_letters: Sequence[Position],
+) -> AuditReport:
+    """The audit's arithmetic: input records (position, event_id or None when invalid), the
+    event_ids of the predictions and the source positions of the dead letters, compared."""
+    report = AuditReport(
+        events_in=len(inputs), predictions=len(predictions), dead_letters=len(dead_letters)
+    )
+    positions = dict(inputs)
+    expected = Counter(event_id for _, event_id in inputs if event_id is not None)
+    report.valid_events = sum(expected.values())
+    report.invalid_records = len(inputs) - report.valid_events
+    predicted = Counter(predictions)
+    dead_at = Counter(dead_letters)
 
     lost: list[str] = []
     for position, event_id in positions.items():
@@ -173,7 +186,7 @@ async def audit(settings: Settings, isolation: Isolation | None = None) -> Audit
             continue
         if event_id is not None and predicted.get(event_id):
             continue
-        lost.append(event_id or f"{position[0]}[{position[1]}]@{position[2]}")
+        lost.append(event_id or position_label(*position))
     report.lost = len(lost)
     report.lost_examples = _examples(lost)
 

@@ -18,13 +18,14 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from settings import Settings, load_settings
 from settings.env import to_env
 from streams.kafka_options import client_options
-from streams.topics import ensure_topics, group_state, partitions_of
+from streams.offsets import end_offsets, tail_start, topic_partitions, unread
+from streams.topics import ensure_topics, group_state
 from streamscore_cli.demo_watch import LiveView, OutputReader, ScorerLog
 from streamscore_cli.produce import produce
 from streamscore_cli.seed import seed
@@ -195,16 +196,15 @@ async def peek(settings: Settings, topic: str, count: int) -> list[str]:
     consumer = AIOKafkaConsumer(**client_options(settings.kafka), enable_auto_commit=False)
     await consumer.start()
     try:
-        known = (await partitions_of(settings.kafka, [topic]))[topic]
-        if not known:
+        partitions = await topic_partitions(settings.kafka, [topic])
+        if not partitions:
             return [f"topic {topic} does not exist"]
-        partitions = [TopicPartition(topic, p) for p in known]
         consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
+        ends = await end_offsets(consumer, partitions)
         for tp in partitions:
-            consumer.seek(tp, max(0, ends[tp] - count))
+            consumer.seek(tp, tail_start(ends[tp], count))
         records = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+        while await unread(consumer, ends):
             for batch in (await consumer.getmany(timeout_ms=1_000)).values():
                 records.extend(batch)
         records.sort(key=lambda r: r.timestamp)

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from schemas import DeadLetterHeader
 from settings import Settings
 from streams.kafka_options import client_options
-from streams.topics import partitions_of
+from streams.offsets import topic_partitions
 
 RECENT_S = 2.0
 """The window of the live p99: predictions that arrived in the last two seconds."""
@@ -57,8 +57,7 @@ class OutputReader:
     async def start(self) -> None:
         await self._consumer.start()
         topics = [self._kafka.input_topic, self._kafka.output_topic, self._kafka.dlq_topic]
-        known = await partitions_of(self._kafka, topics)
-        partitions = [TopicPartition(topic, p) for topic in topics for p in known[topic]]
+        partitions = await topic_partitions(self._kafka, topics)
         if not partitions:
             raise RuntimeError(f"topics {topics} have no partitions in the cluster metadata")
         self._consumer.assign(partitions)

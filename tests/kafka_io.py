@@ -7,10 +7,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from settings import KafkaSettings, Settings
-from streams.topics import partitions_of
+from streams.offsets import end_offsets, lag, topic_partitions
 
 
 async def produce(
@@ -54,35 +54,28 @@ async def read_until(
 
 async def committed_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """Per partition: end offset minus the group's committed offset (0 = all committed)."""
-    known = await partitions_of(KafkaSettings(bootstrap_servers=bootstrap), [topic])
-    partitions = [TopicPartition(topic, p) for p in known[topic]]
+    partitions = await topic_partitions(KafkaSettings(bootstrap_servers=bootstrap), [topic])
     assert partitions, f"topic {topic} has no partitions"
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        ends: dict[Any, int] = await consumer.end_offsets(partitions)
-        lag = {}
-        for tp in partitions:
-            committed = await consumer.committed(tp)
-            lag[tp.partition] = ends[tp] - (committed or 0)
-        return lag
+        ends = await end_offsets(consumer, partitions)
+        return lag(ends, {tp: await consumer.committed(tp) for tp in partitions})
     finally:
         await consumer.stop()
 
 
 async def end_total(bootstrap: str, topic: str) -> int:
     """How many records ``topic`` holds (sum of its partitions' end offsets)."""
-    known = await partitions_of(KafkaSettings(bootstrap_servers=bootstrap), [topic])
-    partitions = [TopicPartition(topic, p) for p in known[topic]]
+    partitions = await topic_partitions(KafkaSettings(bootstrap_servers=bootstrap), [topic])
     if not partitions:
         return 0
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        ends: dict[Any, int] = await consumer.end_offsets(partitions)
-        return sum(ends.values())
+        return sum((await end_offsets(consumer, partitions)).values())
     finally:
         await consumer.stop()
 
