@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from pathlib import Path
@@ -17,14 +18,13 @@ from streams.topics import ensure_topics, group_state
 from streams.transactions import PartitionProducers
 from tests.conftest import Names, settings_for
 from tests.integration.test_faults import produce_events, report_line, seed
-from tests.kafka_io import committed_lag, produce
+from tests.kafka_io import committed_lag, end_total, produce
 from tests.scorer_process import ScorerProcess
 from tests.support import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-EVENTS = 6_000
-EOS = {"STREAMSCORE_STREAM__DELIVERY": "exactly_once"}
+EVENTS = 20_000
 
 
 @pytest.fixture
@@ -38,24 +38,29 @@ def eos_settings(kafka_bootstrap: str, mongo_url: str, names: Names, model_path:
     )
 
 
-async def all_committed(settings: Settings, within_s: float = 180) -> bool:
+async def uncommitted(settings: Settings) -> int:
+    """Input records not yet committed by the group."""
     kafka = settings.kafka
+    lag = await committed_lag(kafka.bootstrap_servers, kafka.group_id, kafka.input_topic)
+    return sum(lag.values())
 
+
+async def all_committed(settings: Settings, within_s: float = 180) -> bool:
     async def done() -> bool:
-        lag = await committed_lag(kafka.bootstrap_servers, kafka.group_id, kafka.input_topic)
-        return set(lag.values()) == {0}
+        return await uncommitted(settings) == 0
 
     return await eventually(done, within_s)
 
 
 async def some_committed(settings: Settings, within_s: float = 120) -> bool:
+    """Wait until a fifth of EVENTS input records are committed: mid-stream."""
     kafka = settings.kafka
 
     async def some() -> bool:
-        lag = await committed_lag(kafka.bootstrap_servers, kafka.group_id, kafka.input_topic)
-        return sum(lag.values()) < EVENTS * 4 // 5
+        produced = await end_total(kafka.bootstrap_servers, kafka.input_topic)
+        return produced - await uncommitted(settings) >= EVENTS // 5
 
-    return await eventually(some, within_s)
+    return await eventually(some, within_s, every_s=0.05)
 
 
 def exactly_once(report: AuditReport, events: int) -> None:
@@ -126,7 +131,7 @@ async def test_stopped_mid_stream_then_restarted_nothing_lost_nothing_repeated(
     await seed(settings.mongo.url.get_secret_value(), names.database)
     await ensure_topics(settings.kafka)
     await produce_events(settings, EVENTS)
-    scorer = ScorerProcess(settings, tmp_path / "a.log", **EOS).start()
+    scorer = ScorerProcess(settings, tmp_path / "a.log").start()
     try:
         assert await some_committed(settings), scorer.log()[-3000:]
         if sigkill:
@@ -134,9 +139,9 @@ async def test_stopped_mid_stream_then_restarted_nothing_lost_nothing_repeated(
             scorer.wait()
         else:
             assert scorer.stop(timeout=40) == 0, scorer.log()[-3000:]
-        scorer = ScorerProcess(settings, tmp_path / "b.log", **EOS).start()
+        scorer = ScorerProcess(settings, tmp_path / "b.log").start()
         assert await all_committed(settings), scorer.log()[-3000:]
-        assert scorer.stop(timeout=40) == 0
+        assert scorer.stop(timeout=40) == 0, scorer.log()[-4000:]
     finally:
         scorer.kill()
     report = await audit(settings, "read_committed")
@@ -152,13 +157,19 @@ async def test_a_third_scorer_joins_and_one_is_killed_nothing_lost_nothing_repea
     settings = eos_settings
     await seed(settings.mongo.url.get_secret_value(), names.database)
     await ensure_topics(settings.kafka)
-    a = ScorerProcess(settings, tmp_path / "a.log", STREAMSCORE_KAFKA__CLIENT_ID="a", **EOS)
-    b = ScorerProcess(settings, tmp_path / "b.log", STREAMSCORE_KAFKA__CLIENT_ID="b", **EOS)
-    c = ScorerProcess(settings, tmp_path / "c.log", STREAMSCORE_KAFKA__CLIENT_ID="c", **EOS)
+    a = ScorerProcess(settings, tmp_path / "a.log", STREAMSCORE_KAFKA__CLIENT_ID="a")
+    b = ScorerProcess(settings, tmp_path / "b.log", STREAMSCORE_KAFKA__CLIENT_ID="b")
+    c = ScorerProcess(settings, tmp_path / "c.log", STREAMSCORE_KAFKA__CLIENT_ID="c")
     a.start()
     b.start()
+
+    async def steady_stream() -> None:  # 20 chunks over ~10 s: transactions open throughout
+        for chunk in range(20):
+            await produce_events(settings, EVENTS // 20, prefix=f"c{chunk}-")
+            await asyncio.sleep(0.5)
+
+    producing = asyncio.create_task(steady_stream())
     try:
-        await produce_events(settings, EVENTS)
         assert await some_committed(settings), a.log()[-2000:] + b.log()[-2000:]
         c.start()
 
@@ -167,12 +178,15 @@ async def test_a_third_scorer_joins_and_one_is_killed_nothing_lost_nothing_repea
             return state == "Stable" and members == 3
 
         assert await eventually(three, 60), c.log()[-2000:]
+        assert not producing.done(), "the stream ended before the rebalance: nothing proven"
         b.signal(signal.SIGKILL)
         b.wait()
+        await producing
         assert await all_committed(settings), a.log()[-2000:] + c.log()[-2000:]
         assert a.stop(timeout=40) == 0
         assert c.stop(timeout=40) == 0
     finally:
+        producing.cancel()
         for scorer in (a, b, c):
             scorer.kill()
     report = await audit(settings, "read_committed")

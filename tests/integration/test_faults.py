@@ -77,10 +77,6 @@ async def drained(settings: Settings, expected: int, within_s: float = 180) -> b
     return await eventually(done, within_s)
 
 
-def delivery_env(settings: Settings) -> dict[str, str]:
-    return {"STREAMSCORE_STREAM__DELIVERY": settings.stream.delivery}
-
-
 def check_delivery(report: AuditReport, settings: Settings) -> None:
     """Exactly-once: read with read_committed, nothing may repeat."""
     if settings.stream.delivery == "exactly_once":
@@ -225,7 +221,7 @@ async def test_mongodb_down_for_15s_nothing_dead_lettered_nothing_lost(
     await ensure_topics(settings.kafka)
     count = EVENTS // 2
     half = count // 2
-    scorer = ScorerProcess(settings, tmp_path / "scorer.log", **delivery_env(settings)).start()
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
     try:
         await produce_events(settings, half)
         assert await drained(settings, half), scorer.log()[-3000:]
@@ -275,7 +271,7 @@ async def test_kafka_broker_restart_mid_stream_loses_nothing(
     await ensure_topics(settings.kafka)
     count = EVENTS // 2
     await produce_events(settings, count)
-    scorer = ScorerProcess(settings, tmp_path / "scorer.log", **delivery_env(settings)).start()
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
     try:
         assert await partly_done(settings, count), scorer.log()[-3000:]
         private_kafka.restart()
