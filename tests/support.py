@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from scoring import EnrichmentUnavailable, StoredFeatures
+import numpy as np
+
+from scoring import EnrichmentUnavailable, LoadedModel, StoredFeatures
 from streamscore_cli.train import train
 
 
@@ -76,3 +80,34 @@ async def eventually(
             return True
         await asyncio.sleep(every_s)
     return False
+
+
+def offline_scores(
+    model: LoadedModel,
+    events: Sequence[Mapping[str, Any]],
+    stored: Mapping[str, Mapping[str, float]],
+) -> dict[str, float]:
+    """The oracle: ``Booster.predict`` of the contract's vector for each event, by event_id.
+
+    The vector is in the model's feature order: the event's value if present (not null), else
+    the entity's stored value, else NaN.
+    """
+    rows = []
+    for event in events:
+        own, kept = event.get("features", {}), stored.get(event["entity_id"], {})
+        values = [kept.get(n) if own.get(n) is None else own[n] for n in model.feature_names]
+        rows.append([math.nan if v is None else float(v) for v in values])
+    scores = model.booster.predict(np.array(rows, dtype=np.float64))
+    return {e["event_id"]: float(s) for e, s in zip(events, scores, strict=True)}
+
+
+def offline_score(
+    model: LoadedModel, event: Mapping[str, Any], stored: Mapping[str, Mapping[str, float]]
+) -> float:
+    """The oracle for one event (see :func:`offline_scores`)."""
+    return offline_scores(model, [{**event, "event_id": "_"}], stored)["_"]
+
+
+def stored_features(documents: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Entity documents as the oracle's ``stored`` argument: entity_id → features."""
+    return {str(d["_id"]): dict(d["features"]) for d in documents}

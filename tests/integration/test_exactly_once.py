@@ -14,6 +14,7 @@ import pytest
 from settings import Settings
 from streams.app import build_app
 from streams.audit import AuditReport, audit
+from streams.exit_codes import ExitCode
 from streams.topics import ensure_topics, group_state
 from streams.transactions import PartitionProducers
 from tests.conftest import Names, settings_for
@@ -110,7 +111,7 @@ async def test_each_partition_of_a_batch_commits_in_one_transaction_with_its_dea
     assert committed.dead_letters == 1
     uncommitted = await audit(settings, "read_uncommitted")
     assert uncommitted.duplicated_predictions + uncommitted.duplicated_dead_letters > 0
-    assert runtime.exit_code == 0
+    assert runtime.exit_code == ExitCode.OK
 
 
 def test_transactional_ids_are_per_input_partition(eos_settings: Settings) -> None:
@@ -138,10 +139,10 @@ async def test_stopped_mid_stream_then_restarted_nothing_lost_nothing_repeated(
             scorer.signal(signal.SIGKILL)
             scorer.wait()
         else:
-            assert scorer.stop(timeout=40) == 0, scorer.log()[-3000:]
+            assert scorer.stop(timeout=40) == ExitCode.OK, scorer.log()[-3000:]
         scorer = ScorerProcess(settings, tmp_path / "b.log").start()
         assert await all_committed(settings), scorer.log()[-3000:]
-        assert scorer.stop(timeout=40) == 0, scorer.log()[-4000:]
+        assert scorer.stop(timeout=40) == ExitCode.OK, scorer.log()[-4000:]
     finally:
         scorer.kill()
     report = await audit(settings, "read_committed")
@@ -183,8 +184,8 @@ async def test_a_third_scorer_joins_and_one_is_killed_nothing_lost_nothing_repea
         b.wait()
         await producing
         assert await all_committed(settings), a.log()[-2000:] + c.log()[-2000:]
-        assert a.stop(timeout=40) == 0
-        assert c.stop(timeout=40) == 0
+        assert a.stop(timeout=40) == ExitCode.OK
+        assert c.stop(timeout=40) == ExitCode.OK
     finally:
         producing.cancel()
         for scorer in (a, b, c):

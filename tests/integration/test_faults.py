@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 
 from settings import Settings
 from streams.audit import AuditReport, audit
+from streams.exit_codes import ExitCode
 from streams.topics import ensure_topics, group_state
 from tests.conftest import Names, settings_for
 from tests.kafka_io import committed_lag, end_total, produce
@@ -122,11 +123,11 @@ async def interrupt_and_restart(
             scorer.signal(signal.SIGKILL)
             scorer.wait()
         else:
-            assert scorer.stop(timeout=40) == 0, scorer.log()[-3000:]
+            assert scorer.stop(timeout=40) == ExitCode.OK, scorer.log()[-3000:]
         assert await outputs(settings) < EVENTS, "stopped too late to prove anything"
         scorer = ScorerProcess(settings, tmp_path / "scorer2.log").start()
         assert await drained(settings, EVENTS), scorer.log()[-3000:]
-        assert scorer.stop(timeout=40) == 0
+        assert scorer.stop(timeout=40) == ExitCode.OK
     finally:
         scorer.kill()
         await seed_cleanup(settings)
@@ -368,7 +369,7 @@ async def test_a_bad_deploy_halts_instead_of_emptying_the_topic_into_the_dlq(
         code = scorer.wait(timeout=120)
     finally:
         scorer.kill()
-    assert code == 3, scorer.log()[-3000:]
+    assert code == ExitCode.DEAD_LETTER_FLOOD, scorer.log()[-3000:]
     assert "looks like a bad producer deploy" in scorer.log()
     dead = await end_total(settings.kafka.bootstrap_servers, names.dlq_topic)
     assert dead < settings.stream.dead_letter_window  # stopped early, not 3,000

@@ -25,8 +25,8 @@ from scoring import LoadedModel
 from streams.audit import audit
 from streams.topics import ensure_topics
 from tests.conftest import ROOT, Names, settings_for
-from tests.integration.test_stream_end_to_end import offline_scores
 from tests.kafka_io import committed_lag, score_until
+from tests.support import offline_scores
 
 pytestmark = pytest.mark.integration
 

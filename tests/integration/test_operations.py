@@ -12,19 +12,26 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
 from scoring import load_model
 from scoring.model import metadata_path
 from streams.app import build_app
 from streams.audit import audit
+from streams.exit_codes import ExitCode
 from streams.topics import ensure_topics, group_state
 from tests.conftest import Names, settings_for
 from tests.kafka_io import committed_lag, produce, read_until
 from tests.private_servers import free_ports
 from tests.scorer_process import ScorerProcess
-from tests.support import entity_documents, event_bytes, eventually, train_small_model
+from tests.support import (
+    entity_documents,
+    event_bytes,
+    eventually,
+    offline_scores,
+    stored_features,
+    train_small_model,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -98,24 +105,17 @@ async def test_model_swap_under_load_loses_nothing_and_refuses_a_bad_model(
     assert len(ids) == total
     assert max(ids.values()) == 1
     versions = Counter(p["model"]["version"] for p in predictions)
+    sent = {f"e-{i:06d}": event_bytes(i, f"user-{i % 60}") for i in range(total)}
+    stored = stored_features(entity_documents(50))
     assert set(versions) == {"1", "2"}, versions
     assert versions["2"] >= 1_000  # everything after the swap was noticed
     # Each prediction's score is what the model it names gives offline.
     for version, path in (("1", v1), ("2", v2)):
         model = load_model(path)
         sample = [p for p in predictions if p["model"]["version"] == version][:100]
-        col = {n: i for i, n in enumerate(model.feature_names)}
-        matrix = np.full((len(sample), len(col)), np.nan)
-        for row, p in enumerate(sample):
-            index = int(p["event_id"].split("-")[1])
-            user = index % 60
-            matrix[row, col["amount"]] = 10.0 + index % 500
-            matrix[row, col["hour"]] = index % 24
-            if user < 50:
-                matrix[row, col["account_age_days"]] = 10 + user
-                matrix[row, col["avg_amount_30d"]] = 20.0 + user % 50
-        expected = model.booster.predict(matrix)
-        assert [p["score"] for p in sample] == [float(s) for s in expected], version
+        events = [json.loads(sent[p["event_id"]]) for p in sample]
+        expected = offline_scores(model, events, stored)
+        assert [p["score"] for p in sample] == [expected[p["event_id"]] for p in sample], version
     assert runtime.reloader is not None
     assert runtime.reloader.stats.refused >= 1
     assert "LightGBM could not load" in (runtime.reloader.stats.last_error or "")
@@ -236,7 +236,7 @@ async def test_two_workers_share_partitions_and_a_killed_one_is_restarted(
         second = [event_bytes(i, f"user-{i % 25}", prefix="f") for i in range(2_000)]
         await produce(kafka_bootstrap, names.input_topic, second, [None] * len(second))
         await read_until(kafka_bootstrap, [names.output_topic], 4_000, timeout_s=120)
-        assert scorer.stop() == 0
+        assert scorer.stop() == ExitCode.OK
     finally:
         scorer.kill()
     report = await audit(settings)

@@ -29,8 +29,8 @@ from streams.audit import audit
 from streams.exit_codes import ExitCode
 from streams.topics import ensure_topics
 from tests.conftest import Names, settings_for
-from tests.integration.test_stream_end_to_end import offline_scores
 from tests.kafka_io import committed_lag, read_until, score_until
+from tests.support import offline_scores
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +126,7 @@ async def test_an_unreadable_place_halts_naming_it_and_nothing_is_lost_or_skippe
     # where it stopped: the records were never skipped.
     monkeypatch.undo()
     outputs, runtime = await score_until(settings, 11, 60)
-    assert runtime.exit_code == 0
+    assert runtime.exit_code == ExitCode.OK
     ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
     assert ids == Counter(readable)
     dead = [r for r in outputs if r.topic == names.dlq_topic]
@@ -155,7 +155,7 @@ async def test_an_invalid_record_at_the_size_limit_gets_a_dead_letter_cut_to_fit
         [(0, _event("before"), None), (0, huge, None), (0, _event("after"), None)],
     )
     outputs, runtime = await score_until(settings, 3, 60)
-    assert runtime.exit_code == 0
+    assert runtime.exit_code == ExitCode.OK
     ids = sorted(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
     assert ids == ["after", "before"]
     (dead,) = [r for r in outputs if r.topic == names.dlq_topic]
@@ -202,7 +202,7 @@ async def test_a_record_timestamp_past_9999_is_an_invalid_event_unless_the_event
         ],
     )
     outputs, runtime = await score_until(settings, 3, 60)
-    assert runtime.exit_code == 0
+    assert runtime.exit_code == ExitCode.OK
     predictions = {
         json.loads(r.value)["event_id"]: json.loads(r.value)
         for r in outputs

@@ -17,6 +17,7 @@ from streams.app import build_app
 from streams.topics import ensure_topics
 from tests.conftest import Names, settings_for
 from tests.kafka_io import committed_lag, produce, read_until
+from tests.support import offline_scores
 
 pytestmark = pytest.mark.integration
 
@@ -66,23 +67,6 @@ def make_events(
         records.append((entity.encode(), json.dumps(event).encode()))
         valid.append(event)
     return records, valid, expected_kinds
-
-
-def offline_scores(
-    model: LoadedModel, events: list[dict[str, Any]], stored: dict[str, dict[str, float]]
-) -> dict[str, float]:
-    names = list(model.feature_names)
-    rows = []
-    for event in events:
-        row = []
-        for name in names:
-            value = event["features"].get(name)
-            if value is None:
-                value = stored.get(event["entity_id"], {}).get(name)
-            row.append(np.nan if value is None else float(value))
-        rows.append(row)
-    scores = model.booster.predict(np.array(rows, dtype=np.float64))
-    return {e["event_id"]: float(s) for e, s in zip(events, scores, strict=True)}
 
 
 async def test_stream_scores_every_valid_event_once_and_dead_letters_the_rest(

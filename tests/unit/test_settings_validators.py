@@ -1,0 +1,73 @@
+"""The settings tree's validators (settings/model.py): what is normalised, what is refused."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from settings import load_settings
+
+SECRET = "s3cr3t-value-never-shown"
+
+
+@pytest.mark.parametrize(("given", "taken"), [("none", None), ("", None), (" NONE ", None)])
+def test_compression_none_and_empty_mean_uncompressed(given: str, taken: None) -> None:
+    assert load_settings(kafka={"compression_type": given}).kafka.compression_type is taken
+
+
+@pytest.mark.parametrize(("given", "taken"), [("ZSTD", "zstd"), ("Gzip", "gzip"), ("lz4", "lz4")])
+def test_compression_codecs_are_case_insensitive(given: str, taken: str) -> None:
+    assert load_settings(kafka={"compression_type": given}).kafka.compression_type == taken
+
+
+def test_an_unknown_codec_is_refused() -> None:
+    with pytest.raises(ValidationError, match="compression_type"):
+        load_settings(kafka={"compression_type": "brotli"})
+
+
+def test_an_api_key_of_exactly_sixteen_characters_is_the_shortest_taken() -> None:
+    assert load_settings(api={"api_key": "k" * 16}).api.api_key is not None
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        load_settings(api={"api_key": "k" * 15})
+
+
+def test_the_event_queue_must_hold_one_full_request() -> None:
+    with pytest.raises(ValidationError, match="max_queued_events must be >= "):
+        load_settings(api={"max_events_per_request": 100, "max_queued_events": 99})
+    taken = load_settings(api={"max_events_per_request": 100, "max_queued_events": 100})
+    assert taken.api.max_queued_events == 100
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_password_mechanisms_need_both_credentials(mechanism: str) -> None:
+    base = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism}
+    with pytest.raises(ValidationError, match=r"sasl_username and kafka\.sasl_password"):
+        load_settings(kafka={**base, "sasl_username": "u"})
+    with pytest.raises(ValidationError, match=r"sasl_username and kafka\.sasl_password"):
+        load_settings(kafka={**base, "sasl_password": SECRET})
+    taken = load_settings(kafka={**base, "sasl_username": "u", "sasl_password": SECRET})
+    assert taken.kafka.sasl_password is not None
+    assert taken.kafka.sasl_password.get_secret_value() == SECRET
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"kafka": {"sasl_password": SECRET, "security_protocol": "SASL_SSL"}},
+        {"kafka": {"sasl_password": SECRET, "linger_ms": -1}},
+        {"mongo": {"url": SECRET, "connect_timeout_ms": 1}},
+        {"api": {"api_key": SECRET, "max_in_flight": 0}},
+        {"api": {"api_key": SECRET[:8]}},
+    ],
+)
+def test_a_secret_never_appears_in_any_error_message(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValidationError) as info:
+        load_settings(**overrides)
+    for text in (str(info.value), repr(info.value)):  # what a configuration error prints
+        assert SECRET[:8] not in text
+
+
+def test_a_secret_is_masked_in_the_settings_repr() -> None:
+    settings = load_settings(mongo={"url": f"mongodb://u:{SECRET}@db"}, api={"api_key": SECRET})
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings.model_dump())
