@@ -61,6 +61,8 @@ class BenchConfig:
     log_dir: str | None
     keep: bool
     write: bool
+    name: str
+    """Results go to bench/results/<name>.json and .md (and the plot, for ``latest``)."""
     settings: Settings
     """The product's settings as this process reads them: the addresses of every server."""
 
@@ -108,6 +110,9 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     parser.add_argument("--log-dir", help="child process logs (default /tmp/bench-<run id>)")
     parser.add_argument("--keep", action="store_true", help="keep topics and database")
     parser.add_argument("--no-write", action="store_true", help="leave bench/results/ alone")
+    parser.add_argument(
+        "--name", default="latest", help="write bench/results/NAME.json and NAME.md"
+    )
     args = parser.parse_args(argv)
     base = PROFILES["quick" if args.quick else "full"]
     fractions = (
@@ -142,5 +147,6 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         log_dir=args.log_dir,
         keep=args.keep,
         write=not args.no_write,
+        name=args.name,
         settings=load_settings(),
     )

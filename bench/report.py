@@ -207,8 +207,10 @@ def markdown(run: RunResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(run: RunResult) -> None:
+def write(run: RunResult, name: str = "latest") -> None:
+    """``<name>.json`` and ``<name>.md``; the plot only for ``latest``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    run.plot = plot(run, RESULTS / "latency_vs_throughput.png", LABELS)
-    (RESULTS / "latest.json").write_text(run.to_json())
-    (RESULTS / "latest.md").write_text(markdown(run))
+    if name == "latest":
+        run.plot = plot(run, RESULTS / "latency_vs_throughput.png", LABELS)
+    (RESULTS / f"{name}.json").write_text(run.to_json())
+    (RESULTS / f"{name}.md").write_text(markdown(run))

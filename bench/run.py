@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = asyncio.run(bench(config))
     if config.write:
-        report.write(run)
-        log(f"wrote {report.RESULTS}/latest.json, latest.md, latency_vs_throughput.png")
+        report.write(run, config.name)
+        log(f"wrote {report.RESULTS}/{config.name}.json and .md")
     print(report.markdown(run))
     return 0
 
