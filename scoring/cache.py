@@ -23,6 +23,9 @@ class CacheStats:
     misses: int = 0
     loads: int = 0
     evictions: int = 0
+    refreshes: int = 0
+    """Entries reloaded ahead of their expiry."""
+    refresh_failures: int = 0
 
 
 class EntityCache:
@@ -37,6 +40,11 @@ class EntityCache:
     5. After :meth:`clear` nothing loaded before it is served: loads still in flight are
        neither joined by later callers nor stored when they finish (a model swap changes
        what a load reads).
+    6. Refresh-ahead: an entry read after ``refresh_ahead`` of its TTL has passed is reloaded
+       once, in the same query as the call's misses (or, without misses, in one background
+       query), so an entity in steady use never misses. The caller is served the cached value
+       at once; concurrent readers share one refresh; a failed refresh keeps the old value
+       until it expires (then it is a miss as usual). ``refresh_ahead=1`` turns it off.
     """
 
     def __init__(
@@ -45,9 +53,13 @@ class EntityCache:
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
         metrics: ScoringMetrics | None = None,
+        refresh_ahead: float = 0.8,
     ) -> None:
         self._max = max_entries
         self._ttl = ttl_s
+        self._refresh_after = ttl_s * refresh_ahead if refresh_ahead < 1 else None
+        self._refreshing: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, StoredFeatures | None]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[StoredFeatures | None]] = {}
@@ -75,6 +87,44 @@ class EntityCache:
         self._entries.move_to_end(entity_id)
         return True, value
 
+    def _due(self, entity_id: str, now: float) -> bool:
+        """The entry is past its refresh point and no refresh of it is under way."""
+        if self._refresh_after is None or entity_id in self._refreshing:
+            return False
+        expires, _ = self._entries[entity_id]
+        return now >= expires - self._ttl + self._refresh_after
+
+    def _refreshed(self, loaded: dict[str, StoredFeatures], ids: Sequence[str], gen: int) -> None:
+        stored_at = self._clock()
+        for entity_id in ids:
+            self._refreshing.discard(entity_id)
+            if gen == self._generation:
+                self._store(entity_id, loaded.get(entity_id), stored_at)
+        self.stats.refreshes += len(ids)
+        if self.metrics is not None:
+            self.metrics.cache_refreshes.labels("loaded").inc(len(ids))
+
+    def _refresh_failed(self, ids: Sequence[str]) -> None:
+        self._refreshing.difference_update(ids)
+        self.stats.refresh_failures += len(ids)
+        if self.metrics is not None:
+            self.metrics.cache_refreshes.labels("failed").inc(len(ids))
+
+    def _refresh_in_background(self, ids: list[str], load: Loader) -> None:
+        generation = self._generation
+
+        async def refresh() -> None:
+            try:
+                loaded = await load(ids)
+            except Exception:
+                self._refresh_failed(ids)
+            else:
+                self._refreshed(loaded, ids, generation)
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _store(self, entity_id: str, value: StoredFeatures | None, now: float) -> None:
         self._entries[entity_id] = (now + self._ttl, value)
         self._entries.move_to_end(entity_id)
@@ -90,10 +140,13 @@ class EntityCache:
         result: Lookup = {}
         waiting: dict[str, asyncio.Future[StoredFeatures | None]] = {}
         to_load: list[str] = []
+        due: list[str] = []
         for entity_id in dict.fromkeys(entity_ids):
             found, value = self._fresh(entity_id, now)
             if found:
                 result[entity_id] = value
+                if self._due(entity_id, now):
+                    due.append(entity_id)
             elif entity_id in self._inflight:
                 waiting[entity_id] = self._inflight[entity_id]
             else:
@@ -103,6 +156,9 @@ class EntityCache:
         self.stats.misses += len(to_load)
         if self.metrics is not None:
             self.metrics.cache_lookup(hits, len(to_load))
+        self._refreshing.update(due)
+        if due and not to_load:
+            self._refresh_in_background(due, load)
 
         if to_load:
             loop = asyncio.get_running_loop()
@@ -111,8 +167,9 @@ class EntityCache:
             inflight.update(mine)
             try:
                 self.stats.loads += 1
-                loaded = await load(to_load)
+                loaded = await load(to_load + due)  # refreshes ride along with the misses
             except BaseException as exc:
+                self._refresh_failed(due)
                 shared = (
                     EnrichmentUnavailable("entity load was cancelled")
                     if isinstance(exc, asyncio.CancelledError)
@@ -123,6 +180,7 @@ class EntityCache:
                     future.exception()  # retrieved here; waiters still get it
                 raise
             else:
+                self._refreshed(loaded, due, generation)
                 stored_at = self._clock()
                 current = generation == self._generation
                 for entity_id, future in mine.items():

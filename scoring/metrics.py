@@ -56,6 +56,7 @@ class ScoringMetrics(Collector):
     ``streamscore_ignored_features_total``         event features the model does not use
     ``streamscore_cache_lookups_total{result}``    entity cache ``hit``/``miss``
     ``streamscore_cache_evictions_total``          entries the cache dropped for room
+    ``streamscore_cache_refreshes_total``          entries reloaded ahead of expiry
     ``streamscore_model_info{name,version}``       1 for the model in use
     ``streamscore_model_reloads_total{result}``    reloads ``loaded``/``refused``
     ``streamscore_event_loop_lag_seconds``         histogram: how late the loop runs a timer
@@ -95,6 +96,12 @@ class ScoringMetrics(Collector):
         )
         self.cache_evictions = _counter(
             "cache_evictions", "Entity cache entries dropped to stay within the size bound"
+        )
+        self.cache_refreshes = _counter(
+            "cache_refreshes",
+            "Entity cache entries reloaded ahead of expiry, by result",
+            "result",
+            values=("loaded", "failed"),
         )
         self.model_info = Gauge(
             f"{PREFIX}model_info", "The model in use", ["name", "version"], registry=None

@@ -48,7 +48,11 @@ async def open_pipeline(
     try:
         collection = client[settings.mongo.database][settings.mongo.collection]
         cache = (
-            EntityCache(settings.scoring.cache_max_entries, settings.scoring.cache_ttl_s)
+            EntityCache(
+                settings.scoring.cache_max_entries,
+                settings.scoring.cache_ttl_s,
+                refresh_ahead=settings.scoring.cache_refresh_ahead,
+            )
             if settings.scoring.cache_enabled
             else None
         )

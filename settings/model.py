@@ -149,6 +149,9 @@ class ScoringSettings(BaseModel):
     cache_enabled: bool = True
     cache_max_entries: int = Field(default=100_000, ge=1)
     cache_ttl_s: float = Field(default=60.0, gt=0)
+    cache_refresh_ahead: float = Field(default=0.8, gt=0, le=1)
+    """An entry read after this share of its TTL is reloaded in the background (with the next
+    query), so entities in steady use never miss; 1 turns refresh-ahead off."""
     executor_threads: int = Field(default=2, ge=1)
     max_concurrent_queries: int = Field(default=8, ge=1)
     """At most this many enrichment queries in flight per process; more batches wait their turn

@@ -47,7 +47,7 @@ async def test_hits_misses_and_absent_entities_are_cached() -> None:
 async def test_entries_expire_after_ttl() -> None:
     clock = Clock()
     loader = Loader({"a": {"x": 1.0}})
-    cache = EntityCache(100, ttl_s=10, clock=clock)
+    cache = EntityCache(100, ttl_s=10, clock=clock, refresh_ahead=1)  # no refresh-ahead
     await cache.get_many(["a"], loader)
     clock.now = 9.9
     await cache.get_many(["a"], loader)
@@ -153,3 +153,52 @@ async def test_lookups_and_evictions_are_observed_as_they_happen() -> None:
     await cache.get_many(["a", "b", "c"], loader)  # c evicts a (b was read after a)
     assert seen() == (2, 3, 1)
     assert (cache.stats.hits, cache.stats.misses, cache.stats.evictions) == (2, 3, 1)
+
+
+async def test_an_entry_read_near_expiry_is_refreshed_once_in_the_background() -> None:
+    clock = Clock()
+    loader = Loader({"a": {"x": 1.0}})
+    cache = EntityCache(100, ttl_s=10, clock=clock, refresh_ahead=0.8)
+    await cache.get_many(["a"], loader)
+    clock.now = 7.9
+    await cache.get_many(["a"], loader)
+    assert len(loader.calls) == 1  # before the refresh point: nothing
+    clock.now = 8.5
+    loader.data["a"] = {"x": 2.0}
+    # Many concurrent readers past the refresh point: served the cached value at once...
+    results = await asyncio.gather(*(cache.get_many(["a"], loader) for _ in range(20)))
+    assert all(r == {"a": {"x": 1.0}} for r in results)
+    await asyncio.sleep(0)  # ...and one background refresh loads the new value
+    await asyncio.sleep(0)
+    assert loader.calls == [["a"], ["a"]]
+    assert cache.stats.refreshes == 1
+    clock.now = 12.0  # past the first expiry: the refreshed entry serves, no miss
+    assert await cache.get_many(["a"], loader) == {"a": {"x": 2.0}}
+    assert cache.stats.misses == 1
+
+
+async def test_refreshes_ride_along_with_the_misses_of_the_same_call() -> None:
+    clock = Clock()
+    loader = Loader({"a": {"x": 1.0}, "b": {"x": 5.0}})
+    cache = EntityCache(100, ttl_s=10, clock=clock, refresh_ahead=0.5)
+    await cache.get_many(["a"], loader)
+    clock.now = 6.0
+    assert await cache.get_many(["a", "b"], loader) == {"a": {"x": 1.0}, "b": {"x": 5.0}}
+    assert loader.calls == [["a"], ["b", "a"]]  # one query for the miss and the refresh
+
+
+async def test_a_failed_refresh_keeps_the_old_value_until_it_expires() -> None:
+    clock = Clock()
+    loader = Loader({"a": {"x": 1.0}})
+    cache = EntityCache(100, ttl_s=10, clock=clock, refresh_ahead=0.8)
+    await cache.get_many(["a"], loader)
+    clock.now = 9.0
+    loader.fail = True
+    assert await cache.get_many(["a"], loader) == {"a": {"x": 1.0}}
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert cache.stats.refresh_failures == 1
+    assert await cache.get_many(["a"], loader) == {"a": {"x": 1.0}}  # still served
+    clock.now = 10.0  # expired: behaves as without refresh-ahead (a miss, the error surfaces)
+    with pytest.raises(EnrichmentUnavailable):
+        await cache.get_many(["a"], loader)
