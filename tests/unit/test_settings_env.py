@@ -55,6 +55,7 @@ EVERY_FIELD_CHANGED: dict[str, object] = {
         "cache_enabled": False,
         "cache_max_entries": 17,
         "cache_ttl_s": 1.5,
+        "cache_refresh_ahead": 0.5,
         "executor_threads": 5,
         "max_concurrent_queries": 2,
         "score_timeout_s": 3.5,
