@@ -161,39 +161,45 @@ class EntityCache:
             self._refresh_in_background(due, load)
 
         if to_load:
-            loop = asyncio.get_running_loop()
-            mine = {entity_id: loop.create_future() for entity_id in to_load}
-            inflight, generation = self._inflight, self._generation
-            inflight.update(mine)
-            try:
-                self.stats.loads += 1
-                loaded = await load(to_load + due)  # refreshes ride along with the misses
-            except BaseException as exc:
-                self._refresh_failed(due)
-                shared = (
-                    EnrichmentUnavailable("entity load was cancelled")
-                    if isinstance(exc, asyncio.CancelledError)
-                    else exc
-                )
-                for future in mine.values():
-                    future.set_exception(shared)
-                    future.exception()  # retrieved here; waiters still get it
-                raise
-            else:
-                self._refreshed(loaded, due, generation)
-                stored_at = self._clock()
-                current = generation == self._generation
-                for entity_id, future in mine.items():
-                    value = loaded.get(entity_id)
-                    if current:
-                        self._store(entity_id, value, stored_at)
-                    future.set_result(value)
-                    result[entity_id] = value
-            finally:
-                for entity_id in to_load:
-                    if inflight.get(entity_id) is mine[entity_id]:
-                        del inflight[entity_id]
+            result.update(await self._load(to_load, due, load))
 
         for entity_id, future in waiting.items():
             result[entity_id] = await asyncio.shield(future)
+        return result
+
+    async def _load(self, to_load: list[str], due: list[str], load: Loader) -> Lookup:
+        """One query for the misses (shared with concurrent callers) and the due refreshes."""
+        result: Lookup = {}
+        loop = asyncio.get_running_loop()
+        mine = {entity_id: loop.create_future() for entity_id in to_load}
+        inflight, generation = self._inflight, self._generation
+        inflight.update(mine)
+        try:
+            self.stats.loads += 1
+            loaded = await load(to_load + due)  # refreshes ride along with the misses
+        except BaseException as exc:
+            self._refresh_failed(due)
+            shared = (
+                EnrichmentUnavailable("entity load was cancelled")
+                if isinstance(exc, asyncio.CancelledError)
+                else exc
+            )
+            for future in mine.values():
+                future.set_exception(shared)
+                future.exception()  # retrieved here; waiters still get it
+            raise
+        else:
+            self._refreshed(loaded, due, generation)
+            stored_at = self._clock()
+            current = generation == self._generation
+            for entity_id, future in mine.items():
+                value = loaded.get(entity_id)
+                if current:
+                    self._store(entity_id, value, stored_at)
+                future.set_result(value)
+                result[entity_id] = value
+        finally:
+            for entity_id in to_load:
+                if inflight.get(entity_id) is mine[entity_id]:
+                    del inflight[entity_id]
         return result

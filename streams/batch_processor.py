@@ -18,15 +18,8 @@ from settings import Settings
 from streams.backoff import Backoff
 from streams.dead_letter_guard import DeadLetterFlood, DeadLetterGuard
 from streams.dead_letters import dead_letter, fit_dead_letter
-from streams.delivery import (
-    Batch,
-    BatchDelivery,
-    Commit,
-    DeliveryStats,
-    Halted,
-    HaltReason,
-    Output,
-)
+from streams.delivery_types import Batch, BatchDelivery, Commit, DeliveryStats, Output
+from streams.halts import Halted, HaltReason
 from streams.metrics import StreamMetrics
 from streams.records import Rejection, read_record
 

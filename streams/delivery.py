@@ -13,70 +13,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from aiokafka.structs import TopicPartition
 
 from streams.backoff import Backoff
-from streams.dead_letters import Headers, fit_dead_letter, record_size
-from streams.exit_codes import ExitCode
+from streams.dead_letters import fit_dead_letter, record_size
+from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Output, Outputs
+from streams.halts import Halted, HaltReason
 
 log = logging.getLogger(__name__)
 
-Output = tuple[str, bytes | None, bytes | None, Headers | None]
-"""(topic, value, key, headers) of one prediction or dead letter."""
-Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
-"""Commits the given next-offsets-to-read of one batch."""
 _TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
-
-
-class Outputs(Protocol):
-    """Where outputs go: ``send`` hands one record over; the awaitable it returns resolves once
-    Kafka acknowledged the record (or raises why not)."""
-
-    async def send(
-        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None
-    ) -> Awaitable[Any]: ...
-
-
-class HaltReason(StrEnum):
-    """Why nothing more may be committed (see :class:`Halted`)."""
-
-    STOPPING = "stopping"
-    """A shutdown arrived while a batch waited on a retry; it is re-read at the next start."""
-    PREVIOUS_BATCH_FAILED = "previous_batch_failed"
-    """An earlier batch could not be completed: committing a later one would skip it."""
-    OUTPUT_REFUSED = "output_refused"
-    """Kafka refused an output for a reason retrying cannot fix, ``max_batch_attempts`` times."""
-    DEAD_LETTER_FLOOD = "dead_letter_flood"
-    """Most recent records failed validation: a bad producer deploy, not bad records."""
-
-    @property
-    def exit_code(self) -> ExitCode:
-        return {
-            HaltReason.STOPPING: ExitCode.BATCH_FAILED,
-            HaltReason.PREVIOUS_BATCH_FAILED: ExitCode.BATCH_FAILED,
-            HaltReason.OUTPUT_REFUSED: ExitCode.REPEATED_FAILURE,
-            HaltReason.DEAD_LETTER_FLOOD: ExitCode.DEAD_LETTER_FLOOD,
-        }[self]
-
-
-class Halted(Exception):
-    """Nothing more is committed: the batch in hand and every later one stay uncommitted and
-    are read again after a restart."""
-
-    def __init__(self, reason: HaltReason, detail: str) -> None:
-        super().__init__(f"{reason.value}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-    @property
-    def exit_code(self) -> ExitCode:
-        return self.reason.exit_code
 
 
 @dataclass(frozen=True)
@@ -88,52 +39,6 @@ class DeliveryPolicy:
     max_attempts: int
     initial_backoff_s: float
     max_backoff_s: float
-
-
-@dataclass
-class DeliveryStats:
-    commits: int = 0
-    commit_failures: int = 0
-    resends: int = 0
-    """Rounds of re-sending unacknowledged outputs."""
-    committed: dict[TopicPartition, int] = field(default_factory=dict)
-    """The next offset to read, per partition, as last committed."""
-
-
-@dataclass(frozen=True)
-class Batch:
-    """What one consumed batch hands to delivery."""
-
-    outputs: list[Output]
-    sources: list[TopicPartition]
-    """The input partition each output comes from (same order as ``outputs``)."""
-    first: dict[TopicPartition, int]
-    """Per input partition, the batch's first offset (where a retry rewinds to)."""
-    after: dict[TopicPartition, int]
-    """Per input partition, the offset after the batch's last record (what is committed)."""
-
-
-Acked = Callable[[], None]
-"""Called once every output of a batch is acknowledged (before its commit)."""
-Observe = Callable[[str, float], None]
-"""Receives (stage, seconds) for the ``ack`` and ``commit`` stages of every batch."""
-
-
-class BatchDelivery(Protocol):
-    """How a batch's outputs and offsets reach Kafka (at-least-once or exactly-once)."""
-
-    halted: Halted | None
-    stats: DeliveryStats
-
-    def check(self) -> None: ...
-
-    def halt(self, error: BaseException) -> None: ...
-
-    async def deliver(
-        self, batch: Batch, commit: Commit, on_acked: Acked | None = None
-    ) -> None: ...
-
-    async def drain(self) -> None: ...
 
 
 class Delivery:

@@ -15,7 +15,7 @@ from faststream.kafka import KafkaBroker
 
 from settings import Settings
 from streams.dead_letters import Headers
-from streams.delivery import Outputs
+from streams.delivery_types import Outputs
 from streams.kafka_options import client_options, producer_options
 
 OutputsFactory = Callable[[Settings, KafkaBroker], AbstractAsyncContextManager[Outputs]]

@@ -21,9 +21,11 @@ from scoring.service import PipelineFactory, ScoringService, open_scoring
 from settings import Settings
 from streams.backoff import Backoff
 from streams.batch_processor import BatchProcessor
-from streams.delivery import BatchDelivery, Delivery, DeliveryPolicy, Halted
+from streams.delivery import Delivery, DeliveryPolicy
+from streams.delivery_types import BatchDelivery
 from streams.exit_codes import ExitCode
 from streams.fetch_guard import FetchGuard
+from streams.halts import Halted
 from streams.metrics import ConsumerLag, StreamMetrics, serve_metrics
 from streams.outputs import OutputsFactory
 from streams.topics import ensure_topics

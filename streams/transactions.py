@@ -24,7 +24,8 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
 from settings import Settings
-from streams.delivery import Acked, Batch, Commit, DeliveryStats, Halted, Observe, Output
+from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Output
+from streams.halts import Halted
 from streams.kafka_options import client_options
 
 log = logging.getLogger(__name__)

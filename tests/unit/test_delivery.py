@@ -14,8 +14,10 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition
 
-from streams.delivery import Batch, Delivery, DeliveryPolicy, Halted, HaltReason, Output
+from streams.delivery import Delivery, DeliveryPolicy
+from streams.delivery_types import Batch, Output
 from streams.exit_codes import ExitCode
+from streams.halts import Halted, HaltReason
 
 TP = TopicPartition("events", 0)
 

@@ -1,0 +1,73 @@
+"""What processing hands to delivery, and what any delivery offers (at-least-once in
+:mod:`streams.delivery`, exactly-once in :mod:`streams.transactions`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka.structs import TopicPartition
+
+from streams.dead_letters import Headers
+from streams.halts import Halted
+
+Output = tuple[str, bytes | None, bytes | None, Headers | None]
+"""(topic, value, key, headers) of one prediction or dead letter."""
+Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
+"""Commits the given next-offsets-to-read of one batch."""
+
+
+class Outputs(Protocol):
+    """Where outputs go: ``send`` hands one record over; the awaitable it returns resolves once
+    Kafka acknowledged the record (or raises why not)."""
+
+    async def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None
+    ) -> Awaitable[Any]: ...
+
+
+@dataclass
+class DeliveryStats:
+    commits: int = 0
+    commit_failures: int = 0
+    resends: int = 0
+    """Rounds of re-sending unacknowledged outputs."""
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    """The next offset to read, per partition, as last committed."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one consumed batch hands to delivery."""
+
+    outputs: list[Output]
+    sources: list[TopicPartition]
+    """The input partition each output comes from (same order as ``outputs``)."""
+    first: dict[TopicPartition, int]
+    """Per input partition, the batch's first offset (where a retry rewinds to)."""
+    after: dict[TopicPartition, int]
+    """Per input partition, the offset after the batch's last record (what is committed)."""
+
+
+Acked = Callable[[], None]
+"""Called once every output of a batch is acknowledged (before its commit)."""
+Observe = Callable[[str, float], None]
+"""Receives (stage, seconds) for the ``ack`` and ``commit`` stages of every batch."""
+
+
+class BatchDelivery(Protocol):
+    """How a batch's outputs and offsets reach Kafka (at-least-once or exactly-once)."""
+
+    halted: Halted | None
+    stats: DeliveryStats
+
+    def check(self) -> None: ...
+
+    def halt(self, error: BaseException) -> None: ...
+
+    async def deliver(
+        self, batch: Batch, commit: Commit, on_acked: Acked | None = None
+    ) -> None: ...
+
+    async def drain(self) -> None: ...
