@@ -10,7 +10,7 @@ import yaml
 
 from scoring.metrics import ScoringMetrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "infra" / "monitoring"
 SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 
