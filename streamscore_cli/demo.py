@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from settings import Settings, load_settings
 from settings.env import to_env
+from streams.audit import default_isolation
 from streams.kafka_options import client_options
 from streams.offsets import end_offsets, tail_start, topic_partitions, unread
 from streams.topics import ensure_topics, group_state
@@ -124,7 +125,8 @@ async def _watch(
             raise RuntimeError(f"the scorer exited with code {scorer.returncode}")
 
 
-async def demo(settings: Settings, *, events: int, rate: float) -> int:
+async def _prepare(settings: Settings) -> None:
+    """Train the demo model if there is none, seed the entities, create the topics."""
     if not settings.model.path.exists():
         print(f"no model at {settings.model.path}: training the demo model (about a minute)")
         auc = train(settings.model.path)
@@ -133,6 +135,19 @@ async def demo(settings: Settings, *, events: int, rate: float) -> int:
     print(f"seeded {count} entities into {settings.mongo.database}.{settings.mongo.collection}")
     await ensure_topics(settings.kafka)
 
+
+async def _stop(scorer: asyncio.subprocess.Process) -> None:
+    if scorer.returncode is None:
+        scorer.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(scorer.wait(), timeout=60)
+        except TimeoutError:
+            scorer.kill()
+    print(f"scorer stopped (exit code {scorer.returncode})")
+
+
+async def demo(settings: Settings, *, events: int, rate: float) -> int:
+    await _prepare(settings)
     run_id = f"demo{int(time.time())}"
     reader = OutputReader(settings, run_id)
     await reader.start()
@@ -182,18 +197,16 @@ async def demo(settings: Settings, *, events: int, rate: float) -> int:
         return 0
     finally:
         await reader.stop()
-        if scorer.returncode is None:
-            scorer.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(scorer.wait(), timeout=60)
-            except TimeoutError:
-                scorer.kill()
-        print(f"scorer stopped (exit code {scorer.returncode})")
+        await _stop(scorer)
 
 
 async def peek(settings: Settings, topic: str, count: int) -> list[str]:
     """The last ``count`` records of ``topic`` (all partitions), one line each, with headers."""
-    consumer = AIOKafkaConsumer(**client_options(settings.kafka), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        **client_options(settings.kafka),
+        enable_auto_commit=False,
+        isolation_level=default_isolation(settings),
+    )
     await consumer.start()
     try:
         partitions = await topic_partitions(settings.kafka, [topic])

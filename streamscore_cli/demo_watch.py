@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas import DeadLetterHeader
 from settings import Settings
+from streams.audit import default_isolation
 from streams.kafka_options import client_options
 from streams.offsets import topic_partitions
 
@@ -43,7 +44,9 @@ class OutputReader:
         """Records that reached the input topic since the start (acknowledged by Kafka)."""
         self._recent: deque[tuple[float, float]] = deque()
         self._consumer = AIOKafkaConsumer(
-            **client_options(settings.kafka), enable_auto_commit=False
+            **client_options(settings.kafka),
+            enable_auto_commit=False,
+            isolation_level=default_isolation(settings),  # committed outputs only (exactly-once)
         )
 
     @property
