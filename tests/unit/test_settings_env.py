@@ -50,7 +50,14 @@ EVERY_FIELD_CHANGED: dict[str, object] = {
         "connect_timeout_ms": 999,
         "max_pool_size": 3,
     },
-    "model": {"path": "/models/x/model.txt", "threads": 0, "reload_interval_s": 0.0},
+    "model": {
+        "path": "/models/x/model.txt",
+        "threads": 0,
+        "reload_interval_s": 0.0,
+        "reasons": 3,
+        "reasons_min_score": 0.9,
+    },
+    "challenger": {"path": "/models/x/challenger.txt", "topic": "shadow", "threshold": 0.7},
     "scoring": {
         "cache_enabled": False,
         "cache_max_entries": 17,
