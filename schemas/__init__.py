@@ -3,7 +3,7 @@
 from schemas.dead_letter import DeadLetterHeader, ErrorKind
 from schemas.entity import EntityFeatures
 from schemas.events import FeatureValue, InputEvent, event_limits, format_time
-from schemas.prediction import Enrichment, ModelRef, Prediction
+from schemas.prediction import Enrichment, ModelRef, Prediction, Reason
 
 __all__ = [
     "DeadLetterHeader",
@@ -14,6 +14,7 @@ __all__ = [
     "InputEvent",
     "ModelRef",
     "Prediction",
+    "Reason",
     "event_limits",
     "format_time",
 ]

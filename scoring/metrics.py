@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import Metric
 from prometheus_client.metrics import MetricWrapperBase
@@ -22,6 +24,11 @@ SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 OUTCOMES = ("hit", "miss", "error")
 RELOAD_RESULTS = ("loaded", "refused")
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+"""Score distributions: 0.05 wide up to 1 (a probability); anything above lands in +Inf."""
+DIFFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+DECISIONS = ("both_above", "both_below", "main_only", "challenger_only")
+CHALLENGER_STAGES = ("load", "score")
 PREFIX = "streamscore_"
 
 
@@ -35,8 +42,11 @@ def _counter(
     return counter
 
 
-def _histogram(name: str, documentation: str, buckets: Sequence[float]) -> Histogram:
-    return Histogram(PREFIX + name, documentation, buckets=buckets, registry=None)
+def _histogram(
+    name: str, documentation: str, buckets: Sequence[float], label: str | None = None
+) -> Histogram:
+    labels = [label] if label else []
+    return Histogram(PREFIX + name, documentation, labels, buckets=buckets, registry=None)
 
 
 class ScoringMetrics(Collector):
@@ -61,6 +71,18 @@ class ScoringMetrics(Collector):
     ``streamscore_model_reloads_total{result}``    reloads ``loaded``/``refused``
     ``streamscore_event_loop_lag_seconds``         histogram: how late the loop runs a timer
     ``streamscore_event_loop_lag_last_seconds``    the latest loop-lag sample
+    ``streamscore_challenger_info{name,version}``  1 for the challenger in use (none: no series)
+    ``streamscore_challenger_events_total{model}`` events scored by ``main`` and by
+                                                   ``challenger`` while one is attached
+    ``streamscore_challenger_scores{model}``       histogram: both models' scores, same events
+    ``streamscore_challenger_difference``          histogram: abs(main - challenger) per event
+                                                   (mean = ``_sum`` / ``_count``)
+    ``streamscore_challenger_decisions_total``     events by ``outcome`` at the threshold:
+                                                   ``both_above``/``both_below`` agree,
+                                                   ``main_only``/``challenger_only`` do not
+    ``streamscore_challenger_failures_total``      challengers dropped, by ``stage``
+                                                   (``load``/``score``)
+    ``streamscore_challenger_reloads_total``       challenger reloads ``loaded``/``refused``
     ============================================  ==============================================
     """
 
@@ -117,6 +139,41 @@ class ScoringMetrics(Collector):
             "The latest event-loop lag sample",
             registry=None,
         )
+        self.challenger_info = Gauge(
+            f"{PREFIX}challenger_info", "The challenger in use", ["name", "version"], registry=None
+        )
+        self.challenger_events = _counter(
+            "challenger_events",
+            "Events scored by each model while a challenger is attached",
+            "model",
+            values=("main", "challenger"),
+        )
+        self.challenger_scores = _histogram(
+            "challenger_scores",
+            "Scores of the main model and of the challenger on the same events",
+            SCORE_BUCKETS,
+            label="model",
+        )
+        self.challenger_difference = _histogram(
+            "challenger_difference",
+            "Absolute difference between the main and the challenger score of one event",
+            DIFFERENCE_BUCKETS,
+        )
+        self.challenger_decisions = _counter(
+            "challenger_decisions",
+            "Events by the two models' decisions at the challenger threshold",
+            "outcome",
+            values=DECISIONS,
+        )
+        self.challenger_failures = _counter(
+            "challenger_failures",
+            "Challengers dropped, by stage (the main model kept scoring)",
+            "stage",
+            values=CHALLENGER_STAGES,
+        )
+        self.challenger_reloads = _counter(
+            "challenger_reloads", "Challenger reloads by result", "result", values=RELOAD_RESULTS
+        )
 
     def _families(self) -> Iterable[MetricWrapperBase]:
         return (value for value in vars(self).values() if isinstance(value, MetricWrapperBase))
@@ -158,6 +215,46 @@ class ScoringMetrics(Collector):
 
     def model_reloaded(self, loaded: bool) -> None:
         self.model_reloads.labels("loaded" if loaded else "refused").inc()
+
+    def challenger_in_use(self, name: str | None, version: str | None) -> None:
+        """The challenger now attached (None: none, so no series)."""
+        self.challenger_info.clear()
+        if name is not None and version is not None:
+            self.challenger_info.labels(name, version).set(1)
+
+    def challenger_reloaded(self, loaded: bool) -> None:
+        self.challenger_reloads.labels("loaded" if loaded else "refused").inc()
+
+    def challenger_compared(
+        self,
+        main: npt.NDArray[np.float64],
+        challenger: npt.NDArray[np.float64],
+        threshold: float,
+    ) -> None:
+        """Both models scored the same events: counts, distributions, difference, decisions."""
+        events = int(main.shape[0])
+        if not events:
+            return
+        self.challenger_events.labels("main").inc(events)
+        self.challenger_events.labels("challenger").inc(events)
+        main_scores, challenger_scores = (
+            self.challenger_scores.labels("main"),
+            (self.challenger_scores.labels("challenger")),
+        )
+        for a, b in zip(main.tolist(), challenger.tolist(), strict=True):
+            main_scores.observe(a)
+            challenger_scores.observe(b)
+            self.challenger_difference.observe(abs(a - b))
+        above, other_above = main >= threshold, challenger >= threshold
+        counts = {
+            "both_above": int(np.count_nonzero(above & other_above)),
+            "both_below": int(np.count_nonzero(~above & ~other_above)),
+            "main_only": int(np.count_nonzero(above & ~other_above)),
+            "challenger_only": int(np.count_nonzero(~above & other_above)),
+        }
+        for outcome, count in counts.items():
+            if count:
+                self.challenger_decisions.labels(outcome).inc(count)
 
     def cache_lookup(self, hits: int, misses: int) -> None:
         if hits:

@@ -46,6 +46,20 @@ class LoadedModel:
         result = self.booster.predict(matrix, validate_features=False, **params)
         return np.asarray(result, dtype=np.float64).reshape(matrix.shape[0], -1)[:, -1]
 
+    def contributions(self, matrix: Matrix) -> Matrix:
+        """Per row: each feature's contribution to the raw score, then the expected value
+        (LightGBM ``pred_contrib``; rows x (features + 1)). A row's values add up to its raw
+        score. Releases the GIL while it runs."""
+        width = len(self.feature_names) + 1
+        if matrix.shape[0] == 0:
+            return np.empty((0, width), dtype=np.float64)
+        params: dict[str, Any] = {"pred_contrib": True}
+        if self.threads > 0:
+            params["num_threads"] = self.threads
+        result = self.booster.predict(matrix, validate_features=False, **params)
+        # A multi-output model gives one block per output; the score is the last output's.
+        return np.asarray(result, dtype=np.float64).reshape(matrix.shape[0], -1)[:, -width:]
+
 
 def _check_metadata(metadata: Any, meta_file: Path) -> None:
     """Refuse metadata of the wrong shape with a :class:`ModelLoadError`, never a TypeError."""

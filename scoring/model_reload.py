@@ -35,14 +35,10 @@ def file_signature(path: Path) -> Signature | None:
         return None
 
 
-def validate(candidate: LoadedModel, pipeline: ScoringPipeline) -> None:
-    """Raise :class:`ModelLoadError` unless ``candidate`` can replace the current model.
-
-    1. Every feature name is one the pipeline can fill: a plain, unique name that can be read
-       from events and projected from MongoDB (no ``.``, no leading ``$``).
-    2. It scores a golden sample (the pipeline's recent events, plus an all-missing row) to
-       finite numbers.
-    """
+def check_feature_names(candidate: LoadedModel) -> None:
+    """Raise :class:`ModelLoadError` unless every feature name of ``candidate`` is one the
+    pipeline can fill: a plain, unique name that can be read from events and projected from
+    MongoDB (no ``.``, no leading ``$``)."""
     names = candidate.feature_names
     if not names:
         raise ModelLoadError("the model has no features")
@@ -51,6 +47,17 @@ def validate(candidate: LoadedModel, pipeline: ScoringPipeline) -> None:
         raise ModelLoadError(f"feature names the pipeline cannot fill: {bad}")
     if len(set(names)) != len(names):
         raise ModelLoadError("duplicate feature names")
+
+
+def validate(candidate: LoadedModel, pipeline: ScoringPipeline) -> None:
+    """Raise :class:`ModelLoadError` unless ``candidate`` can replace the current model.
+
+    1. Its feature names can be filled (:func:`check_feature_names`).
+    2. It scores a golden sample (the pipeline's recent events, plus an all-missing row) to
+       finite numbers.
+    """
+    check_feature_names(candidate)
+    names = candidate.feature_names
     events, stored = pipeline.golden_sample()
     matrix, _ = assemble(events, stored, names)
     matrix = np.vstack([matrix, np.full((1, len(names)), np.nan)])
@@ -69,6 +76,10 @@ class ReloadStats:
 class ModelReloader:
     """Watches ``path``; when both files changed and settled, loads, validates and swaps.
 
+    By default it swaps the pipeline's main model; the challenger's reloader passes
+    ``swap=pipeline.swap_challenger``, ``counted=metrics.challenger_reloaded`` and
+    ``role="challenger"`` (the same guarantees, its own counter and log words).
+
     This guarantees:
     1. Loading and validation run in a worker thread; the event loop never waits on them.
     2. The swap happens between pipeline calls: a batch is scored by one model only, and every
@@ -86,9 +97,15 @@ class ModelReloader:
         threads: int = 1,
         interval_s: float = 5.0,
         on_change: Callable[[LoadedModel], None] | None = None,
+        swap: Callable[[LoadedModel], None] | None = None,
+        counted: Callable[[bool], None] | None = None,
+        role: str = "model",
     ) -> None:
         self._path = path
         self._pipeline = pipeline
+        self._swap = swap if swap is not None else pipeline.swap_model
+        self._counted = counted if counted is not None else pipeline.metrics.model_reloaded
+        self._role = role
         self._threads = threads
         self._interval = interval_s
         self._on_change = on_change
@@ -114,32 +131,34 @@ class ModelReloader:
                 refusal = exc if isinstance(exc, ModelLoadError) else ModelLoadError(repr(exc))
                 self._seen = signature
                 self.stats.refused += 1
-                self._pipeline.metrics.model_reloaded(loaded=False)
+                self._counted(False)
                 self.stats.last_error = str(refusal)
                 log.error(
-                    "refused new model at %s: %s",
+                    "refused new %s at %s: %s",
+                    self._role,
                     self._path,
                     refusal,
-                    extra={"event": "model_refused", "path": str(self._path)},
+                    extra={"event": f"{self._role}_refused", "path": str(self._path)},
                 )
                 if refusal is exc:
                     raise
                 raise refusal from exc
-            current = self._pipeline.model
-            self._pipeline.swap_model(candidate)
+            current = self._pipeline.model if self._role == "model" else self._pipeline.challenger
+            self._swap(candidate)
             self._seen = signature
             self.stats.loaded += 1
-            self._pipeline.metrics.model_reloaded(loaded=True)
+            self._counted(True)
             self.stats.last_error = None
+            before = f"{current.name}:{current.version}" if current is not None else "none"
             log.info(
-                "model swapped: %s:%s -> %s:%s",
-                current.name,
-                current.version,
+                "%s swapped: %s -> %s:%s",
+                self._role,
+                before,
                 candidate.name,
                 candidate.version,
                 extra={
-                    "event": "model_swap",
-                    "from_version": current.version,
+                    "event": f"{self._role}_swap",
+                    "from_version": current.version if current is not None else None,
                     "to_version": candidate.version,
                 },
             )

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from schemas import Enrichment, InputEvent, ModelRef, Prediction
+from schemas import Enrichment, InputEvent, Prediction
 from scoring.cache import EntityCache, Lookup
+from scoring.compute import Shadow, compute
 from scoring.errors import EnrichmentUnavailable, ScoringTimeout
 from scoring.feature_store import FeatureSource, StoredFeatures
 from scoring.metrics import ScoringMetrics
 from scoring.model import LoadedModel
-from scoring.vectors import assemble
+from scoring.reasons import ReasonPolicy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,38 +38,18 @@ class PipelineStats:
     score_seconds: float = 0.0
 
 
-def _compute(
-    model: LoadedModel,
-    events: Sequence[InputEvent],
-    stored: Lookup,
-    failed: bool,
-    fallback_times: Sequence[datetime | None] | None,
-) -> tuple[list[Prediction], int]:
-    matrix, ignored = assemble(events, stored, model.feature_names)
-    scores = model.predict(matrix)
-    now = datetime.now(UTC)
-    ref = ModelRef(name=model.name, version=model.version)
-    predictions: list[Prediction] = []
-    for i, event in enumerate(events):
-        if failed:
-            enrichment = Enrichment.ERROR
-        elif stored.get(event.entity_id) is not None:
-            enrichment = Enrichment.HIT
-        else:
-            enrichment = Enrichment.MISS
-        fallback = fallback_times[i] if fallback_times is not None else None
-        predictions.append(
-            Prediction(
-                event_id=event.event_id,
-                entity_id=event.entity_id,
-                score=float(scores[i]),
-                model=ref,
-                enrichment=enrichment,
-                event_time=event.event_time or fallback or now,
-                scored_at=now,
-            )
-        )
-    return predictions, ignored
+@dataclass(frozen=True)
+class Scored:
+    """One pipeline call's result: the main predictions and, aligned with them, the
+    challenger's (empty when no challenger scored this call)."""
+
+    predictions: list[Prediction]
+    challenger: list[Prediction] = field(default_factory=list)
+
+
+def union(*names: Sequence[str]) -> list[str]:
+    """Feature names of several models, each once, in first-seen order."""
+    return list(dict.fromkeys(name for group in names for name in group))
 
 
 class ScoringPipeline:
@@ -81,6 +65,11 @@ class ScoringPipeline:
     4. When MongoDB cannot be read it raises :class:`EnrichmentUnavailable`, unless
        ``score_without_features_on_error`` is set; then the batch is scored on the events'
        own features and marked ``enrichment: "error"``.
+    5. With a challenger attached (:meth:`swap_challenger`), :meth:`score_all` also scores
+       every event with it, on the same lookup and in the same executor call; stored features
+       are read for both models' feature names. A challenger that raises is dropped (logged,
+       ``streamscore_challenger_failures_total{stage="score"}``) and the main predictions of
+       that call are returned as if it had never been there.
 
     Every call is observed in ``metrics`` as it finishes (and its cache's lookups as they
     happen): pass the process's :class:`ScoringMetrics`, or the pipeline makes its own.
@@ -97,6 +86,8 @@ class ScoringPipeline:
         score_without_features_on_error: bool = False,
         max_concurrent_queries: int = 8,
         metrics: ScoringMetrics | None = None,
+        reasons: ReasonPolicy | None = None,
+        challenger_threshold: float = 0.5,
     ) -> None:
         self._model = model
         self._store = store
@@ -108,6 +99,9 @@ class ScoringPipeline:
         self._queries = asyncio.Semaphore(max_concurrent_queries)
         self._generation = 0
         """Counts model swaps; a lookup is valid for the model of the generation it began in."""
+        self._challenger: LoadedModel | None = None
+        self._threshold = challenger_threshold
+        self._reasons = reasons if reasons is not None and reasons.enabled else None
         self.stats = PipelineStats()
         self.metrics = metrics if metrics is not None else ScoringMetrics()
         if cache is not None:
@@ -119,6 +113,10 @@ class ScoringPipeline:
         return self._model
 
     @property
+    def challenger(self) -> LoadedModel | None:
+        return self._challenger
+
+    @property
     def cache(self) -> EntityCache | None:
         return self._cache
 
@@ -127,9 +125,33 @@ class ScoringPipeline:
         self._model = model
         self._generation += 1
         self.metrics.model_in_use(model.name, model.version)
-        self._store.use_features(model.feature_names)
+        self._use_features()
         if self._cache is not None:
             self._cache.clear()
+
+    def swap_challenger(self, challenger: LoadedModel | None) -> None:
+        """Attach ``challenger`` (None: detach). Calls already running finish as they began.
+
+        When the challenger needs stored features the main model does not, the feature store
+        reads both sets from now on and the cache (which holds only what was read) is cleared.
+        """
+        before = set(self._feature_names())
+        self._challenger = challenger
+        self._generation += 1
+        if challenger is None:
+            self.metrics.challenger_in_use(None, None)
+        else:
+            self.metrics.challenger_in_use(challenger.name, challenger.version)
+        self._use_features()
+        if self._cache is not None and not set(self._feature_names()) <= before:
+            self._cache.clear()
+
+    def _feature_names(self) -> list[str]:
+        challenger = self._challenger.feature_names if self._challenger is not None else ()
+        return union(self._model.feature_names, challenger)
+
+    def _use_features(self) -> None:
+        self._store.use_features(self._feature_names())
 
     def golden_sample(self) -> tuple[list[InputEvent], Lookup]:
         """A few recently scored events with their stored features (to validate a new model)."""
@@ -155,13 +177,21 @@ class ScoringPipeline:
         fallback_times: Sequence[datetime | None] | None = None,
     ) -> list[Prediction]:
         """Score a batch. ``fallback_times[i]`` stands in for a missing ``event_time``."""
+        return (await self.score_all(events, fallback_times)).predictions
+
+    async def score_all(
+        self,
+        events: Sequence[InputEvent],
+        fallback_times: Sequence[datetime | None] | None = None,
+    ) -> Scored:
+        """Score a batch with the main model and the challenger, if one is attached."""
         if not events:
-            return []
+            return Scored([])
         loop = asyncio.get_running_loop()
         started = loop.time()
         entity_ids = list(dict.fromkeys(event.entity_id for event in events))
         while True:
-            model, generation = self._model, self._generation
+            model, challenger, generation = self._model, self._challenger, self._generation
             try:
                 stored = await self._lookup(entity_ids)
                 failed = False
@@ -177,13 +207,22 @@ class ScoringPipeline:
 
         sample = list(events[:16])
         self._golden = (sample, {e.entity_id: stored.get(e.entity_id) for e in sample})
+        shadow = Shadow(challenger, self.metrics, self._threshold) if challenger else None
         try:
-            # Vector assembly, the model and building the predictions all run in the executor:
-            # the event loop only waits (Booster.predict releases the GIL; the Python parts
-            # yield it every switch interval).
-            predictions, ignored = await asyncio.wait_for(
+            # Vector assembly, the model(s), reasons and building the predictions all run in
+            # the executor: the event loop only waits (Booster.predict releases the GIL; the
+            # Python parts yield it every switch interval).
+            computed = await asyncio.wait_for(
                 loop.run_in_executor(
-                    self._executor, _compute, model, events, stored, failed, fallback_times
+                    self._executor,
+                    compute,
+                    model,
+                    events,
+                    stored,
+                    failed,
+                    fallback_times,
+                    self._reasons,
+                    shadow,
                 ),
                 timeout=self._score_timeout_s,
             )
@@ -193,8 +232,25 @@ class ScoringPipeline:
                 f"within {self._score_timeout_s}s"
             ) from None
         scored = loop.time()
-        self._record(predictions, ignored, enriched - started, scored - enriched)
-        return predictions
+        predictions = computed.predictions
+        if challenger is not None and computed.challenger is None:
+            self.metrics.challenger_events.labels("main").inc(len(predictions))
+            self._drop_challenger(challenger, computed.challenger_error)
+        self._record(predictions, computed.ignored, enriched - started, scored - enriched)
+        return Scored(predictions, computed.challenger or [])
+
+    def _drop_challenger(self, challenger: LoadedModel, error: Exception | None) -> None:
+        """The challenger failed while scoring: detach it (unless already replaced)."""
+        self.metrics.challenger_failures.labels("score").inc()
+        log.error(
+            "challenger %s:%s dropped: it failed while scoring: %r",
+            challenger.name,
+            challenger.version,
+            error,
+            extra={"event": "challenger_dropped", "stage": "score", "version": challenger.version},
+        )
+        if self._challenger is challenger:
+            self.swap_challenger(None)
 
     def _record(
         self, predictions: list[Prediction], ignored: int, enrich_s: float, model_s: float

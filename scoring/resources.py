@@ -14,6 +14,7 @@ from scoring.feature_store import EntityFeatureStore
 from scoring.metrics import ScoringMetrics
 from scoring.model import load_model
 from scoring.pipeline import ScoringPipeline
+from scoring.reasons import ReasonPolicy
 from settings import MongoSettings, Settings
 
 
@@ -65,6 +66,8 @@ async def open_pipeline(
             score_without_features_on_error=settings.scoring.score_without_features_on_error,
             max_concurrent_queries=settings.scoring.max_concurrent_queries,
             metrics=metrics,
+            reasons=ReasonPolicy(settings.model.reasons, settings.model.reasons_min_score),
+            challenger_threshold=settings.challenger.threshold,
         )
     finally:
         executor.shutdown(wait=True, cancel_futures=True)

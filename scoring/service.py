@@ -7,14 +7,18 @@ metrics in the door's registry, and closes it all at exit. A door adds only its 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from scoring.challenger import Promotion, challenger_reloader, promote_files
+from scoring.errors import ModelLoadError
 from scoring.metrics import ScoringMetrics
-from scoring.model_reload import ModelReloader
+from scoring.model import LoadedModel
+from scoring.model_reload import ModelReloader, validate
 from scoring.pipeline import ScoringPipeline
 from scoring.resources import open_pipeline
 from settings import Settings
@@ -63,6 +67,39 @@ class ScoringService:
     metrics: ScoringMetrics
     registry: CollectorRegistry
     """The process's registry: the scoring metrics are in it; the door adds its own."""
+    challenger: ModelReloader | None = None
+    """The challenger's reloader; None when no challenger is configured."""
+    settings: Settings | None = None
+    _promoting: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    async def promote(self) -> Promotion:
+        """Make the challenger the main model (``POST /admin/promote-challenger``).
+
+        1. The challenger must pass the main model's validation in this process (feature
+           names it can fill, finite scores on the golden sample), else
+           :class:`ModelLoadError` and nothing changes.
+        2. The files are swapped atomically (:func:`scoring.challenger.promote_files`), so
+           every scorer and sidecar on these files picks the new main model up; this process
+           reloads both models at once. One promotion at a time.
+        """
+        settings, reloader = self.settings, self.challenger
+        challenger_path = settings.challenger.path if settings is not None else None
+        if settings is None or reloader is None or challenger_path is None:
+            raise ModelLoadError("no challenger is configured")
+        main_path, threads = settings.model.path, settings.model.threads
+
+        def check(candidate: LoadedModel) -> None:
+            validate(candidate, self.pipeline)
+
+        async with self._promoting:
+            loop = asyncio.get_running_loop()
+            promotion = await loop.run_in_executor(
+                None,
+                lambda: promote_files(main_path, challenger_path, threads=threads, check=check),
+            )
+            await self.reloader.reload()
+            await reloader.reload()
+            return promotion
 
     def snapshot(self) -> ScoringSnapshot:
         m, cache = self.metrics, self.pipeline.cache
@@ -111,6 +148,8 @@ async def open_scoring(
        given; either way ``service.registry``) and unregistered at exit.
     3. The model reloader polls ``STREAMSCORE_MODEL__RELOAD_INTERVAL_S`` (0: only on demand),
        the loop-lag monitor samples into the metrics, and gc is tuned once, after startup.
+       With ``STREAMSCORE_CHALLENGER__PATH`` the challenger is attached (or, when it cannot
+       be, the main model scores alone) and has its own reloader on the same interval.
     4. At exit the reloader and the monitor stop before the pipeline closes, so no reload or
        sample outlives the pipeline it observes.
     """
@@ -124,13 +163,20 @@ async def open_scoring(
             threads=settings.model.threads,
             interval_s=settings.model.reload_interval_s,
         )
+        challenger = challenger_reloader(settings, pipeline)
         loop_lag = LoopLagMonitor(on_sample=metrics.lag_sample, max_samples=0)
         try:
             reloader.start()
+            if challenger is not None:
+                challenger.start()
             loop_lag.start()
             tune_gc()
-            yield ScoringService(pipeline, reloader, loop_lag, metrics, registry)
+            yield ScoringService(
+                pipeline, reloader, loop_lag, metrics, registry, challenger, settings
+            )
         finally:
             await loop_lag.stop()
+            if challenger is not None:
+                await challenger.stop()
             await reloader.stop()
             registry.unregister(metrics)

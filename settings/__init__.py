@@ -2,6 +2,7 @@
 
 from settings.model import (
     ApiSettings,
+    ChallengerSettings,
     KafkaSettings,
     ModelSettings,
     MongoSettings,
@@ -13,6 +14,7 @@ from settings.model import (
 
 __all__ = [
     "ApiSettings",
+    "ChallengerSettings",
     "KafkaSettings",
     "ModelSettings",
     "MongoSettings",

@@ -139,6 +139,26 @@ class ModelSettings(BaseModel):
     """LightGBM ``num_threads`` per predict call (0 = LightGBM's default, all cores)."""
     reload_interval_s: float = Field(default=5.0, ge=0)
     """How often to look for a new model file (0 = never; SIGHUP or the admin call still do)."""
+    reasons: int = Field(default=0, ge=0, le=100)
+    """Reason codes: the number of features that pushed each prediction's score most, added to
+    it as ``reasons`` (LightGBM ``pred_contrib``); 0 = off (no ``reasons`` field)."""
+    reasons_min_score: float | None = None
+    """Compute reason codes only for predictions scoring at least this (the others carry an
+    empty list), so their cost follows alerts, not traffic; unset = every prediction."""
+
+
+class ChallengerSettings(BaseModel):
+    """A shadow model scored on the same vectors as the main one, published to its own topic
+    (metadata beside it like the main model's)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    path: Path | None = None
+    """The challenger's model file; unset = no challenger."""
+    topic: str = "predictions.challenger"
+    """Where the scorer publishes the challenger's predictions (same contract, own model)."""
+    threshold: float = 0.5
+    """Score at which the two models' decisions are compared (agreement metrics)."""
 
 
 class ScoringSettings(BaseModel):
@@ -260,6 +280,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     mongo: MongoSettings = MongoSettings()
     model: ModelSettings = ModelSettings()
+    challenger: ChallengerSettings = ChallengerSettings()
     scoring: ScoringSettings = ScoringSettings()
     stream: StreamSettings = StreamSettings()
     api: ApiSettings = ApiSettings()

@@ -1,0 +1,132 @@
+"""The challenger (shadow) model: attached at start, reloaded like the main model, promoted by
+swapping the two models' files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas import ModelRef
+from scoring.errors import ModelLoadError
+from scoring.model import LoadedModel, load_model, metadata_path
+from scoring.model_reload import ModelReloader, check_feature_names, validate
+from scoring.pipeline import ScoringPipeline
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def challenger_reloader(settings: Settings, pipeline: ScoringPipeline) -> ModelReloader | None:
+    """Attach the configured challenger to ``pipeline`` and return its reloader (None when no
+    challenger is configured).
+
+    1. A challenger that fails to load or validate is not attached: logged
+       (``"event": "challenger_dropped"``) and counted
+       (``streamscore_challenger_failures_total{stage="load"}``); the main model scores alone.
+    2. The reloader watches the challenger's files like the main model's (same interval,
+       same validation) and attaches each new version that passes; its results are counted in
+       ``streamscore_challenger_reloads_total``.
+    """
+    path = settings.challenger.path
+    if path is None:
+        return None
+    threads = settings.model.threads
+    try:
+        candidate = load_model(path, threads=threads)
+        validate(candidate, pipeline)
+    except Exception as exc:
+        pipeline.metrics.challenger_failures.labels("load").inc()
+        log.error(
+            "challenger at %s not attached, the main model scores alone: %s",
+            path,
+            exc,
+            extra={"event": "challenger_dropped", "stage": "load", "path": str(path)},
+        )
+    else:
+        pipeline.swap_challenger(candidate)
+        log.info(
+            "challenger attached: %s:%s",
+            candidate.name,
+            candidate.version,
+            extra={"event": "challenger_attached", "to_version": candidate.version},
+        )
+    return ModelReloader(
+        path,
+        pipeline,
+        threads=threads,
+        interval_s=settings.model.reload_interval_s,
+        swap=pipeline.swap_challenger,
+        counted=pipeline.metrics.challenger_reloaded,
+        role="challenger",
+    )
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What a promotion did: the new main model and the one now shadowing it."""
+
+    main: ModelRef
+    challenger: ModelRef
+
+
+def _aside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.promoting-{os.getpid()}")
+
+
+def promote_files(
+    main_path: Path,
+    challenger_path: Path,
+    *,
+    threads: int = 1,
+    check: Callable[[LoadedModel], None] = check_feature_names,
+) -> Promotion:
+    """Make the challenger the main model by swapping the two models' files.
+
+    This guarantees:
+    1. Nothing is touched unless both models load and ``check`` accepts the challenger as a
+       main model (by default: its feature names can be filled, the reloader's rule; the
+       sidecar also scores its golden sample); otherwise :class:`ModelLoadError`.
+    2. Each new file is written aside in its destination's folder and renamed into place
+       (an atomic replace), model file then metadata: no reader ever sees a partly written
+       file, and every running scorer's reloader picks the pair up once both settled.
+    3. The old main model becomes the challenger (so promoting again rolls back).
+    """
+    challenger = load_model(challenger_path, threads=threads)
+    check(challenger)
+    main = load_model(main_path, threads=threads)
+    pairs = [
+        (challenger_path, main_path),
+        (metadata_path(challenger_path), metadata_path(main_path)),
+        (main_path, challenger_path),
+        (metadata_path(main_path), metadata_path(challenger_path)),
+    ]
+    asides: list[tuple[Path, Path]] = []
+    try:
+        for source, destination in pairs:  # copy all four aside before renaming any
+            aside = _aside(destination)
+            shutil.copyfile(source, aside)
+            with aside.open("rb") as written:
+                os.fsync(written.fileno())
+            asides.append((aside, destination))
+    except OSError as exc:
+        for aside, _ in asides:
+            aside.unlink(missing_ok=True)
+        raise ModelLoadError(f"promotion failed before any file was replaced: {exc}") from exc
+    for aside, destination in asides:
+        os.replace(aside, destination)
+    log.info(
+        "promoted challenger %s:%s to main; %s:%s is the challenger now",
+        challenger.name,
+        challenger.version,
+        main.name,
+        main.version,
+        extra={"event": "challenger_promoted", "to_version": challenger.version},
+    )
+    return Promotion(
+        main=ModelRef(name=challenger.name, version=challenger.version),
+        challenger=ModelRef(name=main.name, version=main.version),
+    )

@@ -1,0 +1,117 @@
+"""What one pipeline call does in the executor: vectors, the model(s), reasons, predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas import Enrichment, InputEvent, ModelRef, Prediction, Reason
+from scoring.cache import Lookup
+from scoring.metrics import ScoringMetrics
+from scoring.model import LoadedModel
+from scoring.reasons import ReasonPolicy, explain
+from scoring.vectors import assemble
+
+
+@dataclass(frozen=True)
+class Computed:
+    """The result of one executor call."""
+
+    predictions: list[Prediction]
+    challenger: list[Prediction] | None
+    """The challenger's predictions, in the same order; None without a challenger, or when
+    it failed (then ``challenger_error`` says why)."""
+    challenger_error: Exception | None
+    ignored: int
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """A challenger to score beside the main model, and where the metrics compare them."""
+
+    model: LoadedModel
+    metrics: ScoringMetrics
+    threshold: float
+
+
+def _enrichment(events: Sequence[InputEvent], stored: Lookup, failed: bool) -> list[Enrichment]:
+    if failed:
+        return [Enrichment.ERROR] * len(events)
+    return [
+        Enrichment.HIT if stored.get(event.entity_id) is not None else Enrichment.MISS
+        for event in events
+    ]
+
+
+def _build(
+    model: LoadedModel,
+    events: Sequence[InputEvent],
+    scores: npt.NDArray[np.float64],
+    enrichment: Sequence[Enrichment],
+    times: Sequence[datetime],
+    now: datetime,
+    reasons: Sequence[list[Reason]] | None,
+) -> list[Prediction]:
+    ref = ModelRef(name=model.name, version=model.version)
+    return [
+        Prediction(
+            event_id=event.event_id,
+            entity_id=event.entity_id,
+            score=float(scores[i]),
+            model=ref,
+            enrichment=enrichment[i],
+            event_time=times[i],
+            scored_at=now,
+            reasons=reasons[i] if reasons is not None else None,
+        )
+        for i, event in enumerate(events)
+    ]
+
+
+def compute(
+    model: LoadedModel,
+    events: Sequence[InputEvent],
+    stored: Lookup,
+    failed: bool,
+    fallback_times: Sequence[datetime | None] | None,
+    reasons: ReasonPolicy | None = None,
+    shadow: Shadow | None = None,
+) -> Computed:
+    """Score ``events`` with ``model`` (and the challenger of ``shadow``) on one lookup.
+
+    1. Each model gets the contract's vector in its own feature order, from the same events
+       and the same stored features; with the same feature names it is the very same matrix.
+    2. The main predictions never depend on the challenger: an exception of the challenger
+       is returned in ``challenger_error``, never raised.
+    3. Reasons (when ``reasons`` is enabled) are the main model's only.
+    """
+    matrix, ignored = assemble(events, stored, model.feature_names)
+    scores = model.predict(matrix)
+    now = datetime.now(UTC)
+    enrichment = _enrichment(events, stored, failed)
+    times = [
+        event.event_time or (fallback_times[i] if fallback_times is not None else None) or now
+        for i, event in enumerate(events)
+    ]
+    explained = explain(model, matrix, scores, reasons) if reasons and reasons.enabled else None
+    predictions = _build(model, events, scores, enrichment, times, now, explained)
+    if shadow is None:
+        return Computed(predictions, None, None, ignored)
+    try:
+        challenger = shadow.model
+        if challenger.feature_names == model.feature_names:
+            other = matrix
+        else:
+            other, _ = assemble(events, stored, challenger.feature_names)
+        other_scores = challenger.predict(other)
+        if other_scores.shape != scores.shape:
+            raise ValueError(f"challenger returned {other_scores.shape} scores for {len(events)}")
+        shadow_predictions = _build(challenger, events, other_scores, enrichment, times, now, None)
+    except Exception as exc:  # a challenger never fails the main path
+        return Computed(predictions, None, exc, ignored)
+    shadow.metrics.challenger_compared(scores, other_scores, shadow.threshold)
+    return Computed(predictions, shadow_predictions, None, ignored)
