@@ -12,8 +12,9 @@ from typing import Any, TypeAlias
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from schemas import InputEvent, Prediction
+from schemas import InputEvent
 from scoring import EnrichmentUnavailable, ScoringPipeline, ScoringTimeout
+from scoring.pipeline import Scored
 from settings import Settings
 from streams.backoff import Backoff
 from streams.dead_letter_guard import DeadLetterFlood, DeadLetterGuard
@@ -78,19 +79,27 @@ def _parse_all(records: Sequence[Record], max_bytes: int, max_features: int) -> 
 
 
 def _outputs(
-    predictions: Sequence[Prediction],
+    scored: Scored,
     parsed: Parsed,
-    output_topic: str,
-    dlq_topic: str,
+    topics: tuple[str, str, str],
     max_request_size: int,
 ) -> tuple[list[Output], list[TopicPartition]]:
-    """(topic, value, key, headers) of every prediction and dead letter of a batch, and the
-    input partition each one comes from."""
+    """(topic, value, key, headers) of every prediction, challenger prediction and dead
+    letter of a batch, and the input partition each one comes from (a challenger prediction's
+    is its event's, so exactly-once commits it with that partition's offsets).
+    ``topics``: output, challenger and dead-letter topics."""
+    output_topic, challenger_topic, dlq_topic = topics
     outputs: list[Output] = [
         (output_topic, p.model_dump_json().encode(), p.entity_id.encode(), None)
-        for p in predictions
+        for p in scored.predictions
     ]
     sources = list(parsed.sources)
+    if scored.challenger:
+        outputs.extend(
+            (challenger_topic, p.model_dump_json().encode(), p.entity_id.encode(), None)
+            for p in scored.challenger
+        )
+        sources.extend(parsed.sources)
     for record, rejection in parsed.rejected:
         key, value, headers = fit_dead_letter(*dead_letter(record, rejection), max_request_size)
         outputs.append((dlq_topic, value, key, headers))
@@ -125,6 +134,7 @@ class BatchProcessor:
         self.delivery = delivery
         self._kafka = settings.kafka
         self._stream = settings.stream
+        self._challenger_topic = settings.challenger.topic
         self._stopping = stopping
         self._metrics = metrics
         self._guard = DeadLetterGuard(
@@ -171,16 +181,15 @@ class BatchProcessor:
             raise Halted(HaltReason.DEAD_LETTER_FLOOD, str(exc)) from exc
         parse_done = clock()
         observe("parse", parse_done - started)
-        predictions = await self._score(parsed.events, parsed.times)
-        scored = clock()
-        observe("score", scored - parse_done)
+        scored = await self._score(parsed.events, parsed.times)
+        predictions = scored.predictions
+        observe("score", clock() - parse_done)
         outputs, sources = await loop.run_in_executor(
             None,
             _outputs,
-            predictions,
+            scored,
             parsed,
-            self._kafka.output_topic,
-            self._kafka.dlq_topic,
+            (self._kafka.output_topic, self._challenger_topic, self._kafka.dlq_topic),
             self._kafka.max_request_size,
         )
         self._log_rejections(records, rejected)
@@ -229,16 +238,14 @@ class BatchProcessor:
             extra={"event": "batch", "records": len(records)},
         )
 
-    async def _score(
-        self, events: list[InputEvent], times: list[datetime | None]
-    ) -> list[Prediction]:
+    async def _score(self, events: list[InputEvent], times: list[datetime | None]) -> Scored:
         stream = self._stream
         backoff = Backoff(
             stream.retry_initial_backoff_s, stream.retry_max_backoff_s, self._stopping
         )
         while True:
             try:
-                return await self.pipeline.score(events, times)
+                return await self.pipeline.score_all(events, times)
             except (EnrichmentUnavailable, ScoringTimeout) as exc:
                 self.stats.retries += 1
                 self._metrics.retries.labels("score").inc()

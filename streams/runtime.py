@@ -28,7 +28,7 @@ from streams.fetch_guard import FetchGuard
 from streams.halts import Halted
 from streams.metrics import ConsumerLag, StreamMetrics, serve_metrics
 from streams.outputs import OutputsFactory
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, scorer_topics
 from streams.transactions import TransactionAborted, TransactionalDelivery
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class StreamRuntime:
 
     async def start(self, broker: KafkaBroker) -> None:
         settings, kafka = self.settings, self.settings.kafka
-        if kafka.create_topics and (created := await ensure_topics(kafka)):
+        if kafka.create_topics and (created := await ensure_topics(kafka, scorer_topics(settings))):
             log.info("created topics: %s", ", ".join(created))
         scoring = await self._resources.enter_async_context(
             open_scoring(settings, pipeline_factory=self._pipeline_factory, registry=self.registry)

@@ -7,7 +7,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from settings import KafkaSettings
+from settings import KafkaSettings, Settings
 from streams.kafka_options import client_options
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,16 @@ async def ensure_topics(kafka: KafkaSettings, names: list[str] | None = None) ->
         return missing
     finally:
         await admin.close()
+
+
+def scorer_topics(settings: Settings) -> list[str]:
+    """The topics a scorer with ``settings`` reads and writes: input, predictions, dead
+    letters, and the challenger's predictions when a challenger is configured."""
+    kafka = settings.kafka
+    topics = [kafka.input_topic, kafka.output_topic, kafka.dlq_topic]
+    if settings.challenger.path is not None:
+        topics.append(settings.challenger.topic)
+    return topics
 
 
 async def partitions_of(kafka: KafkaSettings, topics: list[str]) -> dict[str, list[int]]:
