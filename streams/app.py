@@ -15,7 +15,7 @@ from scoring.resources import open_pipeline
 from scoring.service import PipelineFactory
 from settings import Settings
 from streams.fetch_guard import GuardedKafkaBroker
-from streams.kafka_options import broker_security
+from streams.kafka_options import broker_security, token_provider
 from streams.outputs import OutputsFactory, kafka_producer_outputs
 from streams.runtime import StreamRuntime
 
@@ -64,6 +64,7 @@ def build_app(
         client_id=kafka.client_id,
         request_timeout_ms=kafka.request_timeout_ms,
         security=broker_security(kafka),
+        sasl_oauth_token_provider=token_provider(kafka),
         allow_auto_create_topics=False,
         graceful_timeout=stream.shutdown_timeout_s,
         logger=log,

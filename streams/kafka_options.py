@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import ssl
 from typing import Any
 
@@ -15,6 +16,20 @@ from faststream.security import (
 )
 
 from settings import KafkaSettings
+
+
+def token_provider(kafka: KafkaSettings) -> Any:
+    """The OAUTHBEARER token provider named by ``sasl_oauth_token_provider``
+    (``package.module:attribute``: an aiokafka ``AbstractTokenProvider`` instance, or a class
+    or factory called without arguments); None unless the mechanism is OAUTHBEARER."""
+    path = kafka.sasl_oauth_token_provider
+    if kafka.sasl_mechanism != "OAUTHBEARER" or not path:
+        return None
+    module, _, attribute = path.partition(":")
+    provider = getattr(importlib.import_module(module), attribute)
+    if isinstance(provider, type) or (callable(provider) and not hasattr(provider, "token")):
+        return provider()
+    return provider
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -39,6 +54,8 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
             options["sasl_plain_username"] = kafka.sasl_username
         if kafka.sasl_password is not None:
             options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+        if (provider := token_provider(kafka)) is not None:
+            options["sasl_oauth_token_provider"] = provider
     return options
 
 
