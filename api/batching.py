@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
-from schemas import InputEvent, Prediction
+from schemas import InputEvent
 
-Score = Callable[[Sequence[InputEvent]], Awaitable[list[Prediction]]]
+Result = TypeVar("Result")
+"""What the score function returns per event (the sidecar's: a prediction and the
+challenger's)."""
+Score = Callable[[Sequence[InputEvent]], Awaitable[list[Result]]]
 
 
 class Overloaded(RuntimeError):
     """The batcher holds as many events as it may: the request is refused, not queued."""
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[Result]):
     """Gathers requests for at most ``max_wait_s`` or until ``max_size`` events, then scores
     them in one pipeline call.
 
@@ -29,20 +33,24 @@ class MicroBatcher:
     """
 
     def __init__(
-        self, score: Score, max_size: int, max_wait_s: float, max_queued: int | None = None
+        self,
+        score: Score[Result],
+        max_size: int,
+        max_wait_s: float,
+        max_queued: int | None = None,
     ) -> None:
         self._score = score
         self._max_size = max_size
         self._max_wait_s = max_wait_s
         self._max_queued = max_queued
         self.queued = 0
-        self._pending: list[tuple[Sequence[InputEvent], asyncio.Future[list[Prediction]]]] = []
+        self._pending: list[tuple[Sequence[InputEvent], asyncio.Future[list[Result]]]] = []
         self._pending_events = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
 
-    async def submit(self, events: Sequence[InputEvent]) -> list[Prediction]:
+    async def submit(self, events: Sequence[InputEvent]) -> list[Result]:
         if self._max_queued is not None and self.queued + len(events) > self._max_queued:
             raise Overloaded(f"{self.queued} events queued; at most {self._max_queued}")
         self.queued += len(events)
@@ -51,13 +59,13 @@ class MicroBatcher:
         finally:
             self.queued -= len(events)
 
-    async def _submit(self, events: Sequence[InputEvent]) -> list[Prediction]:
+    async def _submit(self, events: Sequence[InputEvent]) -> list[Result]:
         if len(events) >= self._max_size:
             return await self._score(events)
         loop = asyncio.get_running_loop()
         if self._pending_events + len(events) > self._max_size:
             self._flush()
-        future: asyncio.Future[list[Prediction]] = loop.create_future()
+        future: asyncio.Future[list[Result]] = loop.create_future()
         self._pending.append((events, future))
         self._pending_events += len(events)
         if self._pending_events >= self._max_size:
@@ -78,7 +86,7 @@ class MicroBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(
-        self, batch: list[tuple[Sequence[InputEvent], asyncio.Future[list[Prediction]]]]
+        self, batch: list[tuple[Sequence[InputEvent], asyncio.Future[list[Result]]]]
     ) -> None:
         batch = [(request, future) for request, future in batch if not future.done()]
         if not batch:

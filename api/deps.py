@@ -7,7 +7,7 @@ of one of the ``Annotated`` types below, and tests read it with :func:`sidecar_o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
@@ -17,9 +17,26 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from api.batching import MicroBatcher
 from api.body import BodyReader
 from api.metrics import ApiMetrics
+from schemas import InputEvent, Prediction
 from scoring.service import ScoringService
 from settings import ApiSettings, Settings
 from telemetry.logs import ThrottledLog
+
+Paired = tuple[Prediction, Prediction | None]
+"""One event's prediction and the challenger's (None: no challenger scored it)."""
+
+
+def paired_scorer(
+    service: ScoringService,
+) -> Callable[[Sequence[InputEvent]], Awaitable[list[Paired]]]:
+    """The pipeline call the sidecar batches: both models' predictions of each event."""
+
+    async def score(events: Sequence[InputEvent]) -> list[Paired]:
+        scored = await service.pipeline.score_all(events)
+        challenger: Sequence[Prediction | None] = scored.challenger or [None] * len(events)
+        return list(zip(scored.predictions, challenger, strict=True))
+
+    return score
 
 
 @dataclass(frozen=True)
@@ -28,7 +45,7 @@ class Sidecar:
 
     settings: Settings
     service: ScoringService
-    batcher: MicroBatcher
+    batcher: MicroBatcher[Paired]
     bodies: BodyReader
     metrics: ApiMetrics
     log: ThrottledLog
@@ -44,7 +61,7 @@ async def open_sidecar(
     # With batching off every request is its own pipeline call (max_size 1), under the same
     # bound on queued events.
     batcher = MicroBatcher(
-        service.pipeline.score,
+        paired_scorer(service),
         api.batch_max_size if api.batching_enabled else 1,
         api.batch_max_wait_ms / 1000,
         max_queued=api.max_queued_events,
@@ -78,7 +95,7 @@ async def _api_settings(request: Request) -> ApiSettings:
     return sidecar_of(request.app).settings.api
 
 
-async def _batcher(request: Request) -> MicroBatcher:
+async def _batcher(request: Request) -> MicroBatcher[Paired]:
     return sidecar_of(request.app).batcher
 
 
@@ -86,4 +103,4 @@ async def _batcher(request: Request) -> MicroBatcher:
 SidecarDep = Annotated[Sidecar, Depends(_sidecar)]
 ServiceDep = Annotated[ScoringService, Depends(_service)]
 ApiSettingsDep = Annotated[ApiSettings, Depends(_api_settings)]
-BatcherDep = Annotated[MicroBatcher, Depends(_batcher)]
+BatcherDep = Annotated[MicroBatcher[Paired], Depends(_batcher)]

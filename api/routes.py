@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC
 from typing import Any
 
@@ -20,6 +21,8 @@ from api.requests import ErrorBody, error_body
 from schemas import Prediction
 from scoring import EnrichmentUnavailable, ModelLoadError, ScoringTimeout
 from settings import ApiSettings
+
+log = logging.getLogger(__name__)
 
 
 async def predict(request: Request, sidecar: SidecarDep) -> Response:
@@ -42,7 +45,7 @@ async def _predict(request: Request, sidecar: Sidecar) -> Response:
     except InvalidBody as exc:
         return JSONResponse(error_body(exc.detail, exc.errors, exc.count), status_code=422)
     try:
-        predictions = await sidecar.batcher.submit(events)
+        paired = await sidecar.batcher.submit(events)
     except Overloaded:
         sidecar.metrics.shed.labels("queue").inc()
         return unavailable("overloaded: try again later", retry_after_s)
@@ -53,11 +56,20 @@ async def _predict(request: Request, sidecar: Sidecar) -> Response:
         sidecar.log.warning("scoring_timeout", "predict: %s", exc)
         return unavailable("scoring timed out", retry_after_s)
     # Serialise once here; FastAPI would otherwise validate the models again.
-    if many:
-        body = b"[" + b",".join(p.model_dump_json().encode() for p in predictions) + b"]"
+    if request.query_params.get("challenger", "").lower() in {"true", "1", "yes"}:
+        items = [_both(prediction, challenger) for prediction, challenger in paired]
     else:
-        body = predictions[0].model_dump_json().encode()
+        items = [prediction.model_dump_json().encode() for prediction, _ in paired]
+    body = b"[" + b",".join(items) + b"]" if many else items[0]
     return Response(body, media_type="application/json")
+
+
+def _both(prediction: Prediction, challenger: Prediction | None) -> bytes:
+    """``{"prediction": ..., "challenger": ... or null}`` (``?challenger=true``)."""
+    other = challenger.model_dump_json().encode() if challenger is not None else b"null"
+    return (
+        b'{"prediction":' + prediction.model_dump_json().encode() + b',"challenger":' + other + b"}"
+    )
 
 
 async def healthz() -> dict[str, str]:
@@ -100,6 +112,20 @@ async def reload_model(service: ServiceDep) -> Any:
     return {"name": model.name, "version": model.version}
 
 
+async def promote_challenger(service: ServiceDep) -> Any:
+    """Make the challenger the main model (files swapped; every scorer picks it up); 409 when
+    there is none or it is refused (the reason, with paths, goes to the log)."""
+    try:
+        promotion = await service.promote()
+    except ModelLoadError as exc:
+        log.error("promotion refused: %s", exc, extra={"event": "promotion_refused"})
+        return JSONResponse(
+            error_body("challenger refused or not configured; nothing changed (reason in the log)"),
+            status_code=409,
+        )
+    return {"main": promotion.main.model_dump(), "challenger": promotion.challenger.model_dump()}
+
+
 async def prometheus(service: ServiceDep) -> Response:
     """Prometheus exposition of the process's registry: transport and scoring metrics."""
     return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
@@ -134,6 +160,15 @@ def add_routes(routes: FastAPI, api: ApiSettings) -> None:
         methods=["POST"],
         summary="Load the model file now (validated; the old model keeps serving if refused). "
         "Served only when an API key is configured.",
+        responses=RELOAD_ERRORS,
+    )
+    routes.add_api_route(
+        "/admin/promote-challenger",
+        promote_challenger,
+        methods=["POST"],
+        summary="Make the challenger the main model: both models' files are swapped (the old "
+        "main becomes the challenger) and every scorer picks them up. Served only when an API "
+        "key is configured.",
         responses=RELOAD_ERRORS,
     )
     routes.add_api_route(
