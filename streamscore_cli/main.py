@@ -88,6 +88,20 @@ def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
+    from scoring.challenger import promote_files
+
+    challenger = settings.challenger.path
+    if challenger is None:
+        raise ModelLoadError("no challenger: set STREAMSCORE_CHALLENGER__PATH")
+    promotion = promote_files(settings.model.path, challenger, threads=settings.model.threads)
+    main, shadow = promotion.main, promotion.challenger
+    print(f"promoted {main.name}:{main.version} -> {settings.model.path}")
+    print(f"challenger is now {shadow.name}:{shadow.version} -> {challenger}")
+    print("running scorers and sidecars pick both up within STREAMSCORE_MODEL__RELOAD_INTERVAL_S")
+    return 0
+
+
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streamscore_cli.demo import demo
 
@@ -147,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         "STREAMSCORE_STREAM__DELIVERY=exactly_once, else read_uncommitted)",
     )
     p.set_defaults(func=_cmd_audit)
+
+    p = sub.add_parser(
+        "promote",
+        help="make the challenger the main model (swap the two models' files; refused when "
+        "the challenger's feature names cannot be filled)",
+    )
+    p.set_defaults(func=_cmd_promote)
 
     p = sub.add_parser("demo", help="train if needed, seed, score a burst of events, summarise")
     p.add_argument("--events", type=int, default=10_000)
