@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ STORED = {
     "user-1": {"account_age_days": 30.0, "avg_amount_30d": 20.0, "country_risk": 0.9},
     "user-2": {"account_age_days": 2_000.0, "txn_count_30d": 40.0},
 }
-RAW = [
+RAW: list[dict[str, Any]] = [
     {"event_id": f"e{i}", "entity_id": f"user-{i % 3}", "features": {"amount": 5.0 * i, "hour": i}}
     for i in range(40)
 ]
