@@ -20,8 +20,8 @@ from api.parsing import Limits, parse_body
 from scoring import StoredFeatures
 from scoring.model import metadata_path
 from tests.component.test_api_in_memory import KEY, STORED, running_api, sample
-from tests.conftest import Names
-from tests.support import MemoryFeatures
+from tests.support.helpers import MemoryFeatures
+from tests.support.names import Names
 
 JSON = {"Content-Type": "application/json"}
 AUTH = {"X-API-Key": KEY, **JSON}

@@ -23,8 +23,8 @@ from api.app import create_app
 from api.deps import Sidecar, sidecar_of
 from scoring import EntityCache, LoadedModel, ScoringPipeline, StoredFeatures, load_model
 from settings import Settings
-from tests.conftest import Names, settings_for
-from tests.support import MemoryFeatures
+from tests.support.helpers import MemoryFeatures
+from tests.support.names import Names, settings_for
 
 STORED: dict[str, StoredFeatures] = {
     "user-1": {"account_age_days": 12.0, "avg_amount_30d": 30.0, "country_risk": 0.8},

@@ -16,8 +16,8 @@ from scoring import EntityCache, ScoringPipeline, load_model
 from settings import Settings
 from streams.app import build_app
 from streams.testing import broker_outputs
-from tests.conftest import Names, settings_for
-from tests.support import MemoryFeatures
+from tests.support.helpers import MemoryFeatures
+from tests.support.names import Names, settings_for
 
 STORED = {"user-1": {"account_age_days": 12.0, "avg_amount_30d": 30.0}}
 

@@ -30,9 +30,9 @@ from scoring import LoadedModel, ScoringPipeline
 from settings import Settings
 from streams.app import build_app
 from streams.topics import ensure_topics
-from tests.conftest import Names, settings_for
-from tests.kafka_io import produce, read_until
-from tests.private_servers import PrivateMongo
+from tests.support.kafka_io import produce, read_until
+from tests.support.names import Names, settings_for
+from tests.support.private_servers import PrivateMongo
 
 pytestmark = pytest.mark.integration
 

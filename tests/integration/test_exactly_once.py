@@ -17,11 +17,11 @@ from streams.audit import AuditReport, audit
 from streams.exit_codes import ExitCode
 from streams.topics import ensure_topics, group_state
 from streams.transactions import PartitionProducers
-from tests.conftest import Names, settings_for
 from tests.integration.test_faults import produce_events, report_line, seed
-from tests.kafka_io import committed_lag, end_total, produce
-from tests.scorer_process import ScorerProcess
-from tests.support import eventually
+from tests.support.helpers import eventually
+from tests.support.kafka_io import committed_lag, end_total, produce
+from tests.support.names import Names, settings_for
+from tests.support.scorer_process import ScorerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,11 +17,11 @@ from settings import Settings
 from streams.audit import AuditReport, audit
 from streams.exit_codes import ExitCode
 from streams.topics import ensure_topics, group_state
-from tests.conftest import Names, settings_for
-from tests.kafka_io import committed_lag, end_total, produce
-from tests.private_servers import PrivateKafka, PrivateMongo
-from tests.scorer_process import ScorerProcess
-from tests.support import entity_documents, event_bytes, eventually
+from tests.support.helpers import entity_documents, event_bytes, eventually
+from tests.support.kafka_io import committed_lag, end_total, produce
+from tests.support.names import Names, settings_for
+from tests.support.private_servers import PrivateKafka, PrivateMongo
+from tests.support.scorer_process import ScorerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

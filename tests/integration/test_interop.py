@@ -24,9 +24,10 @@ import pytest
 from scoring import LoadedModel
 from streams.audit import audit
 from streams.topics import ensure_topics
-from tests.conftest import ROOT, Names, settings_for
-from tests.kafka_io import committed_lag, score_until
-from tests.support import offline_scores
+from tests.support.fixtures import ROOT
+from tests.support.helpers import offline_scores
+from tests.support.kafka_io import committed_lag, score_until
+from tests.support.names import Names, settings_for
 
 pytestmark = pytest.mark.integration
 

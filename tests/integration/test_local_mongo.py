@@ -23,8 +23,8 @@ from scoring.resources import mongo_client
 from settings import MongoSettings
 from streamscore_cli import demo_data
 from streamscore_cli.seed import entity_documents, seed
-from tests.conftest import Names
-from tests.private_servers import PrivateMongo
+from tests.support.names import Names
+from tests.support.private_servers import PrivateMongo
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,7 @@ from streams.app import build_app
 from streams.audit import audit
 from streams.exit_codes import ExitCode
 from streams.topics import ensure_topics, group_state
-from tests.conftest import Names, settings_for
-from tests.kafka_io import committed_lag, produce, read_until
-from tests.private_servers import free_ports
-from tests.scorer_process import ScorerProcess
-from tests.support import (
+from tests.support.helpers import (
     entity_documents,
     event_bytes,
     eventually,
@@ -32,6 +28,10 @@ from tests.support import (
     stored_features,
     train_small_model,
 )
+from tests.support.kafka_io import committed_lag, produce, read_until
+from tests.support.names import Names, settings_for
+from tests.support.private_servers import free_ports
+from tests.support.scorer_process import ScorerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -28,9 +28,9 @@ from streams.app import build_app
 from streams.audit import audit
 from streams.exit_codes import ExitCode
 from streams.topics import ensure_topics
-from tests.conftest import Names, settings_for
-from tests.kafka_io import committed_lag, read_until, score_until
-from tests.support import offline_scores
+from tests.support.helpers import offline_scores
+from tests.support.kafka_io import committed_lag, read_until, score_until
+from tests.support.names import Names, settings_for
 
 pytestmark = pytest.mark.integration
 

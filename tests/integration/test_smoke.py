@@ -8,8 +8,8 @@ import pytest
 
 from settings import KafkaSettings
 from streams.topics import ensure_topics, partitions_of
-from tests.conftest import Names
-from tests.kafka_io import produce, read_until
+from tests.support.kafka_io import produce, read_until
+from tests.support.names import Names
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 from scoring import LoadedModel
 from streams.app import build_app
 from streams.topics import ensure_topics
-from tests.conftest import Names, settings_for
-from tests.kafka_io import committed_lag, produce, read_until
-from tests.support import offline_scores
+from tests.support.helpers import offline_scores
+from tests.support.kafka_io import committed_lag, produce, read_until
+from tests.support.names import Names, settings_for
 
 pytestmark = pytest.mark.integration
 

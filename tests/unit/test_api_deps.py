@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from api.app import create_app
-from tests.conftest import Names, settings_for
+from tests.support.names import Names, settings_for
 
 
 async def test_routes_answer_503_not_500_before_the_lifespan_started(

@@ -13,7 +13,7 @@ import pytest
 from schemas import Enrichment, InputEvent
 from scoring import EnrichmentUnavailable, EntityCache, LoadedModel, ScoringPipeline
 from scoring.vectors import assemble
-from tests.support import MemoryFeatures
+from tests.support.helpers import MemoryFeatures
 
 STORED = {"user-1": {"account_age_days": 30.0, "avg_amount_30d": 20.0, "country_risk": 0.9}}
 

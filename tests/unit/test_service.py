@@ -16,8 +16,8 @@ from scoring import EntityCache, ModelLoadError, ScoringPipeline, load_model
 from scoring.model import metadata_path
 from scoring.service import open_scoring
 from settings import Settings
-from tests.conftest import Names, settings_for
-from tests.support import MemoryFeatures
+from tests.support.helpers import MemoryFeatures
+from tests.support.names import Names, settings_for
 
 STORED = {"user-1": {"account_age_days": 30.0, "avg_amount_30d": 20.0}}
 

@@ -18,7 +18,7 @@ survive :meth:`~PrivateServer.stop` (a restart finds them again) and are deleted
 
 Use the function-scoped fixtures ``private_mongo`` / ``private_kafka`` (re-exported by
 ``tests/conftest.py``): they start the server, and at teardown always stop it and delete its
-per-port files, whatever the test did. ``python -m tests.private_servers`` is a self-check
+per-port files, whatever the test did. ``python -m tests.support.private_servers`` is a self-check
 that starts one of each next to the shared ones, restarts them and cleans up.
 """
 
@@ -36,7 +36,7 @@ from typing import ClassVar, Self
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "infra" / "local-servers.sh"
 SHARED_PORTS = frozenset({9092, 9093, 27017})
 """Ports of the shared servers: never handed to a private one."""
@@ -289,7 +289,7 @@ async def _round_trip(server: PrivateServer, write: bool) -> None:
     if isinstance(server, PrivateKafka):
         from settings import KafkaSettings
         from streams.topics import ensure_topics
-        from tests.kafka_io import produce, read_until
+        from tests.support.kafka_io import produce, read_until
 
         if write:
             kafka = KafkaSettings(bootstrap_servers=server.bootstrap, topic_partitions=1)
@@ -310,7 +310,9 @@ async def _round_trip(server: PrivateServer, write: bool) -> None:
             await client.close()
 
 
-def _self_check() -> None:  # pragma: no cover - run by hand: python -m tests.private_servers
+def _self_check() -> (
+    None
+):  # pragma: no cover - run by hand: python -m tests.support.private_servers
     for server in (PrivateMongo(), PrivateKafka()):
         with server:
             data = server.files()[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 from settings import Settings
 from settings.env import ENV_PREFIX, to_env
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def scorer_env(settings: Settings, **extra: str) -> dict[str, str]:
