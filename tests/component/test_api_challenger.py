@@ -16,7 +16,7 @@ from api.app import create_app
 from scoring import EntityCache, LoadedModel, ScoringPipeline, load_model
 from scoring.reasons import ReasonPolicy
 from settings import Settings
-from tests.challenger_support import (
+from tests.support.challenger import (
     CHALLENGER_NAME,
     copy_model,
     offline_reasons,

@@ -20,7 +20,7 @@ from settings import Settings
 from streams.app import build_app
 from streams.runtime import StreamRuntime
 from streams.topics import ensure_topics, scorer_topics
-from tests.challenger_support import (
+from tests.support.challenger import (
     CHALLENGER_NAME,
     copy_model,
     offline_reasons,

@@ -22,7 +22,7 @@ from scoring.model import metadata_path
 from scoring.service import open_scoring
 from settings import Settings
 from streamscore_cli.main import main as cli
-from tests.challenger_support import (
+from tests.support.challenger import (
     CHALLENGER_NAME,
     copy_model,
     train_challenger,

@@ -10,7 +10,7 @@ import numpy as np
 from schemas import InputEvent
 from scoring import EntityCache, LoadedModel, ScoringPipeline
 from scoring.reasons import ReasonPolicy, explain
-from tests.challenger_support import offline_reasons, vectors
+from tests.support.challenger import offline_reasons, vectors
 from tests.support.helpers import MemoryFeatures
 
 STORED = {
