@@ -87,6 +87,11 @@ class ScoringMetrics(Collector):
     """
 
     def __init__(self) -> None:
+        self._declare_pipeline()
+        self._declare_cache_and_model()
+        self._declare_challenger()
+
+    def _declare_pipeline(self) -> None:
         self.events_scored = _counter("events_scored", "Events the scoring pipeline scored")
         self.model_calls = _counter("model_calls", "Booster.predict calls")
         self.call_events = _histogram(
@@ -113,6 +118,8 @@ class ScoringMetrics(Collector):
         self.ignored_features = _counter(
             "ignored_features", "Event features the model does not use"
         )
+
+    def _declare_cache_and_model(self) -> None:
         self.cache_lookups = _counter(
             "cache_lookups", "Entity cache lookups", "result", values=("hit", "miss")
         )
@@ -139,6 +146,8 @@ class ScoringMetrics(Collector):
             "The latest event-loop lag sample",
             registry=None,
         )
+
+    def _declare_challenger(self) -> None:
         self.challenger_info = Gauge(
             f"{PREFIX}challenger_info", "The challenger in use", ["name", "version"], registry=None
         )

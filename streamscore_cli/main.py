@@ -115,7 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         "LightGBM scores out. Configuration: STREAMSCORE_* environment variables.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_service_commands(sub)
+    _add_operator_commands(sub)
+    return parser
 
+
+def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """train, seed, produce: the demo's model, entities and events."""
     p = sub.add_parser("train", help="train the demo LightGBM model on synthetic data")
     p.add_argument("--output", help="model file (default: STREAMSCORE_MODEL__PATH)")
     p.add_argument("--rows", type=int, default=120_000)
@@ -137,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=11)
     p.set_defaults(func=_cmd_produce)
 
+
+def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """run, api: the scorer and the sidecar."""
     p = sub.add_parser("run", help="run the streaming scorer")
     p.add_argument(
         "--workers", type=int, help="scorer processes in one group (STREAMSCORE_STREAM__WORKERS)"
@@ -149,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="default: STREAMSCORE_API__WORKERS (1)")
     p.set_defaults(func=_cmd_api)
 
+
+def _add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """audit, promote, demo."""
     p = sub.add_parser(
         "audit", help="check the input, prediction and dead-letter topics: lost, duplicated"
     )
@@ -173,7 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=10_000)
     p.add_argument("--rate", type=float, default=2_000.0)
     p.set_defaults(func=_cmd_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
