@@ -34,10 +34,20 @@ def predict_body(max_events: int) -> dict[str, Any]:
     event = {"$ref": "#/components/schemas/PredictEvent"}
     many = {"type": "array", "items": event, "minItems": 1, "maxItems": max_events}
     return {
+        "parameters": [
+            {
+                "name": "challenger",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "boolean", "default": False},
+                "description": "Also score with the challenger model: each item becomes "
+                '`{"prediction": ..., "challenger": ... or null}`',
+            }
+        ],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": {"anyOf": [event, many]}}},
-        }
+        },
     }
 
 

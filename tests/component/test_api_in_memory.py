@@ -451,6 +451,9 @@ async def test_openapi_documents_predict(api: Api) -> None:
     assert array["items"] == {"$ref": "#/components/schemas/PredictEvent"}
     assert array["minItems"] == 1
     assert array["maxItems"] == 5
+    (challenger,) = [p for p in predict.get("parameters", []) if p["name"] == "challenger"]
+    assert challenger["in"] == "query"
+    assert challenger["schema"]["type"] == "boolean"
 
     for status in ("413", "422", "503"):
         schema = predict["responses"][status]["content"]["application/json"]["schema"]
