@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,40 @@ async def test_a_third_scorer_joins_and_one_is_killed_nothing_lost_nothing_repea
     exactly_once(report, EVENTS)
     lag = await committed_lag(settings.kafka.bootstrap_servers, names.group_id, names.input_topic)
     assert set(lag.values()) == {0}
+
+
+async def test_workers_in_one_process_group_one_killed_nothing_lost_nothing_repeated(
+    eos_settings: Settings, names: Names, tmp_path: Path
+) -> None:
+    """``streamscore run --workers 2`` under exactly-once: a worker is killed while the stream
+    flows; the supervisor restarts it and the group rebalances twice."""
+    settings = eos_settings
+    await seed(settings.mongo.url.get_secret_value(), names.database)
+    await ensure_topics(settings.kafka)
+    scorer = ScorerProcess(settings, tmp_path / "workers.log", workers=2).start()
+
+    async def steady_stream() -> None:
+        for chunk in range(20):
+            await produce_events(settings, EVENTS // 20, prefix=f"w{chunk}-")
+            await asyncio.sleep(0.5)
+
+    try:
+
+        async def two() -> bool:
+            state, members = await group_state(settings.kafka, names.group_id)
+            return state == "Stable" and members == 2
+
+        assert await eventually(two, 60), scorer.log()[-3000:]
+        producing = asyncio.create_task(steady_stream())
+        assert await some_committed(settings), scorer.log()[-3000:]
+        first, _ = scorer.children()
+        os.kill(first, signal.SIGKILL)
+        assert not producing.done(), "the stream ended before the kill: nothing proven"
+        await producing
+        assert await all_committed(settings), scorer.log()[-3000:]
+        assert scorer.stop(timeout=60) == 0, scorer.log()[-3000:]
+    finally:
+        scorer.kill()
+    report = await audit(settings, "read_committed")
+    report_line("exactly-once, --workers 2, one killed", report)
+    exactly_once(report, EVENTS)
