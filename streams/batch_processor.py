@@ -67,6 +67,7 @@ class Parsed:
 
 def _parse_all(records: Sequence[Record], max_bytes: int, max_features: int) -> Parsed:
     parsed = Parsed()
+    partitions: dict[tuple[str, int], TopicPartition] = {}  # one object per partition
     for record in records:
         result = read_record(record.value, record.timestamp, max_bytes, max_features)
         if isinstance(result, Rejection):
@@ -74,7 +75,9 @@ def _parse_all(records: Sequence[Record], max_bytes: int, max_features: int) -> 
         else:
             parsed.events.append(result[0])
             parsed.times.append(result[1])
-            parsed.sources.append(TopicPartition(record.topic, record.partition))
+            key = (record.topic, record.partition)
+            tp = partitions.get(key) or partitions.setdefault(key, TopicPartition(*key))
+            parsed.sources.append(tp)
     return parsed
 
 

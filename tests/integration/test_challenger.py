@@ -27,7 +27,12 @@ from tests.support.challenger import (
     train_challenger,
     vectors,
 )
-from tests.support.helpers import eventually, offline_scores, stored_features
+from tests.support.helpers import (
+    eventually,
+    offline_scores,
+    random_entity_documents,
+    stored_features,
+)
 from tests.support.kafka_io import produce, read_until
 from tests.support.names import Names, settings_for
 
@@ -42,19 +47,7 @@ def challenger_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def seed(mongo_db: Any) -> dict[str, dict[str, float]]:
-    rng = np.random.default_rng(7)
-    documents: list[dict[str, Any]] = [
-        {
-            "_id": f"user-{i}",
-            "features": {
-                "account_age_days": int(rng.integers(1, 3000)),
-                "avg_amount_30d": float(rng.lognormal(3.5, 0.7)),
-                "txn_count_30d": int(rng.poisson(20)),
-                "country_risk": float(rng.random()),
-            },
-        }
-        for i in range(ENTITIES)
-    ]
+    documents = random_entity_documents(ENTITIES, seed=7)
     await mongo_db["entity_features"].insert_many(documents)
     return stored_features(documents)
 

@@ -9,13 +9,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from scoring import LoadedModel
 from streams.app import build_app
 from streams.topics import ensure_topics
-from tests.support.helpers import offline_scores
+from tests.support.helpers import offline_scores, random_entity_documents
 from tests.support.kafka_io import committed_lag, produce, read_until
 from tests.support.names import Names, settings_for
 
@@ -77,20 +76,7 @@ async def test_stream_scores_every_valid_event_once_and_dead_letters_the_rest(
     model_path: Path,
     model: LoadedModel,
 ) -> None:
-    rng = np.random.default_rng(3)
-    documents: list[dict[str, Any]] = [
-        {
-            "_id": f"user-{i}",
-            "features": {
-                "account_age_days": int(rng.integers(1, 3000)),
-                "avg_amount_30d": float(rng.lognormal(3.5, 0.7)),
-                "txn_count_30d": int(rng.poisson(20)),
-                "country_risk": float(rng.random()),
-            },
-            "updated_at": "2026-11-20T08:00:00Z",
-        }
-        for i in range(200)
-    ]
+    documents = random_entity_documents(200, seed=3)
     await mongo_db["entity_features"].insert_many(documents)
     stored = {d["_id"]: d["features"] for d in documents}
 

@@ -67,6 +67,26 @@ def entity_documents(count: int) -> list[dict[str, object]]:
     ]
 
 
+def random_entity_documents(count: int, seed: int) -> list[dict[str, Any]]:
+    """Entity documents ``user-0`` .. with varied stored features (a fixed seed per test)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "_id": f"user-{i}",
+            "features": {
+                "account_age_days": int(rng.integers(1, 3000)),
+                "avg_amount_30d": float(rng.lognormal(3.5, 0.7)),
+                "txn_count_30d": int(rng.poisson(20)),
+                "country_risk": float(rng.random()),
+            },
+            "updated_at": "2026-11-20T08:00:00Z",
+        }
+        for i in range(count)
+    ]
+
+
 async def eventually(
     check: Callable[[], Awaitable[bool]], within_s: float, every_s: float = 0.2
 ) -> bool:
