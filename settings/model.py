@@ -28,6 +28,9 @@ class KafkaSettings(BaseModel):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    client: Literal["aiokafka", "confluent"] = "aiokafka"
+    """The scorer's Kafka client: ``aiokafka`` (pure Python on the event loop) or ``confluent``
+    (librdkafka: fetching, decompression and acks in C threads; at-least-once only)."""
     input_topic: str = "events"
     output_topic: str = "predictions"
     dlq_topic: str = "events.dlq"
@@ -285,6 +288,15 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     api: ApiSettings = ApiSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _check_client(self) -> Settings:
+        if self.kafka.client == "confluent" and self.stream.delivery == "exactly_once":
+            raise ValueError(
+                "stream.delivery=exactly_once needs kafka.client=aiokafka; the confluent "
+                "client delivers at least once"
+            )
+        return self
 
 
 def load_settings(**overrides: object) -> Settings:

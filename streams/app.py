@@ -8,6 +8,8 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 from faststream import AckPolicy, FastStream
+from faststream.confluent import KafkaBroker as ConfluentBroker
+from faststream.confluent.annotations import KafkaMessage as ConfluentMessage
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
@@ -16,6 +18,9 @@ from scoring.service import PipelineFactory
 from settings import Settings
 from streams.fetch_guard import GuardedKafkaBroker
 from streams.kafka_options import broker_security, token_provider
+from streams.librdkafka_consumer import GuardedBatchMessage, GuardedConfluentBroker
+from streams.librdkafka_options import client_config
+from streams.librdkafka_outputs import librdkafka_producer_outputs
 from streams.outputs import OutputsFactory, kafka_producer_outputs
 from streams.runtime import StreamRuntime
 
@@ -48,16 +53,41 @@ def build_app(
     settings: Settings,
     pipeline_factory: PipelineFactory = open_pipeline,
     broker: KafkaBroker | None = None,
-    outputs: OutputsFactory = kafka_producer_outputs,
-) -> tuple[FastStream, KafkaBroker, StreamRuntime]:
-    """The scorer as a FastStream app.
+    outputs: OutputsFactory | None = None,
+) -> tuple[FastStream, KafkaBroker | ConfluentBroker, StreamRuntime]:
+    """The scorer as a FastStream app, on the client ``settings.kafka.client`` names.
 
     FastStream's broker only consumes (through the fetch guard); outputs go through
-    ``outputs`` (one idempotent aiokafka producer by default). Tests inject FastStream's
-    in-memory broker and :func:`streams.testing.broker_outputs`.
+    ``outputs`` (by default one idempotent producer of the same client). Tests inject
+    FastStream's in-memory broker and :func:`streams.testing.broker_outputs`.
     """
-    kafka, stream = settings.kafka, settings.stream
+    confluent = broker is None and settings.kafka.client == "confluent"
+    if outputs is None:
+        outputs = librdkafka_producer_outputs if confluent else kafka_producer_outputs
     runtime = StreamRuntime(settings, pipeline_factory, outputs, exit_app=lambda: app.exit())
+    consuming = (
+        _confluent_subscriber(settings, runtime)
+        if confluent
+        else _aiokafka_subscriber(settings, runtime, broker)
+    )
+
+    async def on_startup() -> None:
+        await runtime.start(consuming)
+
+    app = FastStream(
+        consuming,
+        logger=log,
+        on_startup=[on_startup],
+        on_shutdown=[runtime.drain],
+        after_shutdown=[runtime.close],
+    )
+    return app, consuming, runtime
+
+
+def _aiokafka_subscriber(
+    settings: Settings, runtime: StreamRuntime, broker: KafkaBroker | None
+) -> KafkaBroker:
+    kafka, stream = settings.kafka, settings.stream
     broker = broker or GuardedKafkaBroker(
         kafka.bootstrap_servers,
         guard=runtime.fetch_guard,
@@ -88,14 +118,39 @@ def build_app(
     async def score_batch(msg: KafkaMessage) -> None:
         await runtime.handle(msg.raw_message, msg.consumer, msg.ack, msg.nack)
 
-    async def on_startup() -> None:
-        await runtime.start(broker)
+    return broker
 
-    app = FastStream(
-        broker,
+
+def _confluent_subscriber(settings: Settings, runtime: StreamRuntime) -> ConfluentBroker:
+    """FastStream's Confluent broker consuming through :class:`GuardedConfluentConsumer`."""
+    kafka, stream = settings.kafka, settings.stream
+    broker = GuardedConfluentBroker(
+        kafka.bootstrap_servers,
+        guard=runtime.fetch_guard,
+        client_id=kafka.client_id,
+        request_timeout_ms=kafka.request_timeout_ms,
+        config=client_config(kafka),
+        allow_auto_create_topics=False,
+        graceful_timeout=stream.shutdown_timeout_s,
         logger=log,
-        on_startup=[on_startup],
-        on_shutdown=[runtime.drain],
-        after_shutdown=[runtime.close],
+        log_level=logging.DEBUG,
     )
-    return app, broker, runtime
+
+    @broker.subscriber(
+        kafka.input_topic,
+        batch=True,
+        group_id=kafka.group_id,
+        max_records=stream.max_batch_size,
+        polling_interval=stream.max_batch_wait_ms / 1000,
+        auto_offset_reset=kafka.auto_offset_reset,
+        session_timeout_ms=kafka.session_timeout_ms,
+        max_poll_interval_ms=kafka.max_poll_interval_ms,
+        ack_policy=AckPolicy.MANUAL,
+        parser=broker.batch_parser,
+        decoder=no_body,
+    )
+    async def score_batch(msg: ConfluentMessage) -> None:
+        records = msg.records if isinstance(msg, GuardedBatchMessage) else ()
+        await runtime.handle(records, msg.consumer, msg.ack, msg.nack)
+
+    return broker

@@ -11,15 +11,15 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from faststream.kafka import KafkaBroker
 
 from settings import Settings
 from streams.dead_letters import Headers
 from streams.delivery_types import Outputs
 from streams.kafka_options import client_options, producer_options
 
-OutputsFactory = Callable[[Settings, KafkaBroker], AbstractAsyncContextManager[Outputs]]
-"""Opens the outputs of one scorer (given the settings and the consuming broker)."""
+OutputsFactory = Callable[[Settings, Any], AbstractAsyncContextManager[Outputs]]
+"""Opens the outputs of one scorer (given the settings and the consuming broker, of either
+client)."""
 
 
 class ProducerOutputs:
@@ -38,7 +38,7 @@ class ProducerOutputs:
 
 @asynccontextmanager
 async def kafka_producer_outputs(
-    settings: Settings, _broker: KafkaBroker
+    settings: Settings, _broker: Any
 ) -> AsyncIterator[ProducerOutputs]:
     """Start the producer (``acks="all"``, idempotent); flush and stop it on exit."""
     kafka = settings.kafka

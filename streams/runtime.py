@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+from faststream.confluent import KafkaBroker as ConfluentBroker
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
@@ -22,10 +23,11 @@ from settings import Settings
 from streams.backoff import Backoff
 from streams.batch_processor import BatchProcessor
 from streams.delivery import Delivery, DeliveryPolicy
-from streams.delivery_types import BatchDelivery
+from streams.delivery_types import BatchDelivery, Commit
 from streams.exit_codes import ExitCode
 from streams.fetch_guard import FetchGuard
 from streams.halts import Halted
+from streams.librdkafka_consumer import GuardedConfluentConsumer
 from streams.metrics import ConsumerLag, StreamMetrics, serve_metrics
 from streams.outputs import OutputsFactory
 from streams.topics import ensure_topics, scorer_topics
@@ -64,7 +66,7 @@ class StreamRuntime:
         self.transaction_retries = 0
         """Consecutive aborted transactions (exactly-once) waiting on a retriable error."""
         self.delivery: BatchDelivery | None = None
-        self.consumer: AIOKafkaConsumer | None = None
+        self.consumer: AIOKafkaConsumer | GuardedConfluentConsumer | None = None
         self.registry = CollectorRegistry()
         self.metrics = StreamMetrics(self.registry)
         self.registry.register(ConsumerLag(self._lag_positions))
@@ -96,7 +98,7 @@ class StreamRuntime:
         self.stopping.set()
         self._exit_app()
 
-    async def start(self, broker: KafkaBroker) -> None:
+    async def start(self, broker: KafkaBroker | ConfluentBroker) -> None:
         settings, kafka = self.settings, self.settings.kafka
         if kafka.create_topics and (created := await ensure_topics(kafka, scorer_topics(settings))):
             log.info("created topics: %s", ", ".join(created))
@@ -126,7 +128,7 @@ class StreamRuntime:
             },
         )
 
-    async def _open_delivery(self, broker: KafkaBroker) -> BatchDelivery:
+    async def _open_delivery(self, broker: KafkaBroker | ConfluentBroker) -> BatchDelivery:
         """At-least-once through the outputs strategy, or exactly-once through one
         transactional producer per input partition (hooked into the consumer's rebalances)."""
         settings, kafka = self.settings, self.settings.kafka
@@ -211,9 +213,13 @@ class StreamRuntime:
         if started is None:
             await nack()
             return
+        commit: Commit
         if isinstance(consumer, AIOKafkaConsumer):
             self.consumer = consumer
             commit = consumer.commit
+        elif isinstance(consumer, GuardedConfluentConsumer):
+            self.consumer = consumer
+            commit = consumer.commit_offsets
         else:  # FastStream's in-memory consumer: acknowledging the message is the commit
 
             async def commit(_offsets: dict[TopicPartition, int]) -> None:

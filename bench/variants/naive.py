@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from faststream import AckPolicy
+from faststream.confluent import KafkaBroker as ConfluentBroker
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
@@ -22,7 +23,7 @@ from schemas import InputEvent
 from settings import Settings
 
 
-def subscriber_assignment(broker: KafkaBroker) -> int:
+def subscriber_assignment(broker: KafkaBroker | ConfluentBroker) -> int:
     """Partitions held by the broker's one subscriber (0 before it has a consumer)."""
     consumer = getattr(broker.subscribers[0], "consumer", None)
     return len(consumer.assignment()) if consumer is not None else 0

@@ -52,6 +52,7 @@ async def run_batch(
     app, broker, runtime = build_app(
         settings, factory, broker=KafkaBroker(), outputs=broker_outputs
     )
+    assert isinstance(broker, KafkaBroker)
     predictions: list[dict[str, Any]] = []
     dead: list[tuple[bytes, dict[str, str]]] = []
 

@@ -75,6 +75,7 @@ async def test_stream_scores_every_valid_event_once_and_dead_letters_the_rest(
     names: Names,
     model_path: Path,
     model: LoadedModel,
+    kafka_client: str,
 ) -> None:
     documents = random_entity_documents(200, seed=3)
     await mongo_db["entity_features"].insert_many(documents)
@@ -85,6 +86,7 @@ async def test_stream_scores_every_valid_event_once_and_dead_letters_the_rest(
         model_path,
         bootstrap=kafka_bootstrap,
         mongo_url=mongo_url,
+        kafka={"client": kafka_client},
         stream={"max_batch_size": 256},
     )
     await ensure_topics(settings.kafka)

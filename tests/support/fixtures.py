@@ -71,6 +71,16 @@ def mongo_url() -> Iterator[str]:
         yield f"mongodb://127.0.0.1:{os.environ.get('STREAMSCORE_MONGO_PORT', '27017')}"
 
 
+KAFKA_CLIENTS = ("aiokafka", "confluent")
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """The scorer's Kafka client (``STREAMSCORE_KAFKA__CLIENT``): a test that asks for it runs
+    once per client."""
+    return str(request.param)
+
+
 @pytest.fixture
 def names() -> Names:
     return Names(uuid.uuid4().hex[:12])

@@ -1,0 +1,53 @@
+"""librdkafka's errors as the Kafka errors the delivery layer decides on.
+
+:class:`streams.delivery.Delivery` tells retriable from fatal and too-large from other refusals
+by aiokafka's error classes; a librdkafka error is mapped onto them here, keeping its code, name
+and librdkafka's own retriable flag.
+"""
+
+from __future__ import annotations
+
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from confluent_kafka import KafkaError as LibrdkafkaError
+
+_TOO_LARGE_CODES = {
+    LibrdkafkaError.MSG_SIZE_TOO_LARGE,
+    LibrdkafkaError.RECORD_LIST_TOO_LARGE,
+}
+_RETRIABLE_CODES = {
+    LibrdkafkaError._MSG_TIMED_OUT,
+    LibrdkafkaError._TIMED_OUT,
+    LibrdkafkaError._TRANSPORT,
+    LibrdkafkaError._ALL_BROKERS_DOWN,
+    LibrdkafkaError.REQUEST_TIMED_OUT,
+    LibrdkafkaError.NOT_ENOUGH_REPLICAS,
+    LibrdkafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    LibrdkafkaError.LEADER_NOT_AVAILABLE,
+    LibrdkafkaError.NOT_LEADER_FOR_PARTITION,
+}
+
+
+class LibrdkafkaClientError(KafkaError):  # type: ignore[misc]
+    """A librdkafka error; ``retriable`` is librdkafka's verdict (or a known transient code)."""
+
+    def __init__(self, error: LibrdkafkaError) -> None:
+        super().__init__(f"{error.name()}: {error.str()}")
+        self.code = error.code()
+        self.name = error.name()
+        self.retriable = bool(error.retriable()) or error.code() in _RETRIABLE_CODES
+        self.fatal = bool(error.fatal())
+
+
+class LibrdkafkaTooLargeError(MessageSizeTooLargeError):  # type: ignore[misc]
+    """The broker or the client refused a record as too large."""
+
+    def __init__(self, error: LibrdkafkaError) -> None:
+        super().__init__(f"{error.name()}: {error.str()}")
+        self.code = error.code()
+
+
+def to_kafka_error(error: LibrdkafkaError) -> KafkaError:
+    """The aiokafka-style error the delivery layer understands, for one librdkafka error."""
+    if error.code() in _TOO_LARGE_CODES:
+        return LibrdkafkaTooLargeError(error)
+    return LibrdkafkaClientError(error)
