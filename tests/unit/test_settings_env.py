@@ -212,5 +212,5 @@ def test_client_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_confluent_client_refuses_exactly_once() -> None:
-    with pytest.raises(ValueError, match="exactly_once needs kafka.client=aiokafka"):
+    with pytest.raises(ValueError, match=r"exactly_once needs kafka\.client=aiokafka"):
         load_settings(kafka={"client": "confluent"}, stream={"delivery": "exactly_once"})
