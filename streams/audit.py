@@ -19,6 +19,7 @@ from schemas import DeadLetterHeader
 from settings import Settings
 from streams import lenient_records
 from streams.kafka_options import client_options
+from streams.librdkafka_reader import read_topic
 from streams.offsets import end_offsets, position_label, topic_partitions, unread
 from streams.records import Rejection, read_record
 
@@ -86,7 +87,10 @@ def default_isolation(settings: Settings) -> Isolation:
 async def _read_all(
     settings: Settings, topic: str, isolation: Isolation = "read_uncommitted"
 ) -> list[Any]:
-    """Every record of ``topic`` from the beginning to its end at the time of the call."""
+    """Every record of ``topic`` from the beginning to its end at the time of the call, read
+    with the client the settings name."""
+    if settings.kafka.client == "confluent":
+        return list(await read_topic(settings.kafka, topic, isolation))
     partitions = await topic_partitions(settings.kafka, [topic])
     if not partitions:
         return []

@@ -9,7 +9,8 @@ commit records not yet delivered. :class:`GuardedConfluentConsumer`:
 1. hands out only readable records, each as a :class:`LibrdkafkaRecord`; on a partition that
    reported a record error it hands out nothing at or after the error's offset, seeks that
    partition back to it and backs off (exponentially across consecutive failures, counted);
-2. after ``max_attempts`` consecutive failures of the same partition, calls the guard's
+2. after ``max_attempts`` failures of the same partition without a record read from it in
+   between, calls the guard's
    ``on_unreadable`` naming topic, partition and offset, and hands out nothing more: the scorer
    halts with :attr:`ExitCode.UNREADABLE_RECORD`, nothing at or past that place committed;
 3. commits exactly the offsets it is given (:meth:`commit_offsets`), synchronously, in the
@@ -113,8 +114,9 @@ class GuardedConfluentConsumer(AsyncConfluentConsumer):
                 or (m.offset() or 0) < b[0]
             ]
             await self._failed(broken)
-        else:
-            self._failures.clear()
+        if self._failures:  # a partition that hands out a record again starts afresh
+            for m in records:
+                self._failures.pop(TopicPartition(m.topic(), m.partition()), None)
         return tuple(records)
 
     def _sort(

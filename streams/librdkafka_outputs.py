@@ -13,13 +13,13 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from confluent_kafka import KafkaError as LibrdkafkaError
 from confluent_kafka import KafkaException, Message, Producer
 
-from settings import Settings
+from settings import KafkaSettings, Settings
 from streams.dead_letters import Headers
 from streams.librdkafka_errors import to_kafka_error
 from streams.librdkafka_options import producer_config
@@ -96,13 +96,17 @@ class LibrdkafkaOutputs:
 
 
 @asynccontextmanager
-async def librdkafka_producer_outputs(
-    settings: Settings, _broker: Any
-) -> AsyncIterator[LibrdkafkaOutputs]:
+async def librdkafka_outputs(kafka: KafkaSettings) -> AsyncIterator[LibrdkafkaOutputs]:
     """Start the producer; flush and stop it on exit."""
-    producer = Producer(producer_config(settings.kafka))
-    outputs = LibrdkafkaOutputs(producer, asyncio.get_running_loop())
+    outputs = LibrdkafkaOutputs(Producer(producer_config(kafka)), asyncio.get_running_loop())
     try:
         yield outputs
     finally:
         await outputs.close()
+
+
+def librdkafka_producer_outputs(
+    settings: Settings, _broker: Any
+) -> AbstractAsyncContextManager[LibrdkafkaOutputs]:
+    """The scorer's outputs (an :data:`streams.outputs.OutputsFactory`)."""
+    return librdkafka_outputs(settings.kafka)

@@ -12,10 +12,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from settings import Settings
+from settings import KafkaSettings, Settings
 from streams.dead_letters import Headers
 from streams.delivery_types import Outputs
 from streams.kafka_options import client_options, producer_options
+from streams.librdkafka_outputs import librdkafka_outputs
 
 OutputsFactory = Callable[[Settings, Any], AbstractAsyncContextManager[Outputs]]
 """Opens the outputs of one scorer (given the settings and the consuming broker, of either
@@ -37,11 +38,8 @@ class ProducerOutputs:
 
 
 @asynccontextmanager
-async def kafka_producer_outputs(
-    settings: Settings, _broker: Any
-) -> AsyncIterator[ProducerOutputs]:
+async def aiokafka_outputs(kafka: KafkaSettings) -> AsyncIterator[ProducerOutputs]:
     """Start the producer (``acks="all"``, idempotent); flush and stop it on exit."""
-    kafka = settings.kafka
     producer = AIOKafkaProducer(
         client_id=kafka.client_id, **client_options(kafka), **producer_options(kafka)
     )
@@ -50,3 +48,17 @@ async def kafka_producer_outputs(
         yield ProducerOutputs(producer)
     finally:
         await producer.stop()  # flushes what is still buffered
+
+
+def kafka_producer_outputs(
+    settings: Settings, _broker: Any
+) -> AbstractAsyncContextManager[ProducerOutputs]:
+    """The scorer's outputs on aiokafka (an :data:`OutputsFactory`)."""
+    return aiokafka_outputs(settings.kafka)
+
+
+def kafka_outputs(kafka: KafkaSettings) -> AbstractAsyncContextManager[Outputs]:
+    """One idempotent producer of the client ``kafka.client`` names (``produce`` uses it)."""
+    if kafka.client == "confluent":
+        return librdkafka_outputs(kafka)
+    return aiokafka_outputs(kafka)

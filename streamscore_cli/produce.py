@@ -6,15 +6,14 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime
 
 import numpy as np
-from aiokafka import AIOKafkaProducer
 
 from schemas import format_time
 from settings import KafkaSettings
-from streams.kafka_options import client_options, producer_options
+from streams.outputs import kafka_outputs
 from streamscore_cli import demo_data
 
 BAD_RECORDS: tuple[bytes, ...] = (
@@ -77,31 +76,30 @@ async def produce(
     progress: bool = True,
 ) -> int:
     """Send ``count`` events (``rate`` per second, 0 = as fast as possible). Returns the count."""
-    producer = AIOKafkaProducer(
-        client_id="streamscore-produce", **client_options(kafka), **producer_options(kafka)
-    )
-    await producer.start()
+    client = kafka.model_copy(update={"client_id": "streamscore-produce"})
     started = time.monotonic()
     sent = 0
-    pending: list[asyncio.Future[object]] = []
+    pending: list[Awaitable[object]] = []
     try:
-        stream = events(count, run_id, unknown_ratio=unknown_ratio, bad_ratio=bad_ratio, seed=seed)
-        for key, value in stream:
-            if rate > 0:
-                due = started + sent / rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            pending.append(await producer.send(topic or kafka.input_topic, value, key=key))
-            sent += 1
-            if len(pending) >= 1_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-            if progress and (sent % 500 == 0 or sent == count):
-                _progress(sent, count, started)
-        await asyncio.gather(*pending)
+        async with kafka_outputs(client) as producer:
+            stream = events(
+                count, run_id, unknown_ratio=unknown_ratio, bad_ratio=bad_ratio, seed=seed
+            )
+            for key, value in stream:
+                if rate > 0:
+                    due = started + sent / rate
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                pending.append(await producer.send(topic or kafka.input_topic, value, key, None))
+                sent += 1
+                if len(pending) >= 1_000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                if progress and (sent % 500 == 0 or sent == count):
+                    _progress(sent, count, started)
+            await asyncio.gather(*pending)
     finally:
-        await producer.stop()
         if progress:
             sys.stderr.write("\n")
     return sent

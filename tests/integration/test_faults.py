@@ -97,13 +97,15 @@ def report_line(name: str, report: AuditReport) -> str:
 
 @pytest.fixture
 def fault_settings(
-    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path, kafka_client: str
 ) -> Settings:
+    """Every test that uses these runs once per Kafka client."""
     return settings_for(
         names,
         model_path,
         bootstrap=kafka_bootstrap,
         mongo_url=mongo_url,
+        kafka={"client": kafka_client},
         stream={"max_batch_size": 500, "shutdown_timeout_s": 20},
     )
 
@@ -138,7 +140,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
     fault_settings: Settings, names: Names, tmp_path: Path
 ) -> None:
     report = await interrupt_and_restart(fault_settings, names, tmp_path, sigkill=True)
-    report_line("kill -9 + restart", report)
+    report_line(f"kill -9 + restart ({fault_settings.kafka.client})", report)
     assert report.events_in == EVENTS
     assert report.lost == 0
     assert report.unexpected_predictions == 0
@@ -150,7 +152,7 @@ async def test_sigterm_mid_stream_then_restart_loses_and_repeats_nothing(
     fault_settings: Settings, names: Names, tmp_path: Path
 ) -> None:
     report = await interrupt_and_restart(fault_settings, names, tmp_path, sigkill=False)
-    report_line("SIGTERM + restart", report)
+    report_line(f"SIGTERM + restart ({fault_settings.kafka.client})", report)
     assert report.events_in == EVENTS
     assert report.lost == 0
     assert report.duplicated_predictions == 0
@@ -194,7 +196,7 @@ async def test_two_scorers_one_killed_the_survivor_takes_all_partitions(
         b.kill()
         await seed_cleanup(settings)
     report = await audit(settings)
-    report_line("two scorers, one killed", report)
+    report_line(f"two scorers, one killed ({settings.kafka.client})", report)
     assert report.lost == 0
     assert report.events_in == EVENTS
     assert report.unexpected_predictions == 0
@@ -252,13 +254,21 @@ async def test_mongodb_down_for_15s_nothing_dead_lettered_nothing_lost(
     assert report.events_in == count
 
 
-@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+@pytest.mark.parametrize(
+    ("client", "delivery"),
+    [
+        ("aiokafka", "at_least_once"),
+        ("aiokafka", "exactly_once"),
+        ("confluent", "at_least_once"),  # the confluent client is at-least-once only
+    ],
+)
 async def test_kafka_broker_restart_mid_stream_loses_nothing(
     private_kafka: PrivateKafka,
     mongo_url: str,
     names: Names,
     model_path: Path,
     tmp_path: Path,
+    client: str,
     delivery: str,
 ) -> None:
     settings = settings_for(
@@ -266,6 +276,7 @@ async def test_kafka_broker_restart_mid_stream_loses_nothing(
         model_path,
         bootstrap=private_kafka.bootstrap,
         mongo_url=mongo_url,
+        kafka={"client": client},
         stream={"max_batch_size": 200, "delivery": delivery},
     )
     await seed(mongo_url, names.database)
@@ -283,7 +294,7 @@ async def test_kafka_broker_restart_mid_stream_loses_nothing(
         scorer.kill()
         await seed_cleanup(settings)
     report = await audit(settings)
-    report_line(f"Kafka broker restart ({delivery})", report)
+    report_line(f"Kafka broker restart ({client}, {delivery})", report)
     check_delivery(report, settings)
     assert report.lost == 0
     assert report.events_in == count
@@ -347,7 +358,7 @@ async def test_every_kind_of_bad_input_is_dead_lettered_and_good_ones_scored(
         scorer.kill()
         await seed_cleanup(settings)
     report = await audit(settings)
-    report_line("poison input", report)
+    report_line(f"poison input ({settings.kafka.client})", report)
     assert report.lost == 0
     assert report.predictions == 2_001  # including the tolerant event
     assert report.dead_letters == bad
@@ -376,7 +387,7 @@ async def test_a_bad_deploy_halts_instead_of_emptying_the_topic_into_the_dlq(
     lag = await committed_lag(settings.kafka.bootstrap_servers, names.group_id, names.input_topic)
     assert sum(lag.values()) >= 3_000 - dead  # the rest waits, uncommitted, for the fix
     report = await audit(settings)
-    report_line("bad deploy", report)
+    report_line(f"bad deploy ({settings.kafka.client})", report)
 
 
 async def test_missing_dead_letter_topic_blocks_the_commit_until_it_exists(
@@ -419,7 +430,7 @@ async def test_missing_dead_letter_topic_blocks_the_commit_until_it_exists(
         scorer.kill()
         await seed_cleanup(settings)
     report = await audit(settings)
-    report_line("dead-letter topic missing", report)
+    report_line(f"dead-letter topic missing ({settings.kafka.client})", report)
     assert report.lost == 0
     assert report.dead_letters >= 2
 

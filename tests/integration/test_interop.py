@@ -121,6 +121,7 @@ async def test_foreign_producers_every_codec_and_odd_records_nothing_lost(
     names: Names,
     model_path: Path,
     model: LoadedModel,
+    kafka_client: str,
 ) -> None:
     await mongo_db["entity_features"].insert_many(
         [{"_id": k, "features": v} for k, v in STORED.items()]
@@ -130,7 +131,7 @@ async def test_foreign_producers_every_codec_and_odd_records_nothing_lost(
         model_path,
         bootstrap=kafka_bootstrap,
         mongo_url=mongo_url,
-        kafka={"topic_partitions": 3},
+        kafka={"topic_partitions": 3, "client": kafka_client},
     )
     await ensure_topics(settings.kafka)
     send = kcat_produce if producer == "kcat" else java_produce

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ from tests.support.kafka_io import committed_lag, read_until, score_until
 from tests.support.names import Names, settings_for
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _event(event_id: str, entity: str = "user-1", **extra: Any) -> bytes:
@@ -132,6 +135,88 @@ async def test_an_unreadable_place_halts_naming_it_and_nothing_is_lost_or_skippe
     dead = [r for r in outputs if r.topic == names.dlq_topic]
     assert sorted(dict(r.headers)["streamscore.source.offset"] for r in dead) == [b"0", b"1", b"2"]
     assert {dict(r.headers)["streamscore.error.kind"] for r in dead} == {b"invalid_json"}
+    report = await audit(settings)
+    assert report.ok, report.to_text()
+    assert (report.lost, report.duplicated_predictions) == (0, 0)
+
+
+def _partition_dir(bootstrap: str, topic: str, partition: int) -> Path:
+    """The local broker's log folder of one partition (``infra/local-servers.sh`` layout)."""
+    port = bootstrap.rsplit(":", 1)[-1]
+    local = Path(os.environ.get("STREAMSCORE_LOCAL_DIR", ROOT / ".local"))
+    folder = local / "kafka" / f"data-{port}" / f"{topic}-{partition}"
+    if not folder.is_dir():
+        pytest.skip(f"needs the local broker's data folder ({folder}); a container's is not here")
+    return folder
+
+
+def _flip_on_disk(folder: Path, old: bytes, new: bytes) -> int:
+    """Replace ``old`` by ``new`` (same length) in the partition's segment files, under the
+    broker: the batches keep their framing, but their CRCs no longer match."""
+    changed = 0
+    for segment in folder.glob("*.log"):
+        data = segment.read_bytes()
+        if old in data:
+            changed += data.count(old)
+            with segment.open("r+b") as f:
+                f.write(data.replace(old, new))
+    return changed
+
+
+async def test_a_corrupt_batch_on_the_broker_halts_naming_it_and_is_read_after_repair(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    names: Names,
+    model_path: Path,
+    kafka_client: str,
+) -> None:
+    """A real unreadable record: batches whose bytes on the broker's disk no longer match their
+    CRC. Either client halts with exit 4 naming partition 1 at offset 0, scores the readable
+    partition, commits nothing on the broken one; after the repair a restart reads it all."""
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        kafka={"topic_partitions": 2, "client": kafka_client},
+        stream={"max_fetch_attempts": 3, "retry_max_backoff_s": 0.2},
+    )
+    await ensure_topics(settings.kafka)
+    await _send(
+        kafka_bootstrap,
+        names.input_topic,
+        [(0, _event(f"a{i}"), None) for i in range(5)]
+        + [(1, b"POISON" + _event(f"p{i}"), None) for i in range(3)]
+        + [(0, _event(f"b{i}"), None) for i in range(3)],
+    )
+    folder = _partition_dir(kafka_bootstrap, names.input_topic, 1)
+    assert _flip_on_disk(folder, b"POISON", b"PO1SON") == 3
+
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        await _wait_for(lambda: runtime.exit_code != 0, timeout_s=60)
+    finally:
+        await app.stop()
+    assert runtime.exit_code == ExitCode.UNREADABLE_RECORD
+    assert runtime.fetch_guard.halted is not None
+    assert f"topic {names.input_topic} partition 1 at offset 0" in runtime.fetch_guard.halted
+    readable = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(3)]
+    outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 8, 5)
+    ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
+    assert set(ids) <= set(readable)
+    assert set(ids.values()) <= {1}
+    assert not [r for r in outputs if r.topic == names.dlq_topic]
+    lag = await committed_lag(kafka_bootstrap, names.group_id, names.input_topic)
+    assert lag[1] == 3
+
+    assert _flip_on_disk(folder, b"PO1SON", b"POISON") == 3  # the repair
+    outputs, runtime = await score_until(settings, 11, 60)
+    assert runtime.exit_code == ExitCode.OK
+    ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
+    assert ids == Counter(readable)
+    dead = [r for r in outputs if r.topic == names.dlq_topic]
+    assert sorted(dict(r.headers)["streamscore.source.offset"] for r in dead) == [b"0", b"1", b"2"]
     report = await audit(settings)
     assert report.ok, report.to_text()
     assert (report.lost, report.duplicated_predictions) == (0, 0)
