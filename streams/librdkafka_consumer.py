@@ -113,10 +113,11 @@ class GuardedConfluentConsumer(AsyncConfluentConsumer):
                 if (b := broken.get(TopicPartition(m.topic(), m.partition()))) is None
                 or (m.offset() or 0) < b[0]
             ]
-            await self._failed(broken)
         if self._failures:  # a partition that hands out a record again starts afresh
             for m in records:
                 self._failures.pop(TopicPartition(m.topic(), m.partition()), None)
+        if broken:
+            await self._failed(broken)
         return tuple(records)
 
     def _sort(

@@ -141,7 +141,12 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_count_what_was_sent_and_lag_falls_to_zero(
-    kafka_bootstrap: str, mongo_url: str, mongo_db: Any, names: Names, model_path: Path
+    kafka_bootstrap: str,
+    mongo_url: str,
+    mongo_db: Any,
+    names: Names,
+    model_path: Path,
+    kafka_client: str,
 ) -> None:
     await mongo_db["entity_features"].insert_many(entity_documents(20))
     (port,) = free_ports(1)
@@ -150,6 +155,7 @@ async def test_metrics_count_what_was_sent_and_lag_falls_to_zero(
         model_path,
         bootstrap=kafka_bootstrap,
         mongo_url=mongo_url,
+        kafka={"client": kafka_client},
         stream={"metrics_port": port},
     )
     await ensure_topics(settings.kafka)

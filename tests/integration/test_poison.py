@@ -223,13 +223,14 @@ async def test_a_corrupt_batch_on_the_broker_halts_naming_it_and_is_read_after_r
 
 
 async def test_an_invalid_record_at_the_size_limit_gets_a_dead_letter_cut_to_fit(
-    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path, kafka_client: str
 ) -> None:
     settings = settings_for(
         names,
         model_path,
         bootstrap=kafka_bootstrap,
         mongo_url=mongo_url,
+        kafka={"client": kafka_client},
         stream={"max_record_bytes": 4 << 20},
     )
     await ensure_topics(settings.kafka)

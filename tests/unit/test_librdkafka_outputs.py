@@ -1,0 +1,55 @@
+"""librdkafka's refusals reach the delivery layer as the errors it decides on: too large (a
+dead letter is cut), retriable (re-sent without limit) or not (bounded)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.errors import KafkaError as AiokafkaError
+from aiokafka.errors import MessageSizeTooLargeError
+from confluent_kafka import KafkaError, Producer
+
+from settings import load_settings
+from streams.librdkafka_errors import to_kafka_error
+from streams.librdkafka_options import producer_config
+from streams.librdkafka_outputs import LibrdkafkaOutputs
+
+
+def test_errors_map_to_what_delivery_decides_on() -> None:
+    too_large = to_kafka_error(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    assert isinstance(too_large, MessageSizeTooLargeError)
+    timed_out = to_kafka_error(KafkaError(KafkaError._MSG_TIMED_OUT))
+    assert isinstance(timed_out, AiokafkaError)
+    assert timed_out.retriable
+    refused = to_kafka_error(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    assert not refused.retriable
+    assert "TOPIC_AUTHORIZATION_FAILED" in str(refused)
+
+
+def unreachable_producer(**extra: object) -> Producer:
+    kafka = load_settings(kafka={"bootstrap_servers": "127.0.0.1:1", "max_request_size": 2_048})
+    return Producer(producer_config(kafka.kafka) | {"message.timeout.ms": 300, **extra})
+
+
+async def test_a_record_over_the_limit_is_refused_as_too_large_at_once() -> None:
+    outputs = LibrdkafkaOutputs(unreachable_producer(), asyncio.get_running_loop())
+    try:
+        with pytest.raises(MessageSizeTooLargeError):
+            await outputs.send("t", b"x" * 4_096, None, None)
+    finally:
+        await outputs.close()
+
+
+async def test_an_unacknowledged_record_fails_retriably_through_its_delivery_report() -> None:
+    outputs = LibrdkafkaOutputs(unreachable_producer(), asyncio.get_running_loop())
+    try:
+        sent = [
+            await outputs.send("t", b"v", b"k", [("h", None), ("b", b"\xff")]) for _ in range(3)
+        ]
+        for future in sent:
+            with pytest.raises(AiokafkaError) as failed:
+                await asyncio.wait_for(future, 10)
+            assert failed.value.retriable
+    finally:
+        await outputs.close()
