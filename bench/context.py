@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
-from bench.config import BenchConfig
+from bench.config import SCORERS, STREAM_KEYS, BenchConfig
 from bench.kafka_probe import Template, event_templates, fill
 from bench.offsets import Offsets, Positions, total
 from bench.results import Servers
@@ -30,15 +30,8 @@ from streams.kafka_options import producer_options
 from streams.topics import ensure_topics
 from streamscore_cli.seed import seed
 
-STREAM_KEYS = (
-    "relay",
-    "relay_2p",
-    "naive",
-    "naive_executor",
-    "cached",
-    "streamscore_1p",
-    "streamscore_2p",
-)
+STEADY_KEY = "steady"
+"""The steady-state passes' output topic (``streamscore_1p``'s settings otherwise)."""
 
 
 class RunContext:
@@ -63,16 +56,19 @@ class RunContext:
         self.input_end: Positions = {}
         self.templates: list[Template] = []
         self.preload_file = self.log_dir / "preload_ids.txt"
+        self.repetition = 0
+        """Which repetition runs now (``--runs``): part of every group and probe id."""
 
     # ------------------------------------------------------------------ names
     def out_topic(self, key: str) -> str:
         return f"{self.run_id}-{key}-out"
 
     def group(self, key: str, suffix: str = "") -> str:
-        return f"{self.run_id}-{key}{suffix}"
+        return f"{self.run_id}-{key}{suffix}-r{self.repetition}"
 
     def child_env(self, key: str, group: str) -> dict[str, str]:
-        """The product's settings for one child: the same servers, this run's names."""
+        """The product's settings for one child: the same servers, this run's names, and for
+        a scorer the Kafka client of its variant (``STREAMSCORE_KAFKA__CLIENT``)."""
         env = {
             "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": self.config.bootstrap,
             "STREAMSCORE_KAFKA__INPUT_TOPIC": self.input,
@@ -90,14 +86,25 @@ class RunContext:
         }
         if self.config.cache_ttl_s is not None:
             env["STREAMSCORE_SCORING__CACHE_TTL_S"] = str(self.config.cache_ttl_s)
+        if key in SCORERS:
+            env["STREAMSCORE_KAFKA__CLIENT"] = SCORERS[key].client
         return env
 
     async def spawn(
-        self, name: str, variant: str, group: str, key: str, extra: list[str] | None = None
+        self,
+        name: str,
+        variant: str,
+        group: str,
+        key: str,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> Worker:
-        """Start a ``bench.workers`` process for ``variant`` writing to ``key``'s topic."""
+        """Start a ``bench.workers`` process for ``variant`` writing to ``key``'s topic
+        (``env`` over the child's settings)."""
         argv = [sys.executable, "-m", "bench.workers", variant, *(extra or [])]
-        worker = await start_worker(name, argv, self.log_dir, self.child_env(key, group))
+        full_env = self.child_env(key, group) | (env or {})
+        name = f"r{self.repetition}-{name}"
+        worker = await start_worker(name, argv, self.log_dir, full_env)
         self.workers.append(worker)
         return worker
 
@@ -128,8 +135,8 @@ class RunContext:
 
     async def prepare(self) -> None:
         """Topics, entities, and the input: ``events`` events from the demo generator."""
-        self.topics += [self.out_topic(key) for key in STREAM_KEYS]
-        self.topics += [f"{self.run_id}-{k}-dlq" for k in ("streamscore_1p", "streamscore_2p")]
+        self.topics += [self.out_topic(key) for key in (*STREAM_KEYS, STEADY_KEY)]
+        self.topics += [f"{self.run_id}-{k}-dlq" for k in (*SCORERS, STEADY_KEY)]
         created = await ensure_topics(self.settings.kafka, names=self.topics)
         log(f"created {len(created)} topics {self.run_id}-* (4 partitions)")
         t = time.monotonic()
@@ -175,9 +182,13 @@ class RunContext:
         finally:
             await client.close()
 
-    async def send_copy(self, label: str, limit: int) -> tuple[Positions, Positions]:
+    async def send_copy(
+        self, label: str, limit: int, templates: list[Template] | None = None
+    ) -> tuple[Positions, Positions]:
         """Append the first ``limit`` events again (same keys, entities and features; new event
-        ids and times). Returns the (start, end) offsets of the copy."""
+        ids and times), or ``limit`` events cycling through ``templates``. Returns the (start,
+        end) offsets of the copy."""
+        templates = templates or self.templates[:limit]
         start = await self.offsets.end_offsets(self.input)
         kafka = self.settings.kafka
         producer = AIOKafkaProducer(
@@ -190,7 +201,8 @@ class RunContext:
         try:
             pending: list[asyncio.Future[Any]] = []
             now = time.time()
-            for i, (key, template) in enumerate(self.templates[:limit]):
+            for i in range(limit):
+                key, template = templates[i % len(templates)]
                 value = fill(template, f"{self.run_id}-{label}-{i:07d}", now)
                 pending.append(await producer.send(self.input, value, key=key))
                 if len(pending) >= 2_000:

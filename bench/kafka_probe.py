@@ -67,6 +67,10 @@ class ProbeResult:
     latencies_ms: list[float] = field(default_factory=list)
     to_output_ms: list[float] = field(default_factory=list)
     delivery_ms: list[float] = field(default_factory=list)
+    sent_times: list[float] = field(default_factory=list)
+    """Wall time of every send, in order."""
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    """(send wall time, latency ms) of every delivered event."""
     t_start: float = 0.0
     t_end: float = 0.0
 
@@ -175,7 +179,12 @@ class Prober:
         # then give stragglers (other partitions) a moment more, bounded by the same deadline
         while loop.time() < deadline and sum(i in self._got for i in ids) < len(ids):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-        lat = [(self._got[i] - self._sent_at[i]) * 1000 for i in ids if i in self._got]
+        samples = [
+            (self._sent_at[i], (self._got[i] - self._sent_at[i]) * 1000)
+            for i in ids
+            if i in self._got
+        ]
+        lat = [x for _, x in samples]
         split = [i for i in ids if i in self._got and i in self._out_ts]
         to_output = [(self._out_ts[i] - self._sent_at[i]) * 1000 for i in split]
         delivery = [(self._got[i] - self._out_ts[i]) * 1000 for i in split]
@@ -187,6 +196,8 @@ class Prober:
             latencies_ms=lat,
             to_output_ms=to_output,
             delivery_ms=delivery,
+            sent_times=[self._sent_at[i] for i in ids],
+            samples=samples,
             t_start=wall0,
             t_end=wall0 + send_s,
         )

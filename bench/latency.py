@@ -19,10 +19,12 @@ async def latency(
     group: str,
     max_eps: float,
     fractions: tuple[float, ...],
+    matched: dict[str, float] | None = None,
 ) -> list[LatencyPoint]:
-    """At each fraction of ``max_eps``: send at that rate for the latency window (open loop:
-    the schedule never waits for outputs), read the outputs back, match them by event id.
-    Latency = the output's read time minus the event's send time (= its ``event_time``)."""
+    """At each fraction of ``max_eps``, and at each of ``matched``'s rates (another variant's,
+    by name): send at that rate for the latency window (open loop: the schedule never waits
+    for outputs), read the outputs back, match them by event id. Latency = the output's read
+    time minus the event's send time (= its ``event_time``)."""
     profile = ctx.config.profile
     if not await caught_up(ctx, group, 60):
         log(f"  {group}: not caught up after 60 s; measuring latency anyway")
@@ -30,13 +32,14 @@ async def latency(
     await prober.start(ctx.partitions)
     out: list[LatencyPoint] = []
     try:
-        for fraction in fractions:
-            rate = max(fraction * max_eps, 1.0)
+        rates = [(f, max(f * max_eps, 1.0), "") for f in fractions]
+        rates += [(r / max_eps, r, name) for name, r in (matched or {}).items() if r > 0]
+        for fraction, rate, matches in rates:
             cpu0 = cpu(workers)
             result = await prober.offer(
                 rate,
                 profile.latency_window_s,
-                f"{ctx.run_id}-{key}-p{int(fraction * 100)}",
+                f"{ctx.run_id}-r{ctx.repetition}-{key}-p{int(fraction * 1000)}",
                 profile.settle_s,
             )
             cpu1 = cpu(workers)
@@ -51,7 +54,7 @@ async def latency(
             looked_up = delta.cache_hits + delta.cache_misses
             scorer = any(t.scorer is not None for w in workers for t in w.ticks[-1:])
             point = LatencyPoint(
-                fraction=fraction,
+                fraction=round(fraction, 3),
                 offered_eps=round(rate, 1),
                 achieved_send_eps=round(result.achieved_eps, 1),
                 sent=result.sent,
@@ -63,12 +66,13 @@ async def latency(
                 cpu_s_per_1k=round((cpu1 - cpu0) / result.sent * 1000, 4) if result.sent else None,
                 cache_hit_ratio=round(delta.cache_hits / looked_up, 4) if looked_up else None,
                 enrich_s=round(delta.enrich_s, 3) if scorer else None,
+                matches=matches,
             )
             out.append(point)
             log(
-                f"  {key} @ {fraction:.0%} ({rate:,.0f}/s offered, {result.achieved_eps:,.0f}/s "
-                f"sent): p50 {point.latency_ms.p50} p99 {point.latency_ms.p99} ms, "
-                f"{result.delivered}/{result.sent} delivered"
+                f"  {key} @ {matches or f'{fraction:.0%}'} ({rate:,.0f}/s offered, "
+                f"{result.achieved_eps:,.0f}/s sent): p50 {point.latency_ms.p50} "
+                f"p99 {point.latency_ms.p99} ms, {result.delivered}/{result.sent} delivered"
             )
     finally:
         await prober.stop()

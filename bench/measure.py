@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from bench.context import RunContext
+from bench.kafka_probe import Template
 from bench.offsets import Positions, progress, total
 from bench.protocol import ScorerCounters
 from bench.results import PassResult, Quantiles, ScorerShare
@@ -107,7 +108,7 @@ async def drain(
             return result
         for w in workers:
             w.check_alive()
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
 
 
 async def window(ctx: RunContext, worker: Worker, group: str, seconds: float) -> PassResult:
@@ -151,17 +152,22 @@ async def wait_assigned(ctx: RunContext, workers: list[Worker], limit_s: float =
 
 
 async def backlog(
-    ctx: RunContext, workers: list[Worker], label: str, limit: int
+    ctx: RunContext,
+    workers: list[Worker],
+    label: str,
+    limit: int,
+    templates: list[Template] | None = None,
 ) -> tuple[tuple[Positions, Positions], Clock]:
     """Processes idle at the end of the input with their partitions: pause them (SIGSTOP),
-    append a copy of the input, resume them (SIGCONT). The clock runs from the resume."""
+    append a copy of the input (or ``limit`` events from ``templates``), resume them
+    (SIGCONT). The clock runs from the resume."""
     await asyncio.gather(*(w.wait_ready(180) for w in workers))
     await wait_assigned(ctx, workers)
     await asyncio.sleep(1.0)  # the first fetch positions them at the end
     for w in workers:
         w.pause()
     try:
-        copy = await ctx.send_copy(label, limit)
+        copy = await ctx.send_copy(f"r{ctx.repetition}-{label}", limit, templates)
     finally:
         cpu0 = cpu(workers)
         for w in workers:

@@ -1,10 +1,11 @@
-"""The stream phases: relay, the per-event baselines, and the scorer (cold, warm, latency)."""
+"""The stream phases: relays, the per-event baselines, and the scorers (cold, warm, latency)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+from bench.config import Spec
 from bench.context import RunContext
 from bench.latency import latency
 from bench.measure import backlog, drain, window
@@ -22,13 +23,17 @@ async def stop(*workers: Worker) -> None:
     await asyncio.gather(*(w.stop() for w in workers))
 
 
-async def relay(ctx: RunContext, key: str, processes: int) -> VariantResult:
-    """``processes`` relays in one group drain a copy of the input from a backlog; then
-    latency at fractions of that rate (2 processes: 50 % only)."""
+async def relay(
+    ctx: RunContext, key: str, spec: Spec, matched: dict[str, float] | None = None
+) -> VariantResult:
+    """``spec.processes`` relays in one group drain a copy of the input from a backlog; then
+    latency at fractions of that rate (2 processes: 50 % only), and at ``matched``'s rates
+    (other variants' 50 %, for a comparison at the same offered rate)."""
+    processes = spec.processes
     log(f"{key}: {processes} process(es) drain a copy of the input")
     group = ctx.group(key)
     await ctx.offsets.precommit(group, ctx.input, await ctx.offsets.end_offsets(ctx.input))
-    workers = [await ctx.spawn(f"{key}-{i}", "relay", group, key) for i in range(processes)]
+    workers = [await ctx.spawn(f"{key}-{i}", spec.worker, group, key) for i in range(processes)]
     profile = ctx.config.profile
     copy, clock = await backlog(ctx, workers, "relay", profile.events)
     result = VariantResult(key, processes)
@@ -36,7 +41,9 @@ async def relay(ctx: RunContext, key: str, processes: int) -> VariantResult:
         await drain(ctx, workers, group, copy, "drain", clock, profile.drain_timeout_s)
     )
     fractions = profile.fractions if processes == 1 else (0.5,)
-    result.latency = await latency(ctx, key, workers, group, result.passes[0].eps, fractions)
+    result.latency = await latency(
+        ctx, key, workers, group, result.passes[0].eps, fractions, matched
+    )
     result.peak_rss_mb = peak_rss_mb(workers)
     await stop(*workers)
     return result
@@ -66,17 +73,21 @@ async def baseline(ctx: RunContext, key: str) -> VariantResult:
     return result
 
 
-async def scorer(ctx: RunContext, key: str, processes: int) -> VariantResult:
-    """Cold, then warm, then latency, of ``processes`` scorer processes in one group.
+async def scorer(ctx: RunContext, key: str, spec: Spec) -> VariantResult:
+    """Cold, then warm, then latency, of ``spec.processes`` scorer processes in one group, on
+    the Kafka client ``spec.client`` (``STREAMSCORE_KAFKA__CLIENT``, set by the context).
 
     Each pass starts fresh process(es) at the end of the input, waits until every partition
     is assigned, pauses them, appends a copy of the input and resumes them: the clock runs
     from a backlog. Cold: empty entity cache; drains the copy (bounded by ``cold_limit_s``).
     Warm: the entity cache holds every entity of the input before consuming; drains it."""
     profile, config = ctx.config.profile, ctx.config
+    processes = spec.processes
     result = VariantResult(key, processes)
 
-    log(f"{key}: cold (fresh process, empty cache), drain a copy of the input")
+    log(
+        f"{key}: {spec.client} client; cold (fresh process, empty cache), drain a copy of the input"
+    )
     group = ctx.group(key, "-cold")
     await ctx.offsets.precommit(group, ctx.input, await ctx.offsets.end_offsets(ctx.input))
     workers = [

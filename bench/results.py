@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +29,28 @@ class Quantiles:
             return round(ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1], 3)
 
         return cls(p50=rank(50), p95=rank(95), p99=rank(99), max=round(ordered[-1], 3))
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One figure over the run's repetitions: the median, and the smallest and largest."""
+
+    median: float
+    min: float
+    max: float
+    values: list[float]
+
+    @classmethod
+    def of(cls, values: Sequence[float | None], digits: int = 4) -> Spread | None:
+        got = [float(v) for v in values if v is not None and not math.isnan(v)]
+        if not got:
+            return None
+        return cls(
+            median=round(statistics.median(got), digits),
+            min=round(min(got), digits),
+            max=round(max(got), digits),
+            values=[round(v, digits) for v in got],
+        )
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,9 @@ class LatencyPoint:
     cpu_s_per_1k: float | None
     cache_hit_ratio: float | None = None
     enrich_s: float | None = None
+    matches: str = ""
+    """Set when the rate is another variant's (``streamscore_1p@50%``), not a fraction of this
+    variant's own max; ``fraction`` is then that rate over this variant's max."""
 
 
 @dataclass
@@ -88,13 +114,74 @@ class VariantResult:
     passes: list[PassResult] = field(default_factory=list)
     latency: list[LatencyPoint] = field(default_factory=list)
     peak_rss_mb: float = 0.0
+    error: str = ""
+    """Why the variant could not be measured (its passes are then empty)."""
 
     def best(self, label: str | None = None) -> PassResult | None:
         done = [p for p in self.passes if p.complete and (label is None or p.label == label)]
         return max(done, key=lambda p: p.eps) if done else None
 
     def at(self, fraction: float) -> LatencyPoint | None:
-        return next((x for x in self.latency if x.fraction == fraction), None)
+        return next((x for x in self.latency if x.fraction == fraction and not x.matches), None)
+
+    def matching(self, matches: str) -> LatencyPoint | None:
+        return next((x for x in self.latency if x.matches == matches), None)
+
+
+Variants = dict[str, VariantResult]
+"""One repetition: every variant measured in it, by key."""
+
+
+@dataclass(frozen=True)
+class SteadyWindow:
+    """One window of a steady-state pass (figures of that window only)."""
+
+    t_s: float
+    """Start of the window, seconds from the start of the pass."""
+    seconds: float
+    eps: float
+    """Events scored per second (the scorer's own counter)."""
+    sent_eps: float | None
+    """Events the bench sent per second (fixed-rate pass)."""
+    latency_ms: Quantiles
+    """End to end, of the events sent in the window (fixed-rate pass)."""
+    cache_hit_ratio: float | None
+    db_wait_share: float | None
+    loop_lag_p99_ms: float | None
+    cpu_s_per_1k: float | None
+
+
+@dataclass
+class SteadyPass:
+    label: str
+    """``fixed rate`` (open loop) or ``saturating`` (drains a backlog larger than it can)."""
+    offered_eps: float | None
+    seconds: float
+    events: int
+    """Events sent (fixed rate) or appended as the backlog (saturating)."""
+    scored: int
+    delivered: int | None
+    windows: list[SteadyWindow] = field(default_factory=list)
+    steady: SteadyWindow | None = None
+    """The pass after its first TTL (the cache filled once), as one window."""
+    ran_dry: bool = False
+    """The saturating pass drained its backlog before the end (then it is not saturating)."""
+
+
+@dataclass
+class SteadyResult:
+    ttl_s: float
+    window_s: float
+    zipf_s: float
+    unknown_ratio: float
+    distinct_entities: int
+    hottest_share: float
+    """Share of the events that carry the 1 % hottest entities."""
+    warm_reference_eps: float | None
+    """The 1-process warm drain it is compared with (median over the repetitions)."""
+    rate_source: str
+    passes: list[SteadyPass] = field(default_factory=list)
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,9 +252,15 @@ class RunResult:
     params: dict[str, Any]
     machine: Machine
     servers: Servers
-    variants: dict[str, VariantResult] = field(default_factory=dict)
+    repetitions: list[Variants] = field(default_factory=list)
+    """The stream variants, once per repetition (``--runs``), in the order they ran."""
+    medians: dict[str, dict[str, Spread]] = field(default_factory=dict)
+    """Per variant: each headline figure over the repetitions (``warm.eps``, ...)."""
+    ratios_by_run: list[dict[str, float | None]] = field(default_factory=list)
+    ratios: dict[str, Spread] = field(default_factory=dict)
+    """Ratios taken within each repetition, then their median and range."""
+    steady: SteadyResult | None = None
     sidecar: SidecarResult | None = None
-    ratios: dict[str, float | None] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
@@ -175,6 +268,7 @@ class RunResult:
     product_changed_during_run: list[str] = field(default_factory=list)
     log_dir: str = ""
     plot: bool = False
+    steady_plot: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str) + "\n"

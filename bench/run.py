@@ -12,13 +12,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 
 from bench import phases, report, summary
-from bench.config import BenchConfig, parse_args
+from bench.config import BASELINES, RELAYS, SCORERS, BenchConfig, parse_args
 from bench.context import RunContext
-from bench.results import RunResult
+from bench.results import RunResult, VariantResult, Variants
 from bench.sidecar import sidecar
+from bench.steady import steady
 from bench.sysinfo import loadavg, machine
 from bench.worker_proc import ROOT, log
 
@@ -34,22 +37,63 @@ def product_sources() -> dict[str, str]:
     }
 
 
+async def guarded(
+    ctx: RunContext, key: str, processes: int, phase: Callable[[], Awaitable[VariantResult]]
+) -> VariantResult:
+    """Run one variant's phase; when it fails, stop its processes and say why in the result
+    (the other variants are still measured)."""
+    first = len(ctx.workers)
+    try:
+        return await phase()
+    except Exception as exc:
+        log(f"{key}: FAILED: {exc!r}")
+        for w in ctx.workers[first:]:
+            try:
+                await w.stop()
+            except Exception as stop_exc:
+                log(f"  could not stop {w.name}: {stop_exc!r}")
+        return VariantResult(key, processes, error=f"{type(exc).__name__}: {str(exc)[:1500]}")
+
+
+async def repetition(ctx: RunContext) -> Variants:
+    """Every stream variant once: the scorers first, so that each 1-process relay can also
+    be offered its scorer's 50 % rate (the same offered rate); then the per-event baselines."""
+    only, out = ctx.config.only, Variants()
+    for key, spec in SCORERS.items():
+        if key in only:
+            out[key] = await guarded(
+                ctx, key, spec.processes, partial(phases.scorer, ctx, key, spec)
+            )
+    for key, spec in RELAYS.items():
+        if key not in only:
+            continue
+        matched: dict[str, float] = {}
+        scorer = summary.SCORER_MATCH.get(key, "")
+        if scorer in out and (at50 := out[scorer].at(0.5)) is not None:
+            matched[f"{scorer}@50%"] = at50.offered_eps
+        phase = partial(phases.relay, ctx, key, spec, matched)
+        out[key] = await guarded(ctx, key, spec.processes, phase)
+    for key in BASELINES:
+        if key in only:
+            out[key] = await guarded(ctx, key, 1, partial(phases.baseline, ctx, key))
+    return out
+
+
 async def measure(ctx: RunContext, run: RunResult) -> None:
-    only = ctx.config.only
+    config = ctx.config
     await ctx.prepare()
     run.servers = await ctx.servers()
     run.servers.lookup_ms.update(await ctx.lookup_costs())
     log(f"{run.servers.mongo_server}: lookups (ms) {run.servers.lookup_ms}")
-    for key, processes in (("relay", 1), ("relay_2p", 2)):
-        if key in only:
-            run.variants[key] = await phases.relay(ctx, key, processes)
-    for key in ("naive", "naive_executor", "cached"):
-        if key in only:
-            run.variants[key] = await phases.baseline(ctx, key)
-    for key, processes in (("streamscore_1p", 1), ("streamscore_2p", 2)):
-        if key in only:
-            run.variants[key] = await phases.scorer(ctx, key, processes)
-    if "sidecar" in only:
+    if any(k in config.only for k in (*RELAYS, *BASELINES, *SCORERS)):
+        for i in range(config.profile.runs):
+            ctx.repetition = i
+            log(f"=== repetition {i + 1} of {config.profile.runs}")
+            run.repetitions.append(await repetition(ctx))
+    if "steady" in config.only:
+        warm = summary.medians(run.repetitions).get("streamscore_1p", {}).get("warm.eps")
+        run.steady = await steady(ctx, warm.median if warm else None)
+    if "sidecar" in config.only:
         run.sidecar = await sidecar(ctx)
 
 
@@ -90,7 +134,9 @@ async def bench(config: BenchConfig) -> RunResult:
     if run.product_changed_during_run:
         log(f"WARNING: product files changed during the run: {run.product_changed_during_run}")
     run.machine = type(run.machine)(**{**run.machine.__dict__, "loadavg_at_end": loadavg()})
-    run.ratios = summary.ratios(run)
+    run.medians = summary.medians(run.repetitions)
+    run.ratios_by_run = [summary.ratios(variants) for variants in run.repetitions]
+    run.ratios = summary.ratio_spreads(run.ratios_by_run)
     run.targets = summary.targets(run)
     run.notes = notes(config, run)
     return run

@@ -2,8 +2,9 @@
 
 Every address, topic, group and database comes from the product's own settings
 (``STREAMSCORE_*`` variables, read with :func:`settings.load_settings`): the bench sets them for
-each child. VARIANT is one of ``relay``, ``naive``, ``naive_executor``, ``cached``
-(per-message, cached) and ``streamscore``; :mod:`bench.variants` says what each one is.
+each child. VARIANT is one of ``relay``, ``relay_confluent`` (librdkafka), ``naive``,
+``naive_executor``, ``cached`` (per-message, cached) and ``streamscore`` (either Kafka client,
+by ``STREAMSCORE_KAFKA__CLIENT``); :mod:`bench.variants` says what each one is.
 
 The process prints :mod:`bench.protocol` lines on stdout; SIGTERM/SIGINT stop it.
 """
@@ -22,7 +23,7 @@ from bench.protocol import emit
 from bench.variants.reporter import Reporter
 from settings import load_settings
 
-VARIANTS = ("relay", "naive", "naive_executor", "cached", "streamscore")
+VARIANTS = ("relay", "relay_confluent", "naive", "naive_executor", "cached", "streamscore")
 
 
 async def amain(args: argparse.Namespace) -> None:
@@ -35,6 +36,10 @@ async def amain(args: argparse.Namespace) -> None:
             from bench.variants.relay import run_relay
 
             await run_relay(settings, rep)
+        elif args.variant == "relay_confluent":
+            from bench.variants.relay_confluent import run_relay_confluent
+
+            await run_relay_confluent(settings, rep)
         elif args.variant in ("naive", "naive_executor"):
             from bench.variants.naive import run_naive
 
