@@ -3,6 +3,7 @@ swapping the two models' files."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas import ModelRef
+from scoring.compiled import BackendChoice
 from scoring.errors import ModelLoadError
 from scoring.model import LoadedModel, load_model, metadata_path
 from scoring.model_reload import ModelReloader, check_feature_names, validate
@@ -20,7 +22,9 @@ from settings import Settings
 log = logging.getLogger(__name__)
 
 
-def challenger_reloader(settings: Settings, pipeline: ScoringPipeline) -> ModelReloader | None:
+async def challenger_reloader(
+    settings: Settings, pipeline: ScoringPipeline
+) -> ModelReloader | None:
     """Attach the configured challenger to ``pipeline`` and return its reloader (None when no
     challenger is configured).
 
@@ -30,14 +34,16 @@ def challenger_reloader(settings: Settings, pipeline: ScoringPipeline) -> ModelR
     2. The reloader watches the challenger's files like the main model's (same interval,
        same validation) and attaches each new version that passes; its results are counted in
        ``streamscore_challenger_reloads_total``.
+    3. It is loaded (and compiled, with ``STREAMSCORE_MODEL__BACKEND=compiled``) and
+       validated in a worker thread, never on the event loop.
     """
     path = settings.challenger.path
     if path is None:
         return None
-    threads = settings.model.threads
+    threads, backend = settings.model.threads, BackendChoice.of(settings.model)
     try:
-        candidate = load_model(path, threads=threads)
-        validate(candidate, pipeline)
+        candidate = await asyncio.to_thread(load_model, path, threads=threads, backend=backend)
+        await asyncio.to_thread(validate, candidate, pipeline)
     except Exception as exc:
         pipeline.metrics.challenger_failures.labels("load").inc()
         log.error(
@@ -62,6 +68,7 @@ def challenger_reloader(settings: Settings, pipeline: ScoringPipeline) -> ModelR
         swap=pipeline.swap_challenger,
         counted=pipeline.metrics.challenger_reloaded,
         role="challenger",
+        backend=backend,
     )
 
 

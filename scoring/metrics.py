@@ -9,6 +9,7 @@ sample); nothing is rebuilt at scrape time, so counters and histogram counts onl
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -29,6 +30,8 @@ SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 DIFFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 DECISIONS = ("both_above", "both_below", "main_only", "challenger_only")
 CHALLENGER_STAGES = ("load", "score")
+ROLES = ("model", "challenger")
+BACKENDS = ("lightgbm", "compiled")
 PREFIX = "streamscore_"
 
 
@@ -69,6 +72,10 @@ class ScoringMetrics(Collector):
     ``streamscore_cache_refreshes_total``          entries reloaded ahead of expiry
     ``streamscore_model_info{name,version}``       1 for the model in use
     ``streamscore_model_reloads_total{result}``    reloads ``loaded``/``refused``
+    ``streamscore_model_backend{role,backend}``    1 for what executes each model's predict
+                                                   (``lightgbm``/``compiled``), 0 otherwise
+    ``streamscore_model_backend_fallbacks_total``  models (by ``role``) put in use scoring with
+                                                   LightGBM because the compiled backend failed
     ``streamscore_event_loop_lag_seconds``         histogram: how late the loop runs a timer
     ``streamscore_event_loop_lag_last_seconds``    the latest loop-lag sample
     ``streamscore_challenger_info{name,version}``  1 for the challenger in use (none: no series)
@@ -137,6 +144,18 @@ class ScoringMetrics(Collector):
         )
         self.model_reloads = _counter(
             "model_reloads", "Model reloads by result", "result", values=RELOAD_RESULTS
+        )
+        self.model_backend = Gauge(
+            f"{PREFIX}model_backend",
+            "What executes each model's predictions (1 for the backend in use)",
+            ["role", "backend"],
+            registry=None,
+        )
+        self.backend_fallbacks = _counter(
+            "model_backend_fallbacks",
+            "Models put in use scoring with LightGBM because the compiled backend failed",
+            "role",
+            values=ROLES,
         )
         self.loop_lag = _histogram(
             "event_loop_lag_seconds", "How late the event loop runs a timer", LAG_BUCKETS
@@ -221,6 +240,18 @@ class ScoringMetrics(Collector):
     def model_in_use(self, name: str, version: str) -> None:
         self.model_info.clear()
         self.model_info.labels(name, version).set(1)
+
+    def backend_in_use(self, role: str, backend: str | None, fell_back: bool = False) -> None:
+        """The model of ``role`` now scores with ``backend`` (None: no such model, no series);
+        ``fell_back``: the compiled backend was asked for and failed (counted)."""
+        for name in BACKENDS:
+            if backend is None:
+                with contextlib.suppress(KeyError):
+                    self.model_backend.remove(role, name)
+            else:
+                self.model_backend.labels(role, name).set(1 if name == backend else 0)
+        if fell_back:
+            self.backend_fallbacks.labels(role).inc()
 
     def model_reloaded(self, loaded: bool) -> None:
         self.model_reloads.labels("loaded" if loaded else "refused").inc()

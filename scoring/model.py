@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +15,10 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
+from scoring.compiled import Backend, BackendChoice, CompiledModel, CompileError, compile_model
 from scoring.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 Matrix = npt.NDArray[np.float64]
 
@@ -35,11 +40,23 @@ class LoadedModel:
     loaded_at: datetime
     threads: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
+    compiled: CompiledModel | None = None
+    """The native library that scores instead of the booster (identical scores, see
+    :mod:`scoring.compiled`); None: the booster scores."""
+    backend_error: str | None = None
+    """Why LightGBM scores although the compiled backend was asked for (None otherwise)."""
+
+    @property
+    def backend(self) -> Backend:
+        """What executes :meth:`predict`; contributions always come from the booster."""
+        return "compiled" if self.compiled is not None else "lightgbm"
 
     def predict(self, matrix: Matrix) -> npt.NDArray[np.float64]:
         """Score a (rows x features) matrix in one call. Releases the GIL while it runs."""
         if matrix.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
+        if self.compiled is not None:
+            return self.compiled.predict(matrix)
         params: dict[str, Any] = {}
         if self.threads > 0:
             params["num_threads"] = self.threads
@@ -80,11 +97,17 @@ def _check_metadata(metadata: Any, meta_file: Path) -> None:
         )
 
 
-def load_model(path: Path, *, threads: int = 1) -> LoadedModel:
+def load_model(
+    path: Path, *, threads: int = 1, backend: BackendChoice | None = None
+) -> LoadedModel:
     """Load ``path`` (LightGBM text or binary model) and its ``.json`` metadata.
 
     The metadata file holds ``name`` and ``version``; ``feature_names``, when present, must
     match the booster's own. Raises :class:`ModelLoadError` with the reason otherwise.
+    With ``backend`` asking for ``compiled``, the model is also compiled (or taken from the
+    cache; seconds the first time, so never on the event loop) and scores through the
+    library; when that fails, the booster scores and ``backend_error`` says why (see
+    :func:`with_backend`).
     """
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
@@ -119,4 +142,40 @@ def load_model(path: Path, *, threads: int = 1) -> LoadedModel:
     probe = model.predict(np.full((1, len(names)), np.nan))
     if probe.shape != (1,) or not math.isfinite(float(probe[0])):
         raise ModelLoadError(f"model {path} does not score an all-missing row to a finite number")
+    if backend is not None and backend.backend == "compiled":
+        return with_backend(model, backend)
     return model
+
+
+def with_backend(model: LoadedModel, backend: BackendChoice) -> LoadedModel:
+    """``model`` scoring through its compiled library.
+
+    1. The library's scores equal the booster's bit for bit on the model's split thresholds
+       (:func:`scoring.compiled.compile_model`), or it is not used.
+    2. Never raises for the backend: when compiling, loading or verifying fails, a warning
+       naming the error is logged (``"event": "compiled_backend_fallback"``) and the model
+       scores with LightGBM, its ``backend_error`` set (the pipeline counts it).
+    """
+    try:
+        compiled = compile_model(
+            model.path, model.booster, cache_dir=backend.cache_dir, threads=model.threads
+        )
+    except CompileError as exc:
+        log.warning(
+            "compiled backend unavailable for %s:%s, scoring with LightGBM: %s",
+            model.name,
+            model.version,
+            exc,
+            extra={"event": "compiled_backend_fallback", "path": str(model.path)},
+        )
+        return dataclasses.replace(model, backend_error=str(exc))
+    log.info(
+        "model %s:%s scores through %s (%s in %.1f s)",
+        model.name,
+        model.version,
+        compiled.model.library,
+        "cached" if compiled.reused else "compiled",
+        compiled.seconds,
+        extra={"event": "model_compiled", "path": str(model.path)},
+    )
+    return dataclasses.replace(model, compiled=compiled.model)

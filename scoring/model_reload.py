@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scoring.compiled import BackendChoice
 from scoring.errors import ModelLoadError
 from scoring.model import LoadedModel, load_model, metadata_path
 from scoring.pipeline import ScoringPipeline
@@ -81,7 +82,8 @@ class ModelReloader:
     ``role="challenger"`` (the same guarantees, its own counter and log words).
 
     This guarantees:
-    1. Loading and validation run in a worker thread; the event loop never waits on them.
+    1. Loading and validation run in a worker thread (so does compiling, with ``backend``
+       asking for ``compiled``); the event loop never waits on them.
     2. The swap happens between pipeline calls: a batch is scored by one model only, and every
        prediction names the version that scored it.
     3. A model that fails to load or validate is refused (logged, counted) and the current one
@@ -100,6 +102,7 @@ class ModelReloader:
         swap: Callable[[LoadedModel], None] | None = None,
         counted: Callable[[bool], None] | None = None,
         role: str = "model",
+        backend: BackendChoice | None = None,
     ) -> None:
         self._path = path
         self._pipeline = pipeline
@@ -107,6 +110,7 @@ class ModelReloader:
         self._counted = counted if counted is not None else pipeline.metrics.model_reloaded
         self._role = role
         self._threads = threads
+        self._backend = backend
         self._interval = interval_s
         self._on_change = on_change
         self._seen = file_signature(path)
@@ -122,7 +126,8 @@ class ModelReloader:
             loop = asyncio.get_running_loop()
             try:
                 candidate = await loop.run_in_executor(
-                    None, lambda: load_model(self._path, threads=self._threads)
+                    None,
+                    lambda: load_model(self._path, threads=self._threads, backend=self._backend),
                 )
                 await loop.run_in_executor(None, validate, candidate, self._pipeline)
             except Exception as exc:

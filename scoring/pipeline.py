@@ -107,6 +107,7 @@ class ScoringPipeline:
         if cache is not None:
             cache.metrics = self.metrics
         self.metrics.model_in_use(model.name, model.version)
+        self.metrics.backend_in_use("model", model.backend, model.backend_error is not None)
 
     @property
     def model(self) -> LoadedModel:
@@ -125,6 +126,7 @@ class ScoringPipeline:
         self._model = model
         self._generation += 1
         self.metrics.model_in_use(model.name, model.version)
+        self.metrics.backend_in_use("model", model.backend, model.backend_error is not None)
         self._use_features()
         if self._cache is not None:
             self._cache.clear()
@@ -140,8 +142,12 @@ class ScoringPipeline:
         self._generation += 1
         if challenger is None:
             self.metrics.challenger_in_use(None, None)
+            self.metrics.backend_in_use("challenger", None)
         else:
             self.metrics.challenger_in_use(challenger.name, challenger.version)
+            self.metrics.backend_in_use(
+                "challenger", challenger.backend, challenger.backend_error is not None
+            )
         self._use_features()
         if self._cache is not None and not set(self._feature_names()) <= before:
             self._cache.clear()

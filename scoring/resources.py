@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from scoring.cache import EntityCache
+from scoring.compiled import BackendChoice
 from scoring.feature_store import EntityFeatureStore
 from scoring.metrics import ScoringMetrics
 from scoring.model import load_model
@@ -36,12 +38,18 @@ async def open_pipeline(
 ) -> AsyncIterator[ScoringPipeline]:
     """Yield a ready pipeline; close its client and executor on exit.
 
-    The model is loaded before anything connects, so a bad model path fails fast. The
+    The model is loaded before anything connects, so a bad model path fails fast; it loads
+    (and, with ``STREAMSCORE_MODEL__BACKEND=compiled``, compiles) in a worker thread. The
     pipeline, its cache and its feature store all observe into ``metrics`` (a new
     :class:`ScoringMetrics` when none is given; it is ``pipeline.metrics``).
     """
     metrics = metrics if metrics is not None else ScoringMetrics()
-    model = load_model(settings.model.path, threads=settings.model.threads)
+    model = await asyncio.to_thread(
+        load_model,
+        settings.model.path,
+        threads=settings.model.threads,
+        backend=BackendChoice.of(settings.model),
+    )
     client = mongo_client(settings.mongo)
     executor = ThreadPoolExecutor(
         max_workers=settings.scoring.executor_threads, thread_name_prefix="streamscore-score"

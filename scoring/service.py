@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from scoring.challenger import Promotion, challenger_reloader, promote_files
+from scoring.compiled import BackendChoice
 from scoring.errors import ModelLoadError
 from scoring.metrics import ScoringMetrics
 from scoring.model import LoadedModel
@@ -162,8 +163,9 @@ async def open_scoring(
             pipeline,
             threads=settings.model.threads,
             interval_s=settings.model.reload_interval_s,
+            backend=BackendChoice.of(settings.model),
         )
-        challenger = challenger_reloader(settings, pipeline)
+        challenger = await challenger_reloader(settings, pipeline)
         loop_lag = LoopLagMonitor(on_sample=metrics.lag_sample, max_samples=0)
         try:
             reloader.start()

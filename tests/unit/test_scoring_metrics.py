@@ -72,6 +72,24 @@ def test_model_info_names_only_the_model_in_use() -> None:
     )
 
 
+def test_the_backend_gauge_and_fallbacks_follow_each_model() -> None:
+    metrics, registry = registered()
+    assert value(registry, "streamscore_model_backend_fallbacks_total", role="model") == 0
+    metrics.backend_in_use("model", "compiled")
+    metrics.backend_in_use("challenger", "lightgbm", fell_back=True)
+    assert value(registry, "streamscore_model_backend", role="model", backend="compiled") == 1
+    assert value(registry, "streamscore_model_backend", role="model", backend="lightgbm") == 0
+    assert value(registry, "streamscore_model_backend_fallbacks_total", role="challenger") == 1
+    metrics.backend_in_use("model", "lightgbm", fell_back=True)
+    assert value(registry, "streamscore_model_backend", role="model", backend="lightgbm") == 1
+    assert value(registry, "streamscore_model_backend_fallbacks_total", role="model") == 1
+    metrics.backend_in_use("challenger", None)  # detached: no series
+    for backend in ("lightgbm", "compiled"):
+        labels = {"role": "challenger", "backend": backend}
+        assert registry.get_sample_value("streamscore_model_backend", labels) is None
+    assert value(registry, "streamscore_model_backend_fallbacks_total", role="challenger") == 1
+
+
 def test_pipeline_counters_never_go_back_over_hours_of_calls() -> None:
     """Ten hours of one call every 200 ms: every scrape sees every count grown by exactly the
     calls since the last (no window, no trimmed list)."""

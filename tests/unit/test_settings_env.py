@@ -56,6 +56,8 @@ EVERY_FIELD_CHANGED: dict[str, object] = {
         "reload_interval_s": 0.0,
         "reasons": 3,
         "reasons_min_score": 0.9,
+        "backend": "compiled",
+        "compiled_cache_dir": "/var/cache/streamscore/compiled",
     },
     "challenger": {"path": "/models/x/challenger.txt", "topic": "shadow", "threshold": 0.7},
     "scoring": {
