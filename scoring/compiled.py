@@ -2,8 +2,8 @@
 
 The LightGBM model file is turned into C by tl2cgen and compiled by the machine's C compiler
 into a shared library, cached by the model file's SHA-256, so each model is compiled once per
-cache directory. Measured on the demo model (300 trees, 2 shared cores): about 4 s to compile,
-then about 1.8x faster than ``Booster.predict`` on batches (``bench/compiled_backend.py``).
+cache directory. Measured on the demo model (300 trees, 2 shared cores): about 3 s to compile,
+then 1.55-1.8x faster than ``Booster.predict`` per call (``bench/compiled_backend.py``).
 
 The compiled library is only used when it reproduces ``Booster.predict`` bit for bit on rows
 that sit at, just below and just above every split threshold of the model, with missing
@@ -12,28 +12,22 @@ values and zeros (:func:`probe_rows`); otherwise :class:`CompileError`.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import hashlib
-import importlib
-import logging
 import math
 import os
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Literal
+from typing import Literal
 
 import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
+from scoring.compiled_library import ZERO_THRESHOLD, CompiledModel, CompileError, packages
 from settings import ModelSettings
-
-log = logging.getLogger(__name__)
 
 Backend = Literal["lightgbm", "compiled"]
 DEFAULT_CACHE_DIR = Path(".local/compiled-models")
@@ -41,44 +35,13 @@ COMPILER_FLAGS = ("-O1",)
 """tl2cgen builds with ``-O3``; ``-O1`` compiled the demo model 1.5-2.5x faster into a library
 that predicted no slower (IEEE arithmetic either way: no fast-math, no FMA contraction)."""
 PROBE_RANDOM_ROWS = 1024
-ZERO_THRESHOLD = float(np.float32(1e-35))
-"""LightGBM's ``kZeroThreshold``: it reads any value of at most this magnitude as 0.0."""
-_lock = threading.Lock()
-_loaded: tuple[Any, Any] | None = None
-
-
-def _log_native(message: bytes) -> None:
-    log.debug("tl2cgen: %s", message.decode("utf-8", "replace").strip())
-
-
-_native_log = ctypes.CFUNCTYPE(None, ctypes.c_char_p)(_log_native)
-"""Kept alive here: the native library calls it for as long as the process runs."""
-
-
-def _packages() -> tuple[Any, Any]:
-    """treelite and tl2cgen, imported on first use (a machine without them scores with
-    LightGBM). Neither annotates its functions, hence ``Any``. tl2cgen's native log lines
-    (which it prints to stdout) go to this module's logger at DEBUG instead."""
-    global _loaded
-    with _lock:
-        if _loaded is None:
-            treelite: ModuleType = importlib.import_module("treelite")
-            tl2cgen: ModuleType = importlib.import_module("tl2cgen")
-            native = getattr(getattr(tl2cgen, "libloader", None), "_LIB", None)
-            if native is not None:
-                native.TL2cgenRegisterLogCallback(_native_log)
-            _loaded = (treelite, tl2cgen)
-        return _loaded
 
 
 def recipe() -> str:
     """Part of every cached library's name: a new compiler recipe never reuses an old one."""
-    treelite, tl2cgen = _packages()
-    return f"tl2cgen{tl2cgen.__version__}-treelite{treelite.__version__}-O1"
-
-
-class CompileError(Exception):
-    """The model could not be compiled, loaded or verified; LightGBM keeps scoring."""
+    treelite, tl2cgen = packages()
+    flags = "".join(COMPILER_FLAGS)
+    return f"tl2cgen{tl2cgen.__version__}-treelite{treelite.__version__}{flags}"
 
 
 @dataclass(frozen=True)
@@ -105,109 +68,6 @@ def file_digest(path: Path) -> str:
 def library_path(cache_dir: Path, digest: str) -> Path:
     """Where the library of the model with SHA-256 ``digest`` is cached."""
     return cache_dir / f"{digest}.{recipe()}.so"
-
-
-class _CApi:
-    """The three calls of tl2cgen's C API one batch needs (its Python wrapper makes eight,
-    which cost more than scoring one row). A handle of its own on tl2cgen's library, so
-    these argument types never touch the wrapper's."""
-
-    def __init__(self, path: str) -> None:
-        lib = ctypes.CDLL(path)
-        handle = ctypes.POINTER(ctypes.c_void_p)
-        self.create = lib.TL2cgenDMatrixCreateFromMat
-        self.create.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_size_t,
-            ctypes.c_void_p,
-            handle,
-        ]
-        self.create.restype = ctypes.c_int
-        self.predict = lib.TL2cgenPredictorPredictBatch
-        self.predict.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_void_p,
-        ]
-        self.predict.restype = ctypes.c_int
-        self.free = lib.TL2cgenDMatrixFree
-        self.free.argtypes = [ctypes.c_void_p]
-        self.free.restype = ctypes.c_int
-        self.last_error = lib.TL2cgenGetLastError
-        self.last_error.restype = ctypes.c_char_p
-
-    def check(self, status: int) -> None:
-        if status != 0:
-            message = self.last_error() or b"unknown error"
-            raise CompileError(f"tl2cgen: {message.decode('utf-8', 'replace')}")
-
-
-_capi: _CApi | None = None
-
-
-def _c_api() -> _CApi:
-    global _capi
-    if _capi is None:
-        _capi = _CApi(str(_packages()[1].libloader._LIB.path))
-    return _capi
-
-
-_FLOAT64 = b"float64"
-_MISSING = np.array([np.nan], dtype=np.float64)
-
-
-class CompiledModel:
-    """A compiled model library, scoring a (rows x features) float64 matrix.
-
-    tl2cgen's predictor may be used by one thread at a time, so each executor thread gets its
-    own (over the one loaded library). Its calls release the GIL (ctypes).
-    """
-
-    def __init__(self, library: Path, *, digest: str, threads: int = 1) -> None:
-        self.library = library
-        self.digest = digest
-        self._threads = threads if threads > 0 else None
-        self._local = threading.local()
-        self._api = _c_api()
-        predictor = self._predictor()
-        if predictor.leaf_output_type != "float64" or predictor.threshold_type != "float64":
-            raise CompileError(
-                f"the library computes in {predictor.threshold_type}/"
-                f"{predictor.leaf_output_type}, not float64 like LightGBM"
-            )
-        self.num_features = int(predictor.num_feature)
-        self._outputs = int(predictor.num_target) * int(max(predictor.num_class))
-        """Values per row in the output: targets x classes."""
-
-    def _predictor(self) -> Any:
-        predictor = getattr(self._local, "predictor", None)
-        if predictor is None:
-            predictor = _packages()[1].Predictor(self.library, nthread=self._threads)
-            self._local.predictor = predictor
-        return predictor
-
-    def predict(self, matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """One score per row: what ``Booster.predict`` returns (its last output). Values of
-        magnitude at most 1e-35 are scored as 0.0, as LightGBM does."""
-        rows, columns = matrix.shape
-        if rows == 0:
-            return np.empty(0, dtype=np.float64)
-        data = np.array(matrix, dtype=np.float64, order="C")  # a copy, changed below
-        data[np.abs(data) <= ZERO_THRESHOLD] = 0.0  # as LightGBM reads its input
-        out = np.zeros((rows, self._outputs), dtype=np.float64)  # the library adds into it
-        api, dmatrix = self._api, ctypes.c_void_p()
-        api.check(
-            api.create(data.ctypes.data, _FLOAT64, rows, columns, _MISSING.ctypes.data, dmatrix)
-        )
-        try:
-            api.check(api.predict(self._predictor().handle, dmatrix, 0, 0, out.ctypes.data))
-        finally:
-            api.free(dmatrix)
-        return out[:, -1]
 
 
 def _split_values(booster: lgb.Booster) -> list[set[float]]:
@@ -238,7 +98,7 @@ def probe_rows(booster: lgb.Booster, *, seed: int = 0) -> npt.NDArray[np.float64
     """
     columns = []
     for thresholds in _split_values(booster):
-        values = {math.nan, 0.0, 1e-35, -1e-35, -1.0, 1.0}
+        values = {math.nan, 0.0, 1e-35, -1e-35, ZERO_THRESHOLD, -ZERO_THRESHOLD, -1.0, 1.0}
         for t in thresholds:
             values.update((t, math.nextafter(t, -math.inf), math.nextafter(t, math.inf)))
         columns.append(np.array(sorted(values, key=lambda v: (math.isnan(v), v))))
@@ -272,7 +132,7 @@ def verify(booster: lgb.Booster, compiled: CompiledModel) -> None:
 def _compile(model_bytes: bytes, library: Path) -> None:
     """Compile the LightGBM model text ``model_bytes`` into ``library`` (written aside, then
     renamed into place: a reader never sees a partial library)."""
-    treelite, tl2cgen = _packages()
+    treelite, tl2cgen = packages()
     library.parent.mkdir(parents=True, exist_ok=True)
     jobs = max(1, min(os.cpu_count() or 1, 8))
     with tempfile.TemporaryDirectory(dir=library.parent, prefix=".compiling-") as work:

@@ -15,7 +15,8 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-from scoring.compiled import Backend, BackendChoice, CompiledModel, CompileError, compile_model
+from scoring.compiled import Backend, BackendChoice, compile_model
+from scoring.compiled_library import CompiledModel, CompileError
 from scoring.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
