@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.deps import open_sidecar
+from api.direct import PATH, DirectPredict
 from api.guard import Guard
 from api.metrics import ApiMetrics
 from api.openapi import document
@@ -52,6 +53,8 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
     )
     add_routes(app, settings.api)
     known_paths = {getattr(route, "path", "") for route in app.routes}
+    (predict_route,) = [r for r in app.routes if getattr(r, "path", "") == PATH]
+    app.add_middleware(DirectPredict, route=predict_route)  # inside the guard
     app.add_middleware(
         Guard,
         metrics=metrics,

@@ -12,6 +12,8 @@ Result = TypeVar("Result")
 """What the score function returns per event (the sidecar's: a prediction and the
 challenger's)."""
 Score = Callable[[Sequence[InputEvent]], Awaitable[list[Result]]]
+RELEASE_AT_ONCE = 16
+"""Callers a finished batch wakes per event-loop pass (see :meth:`MicroBatcher._run`)."""
 
 
 class Overloaded(RuntimeError):
@@ -30,6 +32,8 @@ class MicroBatcher(Generic[Result]):
        it left before its batch started.
     4. At most ``max_queued`` events wait for or are in a pipeline call; a request that would
        go beyond raises :class:`Overloaded` at once instead of waiting.
+    5. A finished batch wakes its callers :data:`RELEASE_AT_ONCE` per event-loop pass, so
+       the loop's timers and I/O run between the groups' responses.
     """
 
     def __init__(
@@ -101,7 +105,11 @@ class MicroBatcher(Generic[Result]):
                     future.set_exception(exc)
             return
         start = 0
-        for request, future in batch:
+        for i, (request, future) in enumerate(batch):
+            if i and i % RELEASE_AT_ONCE == 0:
+                # Each woken caller builds and writes its response on the loop: a timer due
+                # now runs after this group, not after the whole batch.
+                await asyncio.sleep(0)
             end = start + len(request)
             if not future.done():
                 future.set_result(predictions[start:end])

@@ -42,7 +42,10 @@ class BodyReader:
         self._api = api
         self._metrics = metrics
         self._limits = Limits(
-            api.max_events_per_request, api.max_features_per_event, api.max_errors_reported
+            api.max_events_per_request,
+            api.max_features_per_event,
+            api.max_errors_reported,
+            one_pass_below=api.parse_in_thread_bytes,
         )
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamscore-parse")
         self._large = 0

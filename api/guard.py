@@ -22,6 +22,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Observe = Callable[[float], None]
 
 API_KEY_HEADER = "X-API-Key"
 OPEN_PATHS = frozenset({"/healthz"})
@@ -81,6 +82,9 @@ class Guard:
         self._retry_after = retry_after_s
         self._known = known_paths
         self.in_flight = 0
+        # Read when scraped: no gauge update (and its lock) twice per request.
+        metrics.in_flight.set_function(lambda: self.in_flight)
+        self._observers: dict[tuple[str, str, str], tuple[Callable[[], None], Observe]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,7 +109,6 @@ class Guard:
                 else:
                     counted = True
                     self.in_flight += 1
-                    self._metrics.in_flight.set(self.in_flight)
             if rejection is not None:
                 await rejection(scope, receive, send_and_watch)
             else:
@@ -113,13 +116,25 @@ class Guard:
         finally:
             if counted:
                 self.in_flight -= 1
-                self._metrics.in_flight.set(self.in_flight)
             route = getattr(scope.get("route"), "path", None)
             if route not in self._known:  # answered before routing, or no route matched
                 route = scope["path"] if scope["path"] in self._known else UNMATCHED
-            labels = (method_label(scope["method"]), route, str(status))
-            self._metrics.requests.labels(*labels).inc()
-            self._metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+            count, observe = self._observer(method_label(scope["method"]), route, str(status))
+            count()
+            observe(time.perf_counter() - started)
+
+    def _observer(self, method: str, route: str, status: str) -> tuple[Callable[[], None], Observe]:
+        """The request counter's and latency histogram's children for these labels, looked up
+        once (``labels()`` takes a lock and builds a key on every call)."""
+        labels = (method, route, status)
+        found = self._observers.get(labels)
+        if found is None:
+            found = (
+                self._metrics.requests.labels(*labels).inc,
+                self._metrics.latency.labels(*labels).observe,
+            )
+            self._observers[labels] = found
+        return found
 
     def _reject(self, scope: Scope) -> JSONResponse | None:
         headers = dict(scope["headers"])

@@ -31,6 +31,8 @@ class Limits:
     max_events: int
     max_features: int
     max_errors: int
+    one_pass_below: int = 32_768
+    """Bodies shorter than this holding one event are parsed and validated in one pass."""
 
 
 def _field_errors(exc: ValidationError, prefix: str, room: int) -> list[FieldError]:
@@ -53,15 +55,27 @@ def _one(field: str, message: str, detail: str) -> InvalidBody:
 def parse_body(raw: bytes, limits: Limits) -> tuple[list[PredictEvent], bool]:
     """(events, was_a_list). Raises :class:`InvalidBody` naming the offending fields.
 
+    A body of one event shorter than ``limits.one_pass_below`` is first parsed and validated
+    in one pass; one that fails it is read again to name its errors (larger bodies, hostile
+    ones among them, are read once).
+
     The cheap caps come first: the number of events, then (in each event, before any of its
     values is validated) the number of features. A 422 lists at most ``max_errors`` field
     errors and counts them all.
     """
+    context = event_limits(limits.max_features)
+    if raw[:1] == b"{" and len(raw) < limits.one_pass_below:
+        # One event, the common case: parsed and validated in one pass (pydantic's own JSON
+        # parser, as the stream reads records). Anything it refuses takes the path below,
+        # which names the errors.
+        try:
+            return [PredictEvent.model_validate_json(raw, context=context)], False
+        except (ValidationError, ValueError, RecursionError):
+            pass
     try:
         payload = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _one("body", "not valid JSON", f"the body is not valid JSON: {exc}") from None
-    context = event_limits(limits.max_features)
     if isinstance(payload, dict):
         try:
             return [PredictEvent.model_validate(payload, context=context)], False
