@@ -89,7 +89,21 @@ def event_limits(max_features: int) -> dict[str, int]:
     return {MAX_FEATURES: max_features}
 
 
+_last_formatted: tuple[datetime, str] | None = None
+"""The latest time :func:`format_time` formatted: a batch's predictions share one
+``scored_at`` object, formatted once."""
+
+
 def format_time(value: datetime) -> str:
     """ISO-8601 in UTC with millisecond precision and a ``Z`` suffix."""
-    utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    global _last_formatted
+    last = _last_formatted
+    if last is not None and last[0] is value:
+        return last[1]
+    if value.tzinfo is UTC:  # what validation and the scorer produce: no conversion
+        text = value.isoformat(timespec="milliseconds")[:-6] + "Z"
+    else:
+        utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        text = utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    _last_formatted = (value, text)
+    return text

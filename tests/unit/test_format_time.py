@@ -1,0 +1,70 @@
+"""schemas.events.format_time: the contract's times, whatever the input's zone, cached or not."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from schemas import Enrichment, ModelRef, Prediction
+from schemas.events import format_time
+
+
+def reference(value: datetime) -> str:
+    """The contract: ISO-8601 in UTC, milliseconds, ``Z``."""
+    utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+EDGES = [
+    datetime(1, 1, 1, tzinfo=UTC),
+    datetime(999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
+    datetime(2026, 11, 25, 10, 0, 0, 999_999, tzinfo=UTC),
+    datetime(2026, 11, 25, 10, 0, 0, 1_000),
+    datetime(2026, 11, 25, 10, 0, tzinfo=timezone(timedelta(hours=2))),
+    datetime(2026, 11, 25, 0, 30, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    datetime(2026, 11, 25, 0, 30, tzinfo=timezone.utc),  # noqa: UP017 - the same object as UTC
+    datetime(2026, 11, 25, 0, 30, tzinfo=timezone(timedelta(0), "Z")),
+]
+
+
+@pytest.mark.parametrize("value", EDGES, ids=str)
+def test_edges_match_the_contract(value: datetime) -> None:
+    assert format_time(value) == reference(value)
+    assert format_time(value) == reference(value)  # again: from the one-entry cache
+
+
+def test_random_times_match_the_contract_in_any_order() -> None:
+    rng = random.Random(5)
+    zones = [UTC, None, timezone(timedelta(hours=9)), timezone(timedelta(minutes=-90))]
+    values = [
+        datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=rng.choice(zones))
+        + timedelta(microseconds=rng.randrange(10**15))
+        for _ in range(2_000)
+    ]
+    for value in values + values[::-1]:
+        assert format_time(value) == reference(value)
+
+
+def test_a_predictions_json_is_byte_for_byte_the_contract() -> None:
+    scored_at = datetime(2026, 11, 25, 10, 0, 0, 12_345, tzinfo=UTC)
+    prediction = Prediction(
+        event_id="e-000123",
+        entity_id="usér-42",
+        score=0.9731,
+        model=ModelRef(name="fraud", version="3"),
+        enrichment=Enrichment.HIT,
+        event_time=datetime(2026, 11, 25, 12, 0, tzinfo=timezone(timedelta(hours=2))),
+        scored_at=scored_at,
+    )
+    assert (
+        prediction.model_dump_json().encode()
+        == (
+            '{"event_id":"e-000123","entity_id":"usér-42","score":0.9731,'
+            '"model":{"name":"fraud","version":"3"},"enrichment":"hit",'
+            '"event_time":"2026-11-25T10:00:00.000Z","scored_at":"2026-11-25T10:00:00.012Z"}'
+        ).encode()
+    )
