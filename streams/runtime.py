@@ -114,17 +114,19 @@ class StreamRuntime:
         self._serve_metrics()
         model = scoring.pipeline.model
         log.info(
-            "scorer ready: model %s:%s (%d features), consuming %s as group %s",
+            "scorer ready: model %s:%s (%d features), consuming %s as group %s with %s",
             model.name,
             model.version,
             len(model.feature_names),
             kafka.input_topic,
             kafka.group_id,
+            kafka.client,
             extra={
                 "event": "ready",
                 "model_version": model.version,
                 "topic": kafka.input_topic,
                 "group": kafka.group_id,
+                "client": kafka.client,
             },
         )
 
