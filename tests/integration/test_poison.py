@@ -24,6 +24,7 @@ from aiokafka.errors import UnsupportedCodecError
 from bson import DatetimeMS
 
 from scoring import LoadedModel
+from settings import Settings
 from streams import lenient_records
 from streams.app import build_app
 from streams.audit import audit
@@ -81,6 +82,72 @@ def poison_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lenient_records._LenientBatch, "__iter__", failing)
 
 
+READABLE = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(3)]
+
+
+async def _poisoned_partition_1(settings: Settings) -> None:
+    """5 + 3 readable events on partition 0, 3 records starting with ``POISON`` on 1."""
+    bootstrap = settings.kafka.bootstrap_servers
+    await ensure_topics(settings.kafka)
+    await _send(
+        bootstrap,
+        settings.kafka.input_topic,
+        [(0, _event(f"a{i}"), None) for i in range(5)]
+        + [(1, b"POISON" + _event(f"p{i}"), None) for i in range(3)]
+        + [(0, _event(f"b{i}"), None) for i in range(3)],
+    )
+
+
+async def _halts_at_partition_1(settings: Settings) -> None:
+    """The scorer halts with exit 4 naming partition 1 at offset 0; whatever it scored came
+    from partition 0, once; nothing on partition 1 was committed or dead-lettered."""
+    kafka = settings.kafka
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        await _wait_for(lambda: runtime.exit_code != 0, timeout_s=60)
+    finally:
+        await app.stop()
+    assert runtime.exit_code == ExitCode.UNREADABLE_RECORD
+    assert runtime.fetch_guard.halted is not None
+    assert f"topic {kafka.input_topic} partition 1 at offset 0" in runtime.fetch_guard.halted
+    outputs = await read_until(kafka.bootstrap_servers, [kafka.output_topic, kafka.dlq_topic], 8, 5)
+    ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != kafka.dlq_topic)
+    assert set(ids) <= set(READABLE)
+    assert set(ids.values()) <= {1}
+    assert not [r for r in outputs if r.topic == kafka.dlq_topic]
+    lag = await committed_lag(kafka.bootstrap_servers, kafka.group_id, kafka.input_topic)
+    assert lag[1] == 3
+
+
+async def _restart_reads_everything_once(settings: Settings) -> None:
+    """After the fix a restart reads partition 1 from where it stopped: never skipped."""
+    kafka = settings.kafka
+    outputs, runtime = await score_until(settings, 11, 60)
+    assert runtime.exit_code == ExitCode.OK
+    ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != kafka.dlq_topic)
+    assert ids == Counter(READABLE)
+    dead = [r for r in outputs if r.topic == kafka.dlq_topic]
+    assert sorted(dict(r.headers)["streamscore.source.offset"] for r in dead) == [b"0", b"1", b"2"]
+    assert {dict(r.headers)["streamscore.error.kind"] for r in dead} == {b"invalid_json"}
+    report = await audit(settings)
+    assert report.ok, report.to_text()
+    assert (report.lost, report.duplicated_predictions) == (0, 0)
+
+
+def _poison_settings(
+    names: Names, model_path: Path, bootstrap: str, mongo_url: str, client: str
+) -> Settings:
+    return settings_for(
+        names,
+        model_path,
+        bootstrap=bootstrap,
+        mongo_url=mongo_url,
+        kafka={"topic_partitions": 2, "client": client},
+        stream={"max_fetch_attempts": 3, "retry_max_backoff_s": 0.2},
+    )
+
+
 async def test_an_unreadable_place_halts_naming_it_and_nothing_is_lost_or_skipped(
     kafka_bootstrap: str,
     mongo_url: str,
@@ -89,55 +156,12 @@ async def test_an_unreadable_place_halts_naming_it_and_nothing_is_lost_or_skippe
     poison_unreadable: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = settings_for(
-        names,
-        model_path,
-        bootstrap=kafka_bootstrap,
-        mongo_url=mongo_url,
-        kafka={"topic_partitions": 2},
-        stream={"max_fetch_attempts": 3, "retry_max_backoff_s": 0.2},
-    )
-    await ensure_topics(settings.kafka)
-    await _send(
-        kafka_bootstrap,
-        names.input_topic,
-        [(0, _event(f"a{i}"), None) for i in range(5)]
-        + [(1, b"POISON" + _event(f"p{i}"), None) for i in range(3)]
-        + [(0, _event(f"b{i}"), None) for i in range(3)],
-    )
-    app, _, runtime = build_app(settings)
-    await app.start()
-    try:
-        await _wait_for(lambda: runtime.exit_code != 0, timeout_s=60)
-    finally:
-        await app.stop()
-    assert runtime.exit_code == ExitCode.UNREADABLE_RECORD
-    assert runtime.fetch_guard is not None
-    assert runtime.fetch_guard.halted is not None
-    assert f"topic {names.input_topic} partition 1 at offset 0" in runtime.fetch_guard.halted
-    readable = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(3)]
-    outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 8, 5)
-    ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
-    # Whatever was scored came from the readable partition, once; the poison was not skipped.
-    assert set(ids) <= set(readable)
-    assert set(ids.values()) <= {1}
-    assert not [r for r in outputs if r.topic == names.dlq_topic]
-    lag = await committed_lag(kafka_bootstrap, names.group_id, names.input_topic)
-    assert lag[1] == 3
-
-    # After the fix (here: the codec can be read again) a restart reads the partition from
-    # where it stopped: the records were never skipped.
-    monkeypatch.undo()
-    outputs, runtime = await score_until(settings, 11, 60)
-    assert runtime.exit_code == ExitCode.OK
-    ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
-    assert ids == Counter(readable)
-    dead = [r for r in outputs if r.topic == names.dlq_topic]
-    assert sorted(dict(r.headers)["streamscore.source.offset"] for r in dead) == [b"0", b"1", b"2"]
-    assert {dict(r.headers)["streamscore.error.kind"] for r in dead} == {b"invalid_json"}
-    report = await audit(settings)
-    assert report.ok, report.to_text()
-    assert (report.lost, report.duplicated_predictions) == (0, 0)
+    """aiokafka: a batch in a codec the client cannot read (simulated in its decoder)."""
+    settings = _poison_settings(names, model_path, kafka_bootstrap, mongo_url, "aiokafka")
+    await _poisoned_partition_1(settings)
+    await _halts_at_partition_1(settings)
+    monkeypatch.undo()  # the fix: the codec can be read again
+    await _restart_reads_everything_once(settings)
 
 
 def _partition_dir(bootstrap: str, topic: str, partition: int) -> Path:
@@ -171,55 +195,14 @@ async def test_a_corrupt_batch_on_the_broker_halts_naming_it_and_is_read_after_r
     kafka_client: str,
 ) -> None:
     """A real unreadable record: batches whose bytes on the broker's disk no longer match their
-    CRC. Either client halts with exit 4 naming partition 1 at offset 0, scores the readable
-    partition, commits nothing on the broken one; after the repair a restart reads it all."""
-    settings = settings_for(
-        names,
-        model_path,
-        bootstrap=kafka_bootstrap,
-        mongo_url=mongo_url,
-        kafka={"topic_partitions": 2, "client": kafka_client},
-        stream={"max_fetch_attempts": 3, "retry_max_backoff_s": 0.2},
-    )
-    await ensure_topics(settings.kafka)
-    await _send(
-        kafka_bootstrap,
-        names.input_topic,
-        [(0, _event(f"a{i}"), None) for i in range(5)]
-        + [(1, b"POISON" + _event(f"p{i}"), None) for i in range(3)]
-        + [(0, _event(f"b{i}"), None) for i in range(3)],
-    )
+    CRC. Either client halts naming the place; after the repair a restart reads it all."""
+    settings = _poison_settings(names, model_path, kafka_bootstrap, mongo_url, kafka_client)
+    await _poisoned_partition_1(settings)
     folder = _partition_dir(kafka_bootstrap, names.input_topic, 1)
     assert _flip_on_disk(folder, b"POISON", b"PO1SON") == 3
-
-    app, _, runtime = build_app(settings)
-    await app.start()
-    try:
-        await _wait_for(lambda: runtime.exit_code != 0, timeout_s=60)
-    finally:
-        await app.stop()
-    assert runtime.exit_code == ExitCode.UNREADABLE_RECORD
-    assert runtime.fetch_guard.halted is not None
-    assert f"topic {names.input_topic} partition 1 at offset 0" in runtime.fetch_guard.halted
-    readable = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(3)]
-    outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 8, 5)
-    ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
-    assert set(ids) <= set(readable)
-    assert set(ids.values()) <= {1}
-    assert not [r for r in outputs if r.topic == names.dlq_topic]
-    lag = await committed_lag(kafka_bootstrap, names.group_id, names.input_topic)
-    assert lag[1] == 3
-
+    await _halts_at_partition_1(settings)
     assert _flip_on_disk(folder, b"PO1SON", b"POISON") == 3  # the repair
-    outputs, runtime = await score_until(settings, 11, 60)
-    assert runtime.exit_code == ExitCode.OK
-    ids = Counter(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
-    assert ids == Counter(readable)
-    dead = [r for r in outputs if r.topic == names.dlq_topic]
-    assert sorted(dict(r.headers)["streamscore.source.offset"] for r in dead) == [b"0", b"1", b"2"]
-    report = await audit(settings)
-    assert report.ok, report.to_text()
-    assert (report.lost, report.duplicated_predictions) == (0, 0)
+    await _restart_reads_everything_once(settings)
 
 
 async def test_an_invalid_record_at_the_size_limit_gets_a_dead_letter_cut_to_fit(
