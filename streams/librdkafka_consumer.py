@@ -102,8 +102,8 @@ class GuardedConfluentConsumer(AsyncConfluentConsumer):
             await asyncio.sleep(timeout)
             return ()
         loop = asyncio.get_running_loop()
-        messages: list[Message] = await loop.run_in_executor(
-            self._thread_pool, self.consumer.consume, max_records or 10, timeout
+        messages = await loop.run_in_executor(
+            self._thread_pool, self._fetch, max_records or 10, timeout
         )
         records, broken = self._sort(messages)
         if broken:
@@ -119,6 +119,17 @@ class GuardedConfluentConsumer(AsyncConfluentConsumer):
         if broken:
             await self._failed(broken)
         return tuple(records)
+
+    def _fetch(self, limit: int, timeout: float) -> list[Message]:
+        """Up to ``limit`` messages as soon as one is there (``timeout`` at most), not once
+        ``limit`` are there: librdkafka's ``consume`` alone waits to fill the batch, which adds
+        up to ``timeout`` to every event's latency below full load."""
+        first = self.consumer.poll(timeout)
+        if first is None:
+            return []
+        if limit == 1:
+            return [first]
+        return [first, *self.consumer.consume(limit - 1, 0)]
 
     def _sort(
         self, messages: Iterable[Message]

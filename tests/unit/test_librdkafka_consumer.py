@@ -27,8 +27,20 @@ class ScriptedClient:
         self.commits: list[list[tuple[str, int, int]]] = []
         self.commit_error: KafkaError | None = None
 
-    def consume(self, _num: int, _timeout: float) -> list[Message]:
-        return self.polls.pop(0) if self.polls else []
+    def poll(self, _timeout: float) -> Message | None:
+        if not self.polls:
+            return None
+        if not self.polls[0]:
+            self.polls.pop(0)
+            return None
+        return self.polls[0].pop(0)
+
+    def consume(self, num: int, timeout: float) -> list[Message]:
+        """The rest of the current poll (the scorer drains without waiting)."""
+        assert timeout == 0
+        rest = self.polls.pop(0) if self.polls else []
+        assert len(rest) <= num
+        return rest
 
     def seek(self, tp: LibrdkafkaPartition) -> None:
         self.seeks.append((tp.topic, tp.partition, tp.offset))
@@ -101,7 +113,7 @@ async def test_readable_records_pass_and_client_errors_are_only_counted(halts: l
 async def test_an_unreadable_place_is_rewound_then_halts_naming_it(halts: list[str]) -> None:
     poll = [record(0, 3), record(1, 5), record(1, 6), broken(1, 7), record(1, 8), record(0, 4)]
     again = [broken(1, 7)]
-    consumer = consumer_with([poll, again, again, again], halts)
+    consumer = consumer_with([poll, list(again), list(again), list(again)], halts)
 
     first = await consumer.getmany(timeout=0.01, max_records=10)
     # nothing at or after the unreadable offset of partition 1; partition 0 untouched
