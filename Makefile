@@ -81,7 +81,7 @@ run: up models/model.txt ## Run the scorer in the foreground (Ctrl-C stops it)
 api: up models/model.txt ## Run the HTTP sidecar in the foreground
 	$(BIN)/streamscore api
 
-bench: up models/model.txt ## Run the benchmarks (about 10 minutes)
+bench: up models/model.txt ## Run the benchmarks (about 45 minutes: 3 repetitions, every phase)
 	$(BIN)/python -m bench.run
 
 clean: down ## Stop servers and delete local data, jars, binaries and the venv
