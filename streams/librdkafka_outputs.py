@@ -27,6 +27,8 @@ from streams.librdkafka_options import producer_config
 _POLL_S = 0.05
 _QUEUE_FULL_WAIT_S = 0.002
 _CLOSE_FLUSH_S = 30.0
+RESOLVE_SLICE = 128
+"""Delivery reports resolved per event-loop pass (each wakes its waiters)."""
 
 
 class LibrdkafkaOutputs:
@@ -77,8 +79,9 @@ class LibrdkafkaOutputs:
             return
 
     def _resolve(self) -> None:
+        """Resolve up to :data:`RESOLVE_SLICE` reports; the rest in a later loop pass."""
         reports = self._reports
-        while reports:
+        for _ in range(min(len(reports), RESOLVE_SLICE)):
             future, error = reports.popleft()
             if future.done():
                 continue
@@ -86,13 +89,16 @@ class LibrdkafkaOutputs:
                 future.set_result(None)
             else:
                 future.set_exception(to_kafka_error(error))
+        if reports:
+            self._loop.call_soon(self._resolve)
 
     async def close(self) -> None:
         """Deliver what is still queued (bounded), then stop the poll thread."""
         await asyncio.to_thread(self._producer.flush, _CLOSE_FLUSH_S)
         self._stopped.set()
         await asyncio.to_thread(self._poller.join)
-        self._resolve()
+        while self._reports:
+            self._resolve()
 
 
 @asynccontextmanager

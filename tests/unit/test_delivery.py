@@ -14,7 +14,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition
 
-from streams.delivery import Delivery, DeliveryPolicy
+from streams.delivery import SEND_SLICE, Delivery, DeliveryPolicy
 from streams.delivery_types import Batch, Output
 from streams.exit_codes import ExitCode
 from streams.halts import Halted, HaltReason
@@ -150,3 +150,29 @@ async def test_a_shutdown_during_a_retry_leaves_the_batch_uncommitted() -> None:
         await d.deliver(batch(outs(b"a"), 1), kafka.commit)
     assert halted.value.reason is HaltReason.STOPPING
     assert kafka.commits == []
+
+
+async def test_a_large_batch_is_handed_over_in_slices_the_loop_runs_between() -> None:
+    kafka = FakeKafka()
+    d = delivery(kafka)
+    passes = 0
+    stop = asyncio.Event()
+
+    async def tick() -> None:
+        nonlocal passes
+        while not stop.is_set():
+            passes += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    before = passes
+    values = [str(i).encode() for i in range(500)]
+    await d.deliver(batch(outs(*values), 500), kafka.commit)
+    during = passes - before
+    stop.set()
+    await ticker
+    await d.drain()
+    assert [v for _, v in kafka.sent] == values  # in order
+    assert during >= 500 // SEND_SLICE  # the loop ran between slices
+    assert kafka.commits == [{TP: 500}]

@@ -4,6 +4,7 @@ dead letter is cut), retriable (re-sent without limit) or not (bounded)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from aiokafka.errors import KafkaError as AiokafkaError
@@ -29,7 +30,8 @@ def test_errors_map_to_what_delivery_decides_on() -> None:
 
 def unreachable_producer(**extra: object) -> Producer:
     kafka = load_settings(kafka={"bootstrap_servers": "127.0.0.1:1", "max_request_size": 2_048})
-    return Producer(producer_config(kafka.kafka) | {"message.timeout.ms": 300, **extra})
+    config = producer_config(kafka.kafka) | {"message.timeout.ms": 300, **extra}
+    return Producer(config, logger=logging.getLogger("unreachable-producer"))
 
 
 async def test_a_record_over_the_limit_is_refused_as_too_large_at_once() -> None:
