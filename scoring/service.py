@@ -8,6 +8,7 @@ metrics in the door's registry, and closes it all at exit. A door adds only its 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -167,16 +168,19 @@ async def open_scoring(
         )
         challenger = await challenger_reloader(settings, pipeline)
         loop_lag = LoopLagMonitor(on_sample=metrics.lag_sample, max_samples=0)
+        switch_interval = sys.getswitchinterval()
         try:
             reloader.start()
             if challenger is not None:
                 challenger.start()
             loop_lag.start()
             tune_gc()
+            sys.setswitchinterval(settings.scoring.switch_interval_ms / 1000)
             yield ScoringService(
                 pipeline, reloader, loop_lag, metrics, registry, challenger, settings
             )
         finally:
+            sys.setswitchinterval(switch_interval)
             await loop_lag.stop()
             if challenger is not None:
                 await challenger.stop()

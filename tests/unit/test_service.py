@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -100,3 +101,15 @@ async def test_reloads_are_counted_and_model_info_follows_the_swap(
     assert (snapshot.reloads_loaded, snapshot.reloads_refused) == (1, 1)
     assert snapshot.model_version == "next"
     assert info == {old: None, "next": 1.0}
+
+
+async def test_the_gil_switch_interval_is_the_settings_while_open(
+    names: Names, model_path: Path
+) -> None:
+    before = sys.getswitchinterval()
+    settings = settings_for(
+        names, model_path, model={"reload_interval_s": 0}, scoring={"switch_interval_ms": 2.5}
+    )
+    async with open_scoring(settings, pipeline_factory=in_memory):
+        assert sys.getswitchinterval() == pytest.approx(0.0025)
+    assert sys.getswitchinterval() == before

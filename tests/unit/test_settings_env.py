@@ -66,6 +66,7 @@ EVERY_FIELD_CHANGED: dict[str, object] = {
         "cache_ttl_s": 1.5,
         "cache_refresh_ahead": 0.5,
         "executor_threads": 5,
+        "switch_interval_ms": 2.0,
         "max_concurrent_queries": 2,
         "score_timeout_s": 3.5,
         "score_without_features_on_error": True,
