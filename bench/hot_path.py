@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.hot_path events [--reps 5] [--events 5000]
     .venv/bin/python -m bench.hot_path sidecar [--runs 3] [--base DIR] [--seconds 8]
 
-``events``: what the scorer does per event on its Python threads outside the model, step by
-step (parse + validate a record, build the feature vector, build the prediction, serialise
-it), each as the product does it now and, where a cheaper way was measured, that way beside
-it. Median of ``--reps`` passes over ``--events`` events (min-max), in µs per event.
+``events``: what the scorer does per event on its Python threads, step by step (parse +
+validate a record, build the feature vector, the model, the prediction's JSON). Median of
+``--reps`` passes over ``--events`` events (min-max), in µs per event. With ``--base DIR``
+the same steps of that copy of the sources are measured first ("before").
 
 ``sidecar``: ``POST /predict`` at concurrency 1, 16 and 64 (the bench's minimal keep-alive
 client, :func:`bench.http_load.http_level`), ``--runs`` times, median (min-max) of req/s,
@@ -84,12 +84,33 @@ def _per_event(step: Callable[[], object], count: int, reps: int) -> list[float]
     return out
 
 
+def _stream_outputs(model: Any, now: datetime) -> Callable[..., list[bytes]]:
+    """Predictions as the stream makes them and their JSON, from one batch's scores: through
+    :mod:`scoring.rows` when the sources have it, else (earlier sources) validated
+    ``Prediction`` objects and ``model_dump_json``."""
+    try:
+        from scoring.compute import _rows  # type: ignore[attr-defined,unused-ignore]
+
+        def rows(batch: Any, scores: Any, hits: Any, times: Any) -> list[bytes]:
+            encoded: list[bytes] = _rows(model, batch, scores, hits, times, now, None).encoded()
+            return encoded
+
+        return rows
+    except ImportError:
+        from scoring.compute import _build  # type: ignore[attr-defined,unused-ignore]
+
+        def objects(batch: Any, scores: Any, hits: Any, times: Any) -> list[bytes]:
+            built = _build(model, batch, scores, hits, times, now, None)
+            return [p.model_dump_json().encode() for p in built]
+
+        return objects
+
+
 def events_bench(count: int, reps: int, model_path: Path) -> dict[str, list[float]]:
-    """Each step of the scorer's per-event Python path, the way the product does it (batches
-    of 500, the stream's default), and the measured alternatives (marked ``alt``)."""
-    from schemas import Enrichment, InputEvent, ModelRef, Prediction, event_limits
+    """Each step of the scorer's per-event Python path, the way the sources at hand do it
+    (batches of 500, the stream's default)."""
+    from schemas import Enrichment, InputEvent, event_limits
     from scoring import load_model
-    from scoring.compute import _build
     from scoring.vectors import assemble
     from streams.records import parse_record
     from streamscore_cli import demo_data
@@ -109,80 +130,29 @@ def events_bench(count: int, reps: int, model_path: Path) -> dict[str, list[floa
         assemble(b, lk, model.feature_names)[0] for b, lk in zip(batches, lookups, strict=True)
     ]
     scores = [model.predict(m) for m in matrices]
-    now = datetime.now(UTC)
+    outputs = _stream_outputs(model, datetime.now(UTC))
+    hits = [
+        [Enrichment.HIT if lookup.get(e.entity_id) else Enrichment.MISS for e in batch]
+        for batch, lookup in zip(batches, lookups, strict=True)
+    ]
+    times = [[e.event_time for e in batch] for batch in batches]
 
-    def build() -> list[Any]:
-        out = []
-        for batch, lookup, batch_scores in zip(batches, lookups, scores, strict=True):
-            hits = [Enrichment.HIT if lookup.get(e.entity_id) else Enrichment.MISS for e in batch]
-            times = [e.event_time or now for e in batch]
-            out.extend(_build(model, batch, batch_scores, hits, times, now, None))
+    def predictions_json() -> list[bytes]:
+        out: list[bytes] = []
+        for i, batch in enumerate(batches):
+            out.extend(outputs(batch, scores[i], hits[i], times[i]))
         return out
 
-    ref = ModelRef(name=model.name, version=model.version)
-
-    def build_trusted() -> list[Any]:
-        out = []
-        for batch, lookup, batch_scores in zip(batches, lookups, scores, strict=True):
-            for i, e in enumerate(batch):
-                out.append(
-                    Prediction.model_construct(
-                        event_id=e.event_id,
-                        entity_id=e.entity_id,
-                        score=float(batch_scores[i]),
-                        model=ref,
-                        enrichment=Enrichment.HIT if lookup.get(e.entity_id) else Enrichment.MISS,
-                        event_time=e.event_time or now,
-                        scored_at=now,
-                    )
-                )
-        return out
-
-    predictions = build()
-    trusted = [p.model_dump_json() for p in build_trusted()]
-    assert trusted == [p.model_dump_json() for p in predictions]
     steps: dict[str, Callable[[], object]] = {
         "parse + validate (streams.records.parse_record)": lambda: [
             parse_record(r, 1 << 20, 1000) for r in records
-        ],
-        "  alt: InputEvent.model_validate_json(bytes), no decode": lambda: [
-            InputEvent.model_validate_json(r, context=limits) for r in records
         ],
         "feature vectors (scoring.vectors.assemble)": lambda: [
             assemble(b, lk, model.feature_names) for b, lk in zip(batches, lookups, strict=True)
         ],
         "model (Booster.predict; for scale)": lambda: [model.predict(m) for m in matrices],
-        "build predictions (scoring.compute)": build,
-        "  alt: Prediction.model_construct (no re-validation)": build_trusted,
-        "serialise (Prediction.model_dump_json().encode())": lambda: [
-            p.model_dump_json().encode() for p in predictions
-        ],
+        "predictions and their JSON (what the stream sends)": predictions_json,
     }
-    try:
-        import orjson  # type: ignore[import-not-found,unused-ignore]
-
-        def with_orjson() -> list[bytes]:
-            from schemas.events import format_time
-
-            return [
-                orjson.dumps(
-                    {
-                        "event_id": p.event_id,
-                        "entity_id": p.entity_id,
-                        "score": p.score,
-                        "model": {"name": p.model.name, "version": p.model.version},
-                        "enrichment": p.enrichment.value,
-                        "event_time": format_time(p.event_time),
-                        "scored_at": format_time(p.scored_at),
-                    }
-                )
-                for p in predictions
-            ]
-
-        assert with_orjson() == [p.model_dump_json().encode() for p in predictions]
-        steps["  alt: orjson.dumps of the fields"] = with_orjson
-    except ImportError:
-        pass
     return {name: _per_event(step, count, reps) for name, step in steps.items()}
 
 
@@ -346,6 +316,7 @@ def main() -> None:
             from settings import load_settings
 
             args.model = load_settings().model.path
+        args.model = Path(args.model).resolve()
         if args.raw:
             print(json.dumps(events_bench(args.events, args.reps, args.model)))
             return

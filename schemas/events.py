@@ -6,17 +6,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
 )
-
-from schemas.numbers import finite_number
 
 MAX_ID_LENGTH = 128
 MAX_FEATURES = "max_features"
@@ -26,34 +24,35 @@ Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_len
 """A plain string of 1-128 characters. Objects such as ``{"$ne": null}`` never pass."""
 
 
-def _finite_number(value: Any) -> float | None:
-    return None if value is None else finite_number(value)
+FeatureValue = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]
+"""A finite number or null. Booleans, strings, NaN, infinities and integers too large for a
+double are rejected (by pydantic itself, no Python per value: :func:`finite_number` is the
+same rule for stored features)."""
 
 
-FeatureValue = Annotated[float | None, BeforeValidator(_finite_number)]
-"""A finite number or null. Booleans, strings, NaN and infinities are rejected."""
-
-
-def _iso_time(value: Any) -> Any:
-    if value is None or isinstance(value, datetime):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be an ISO-8601 date-time string")
-    return value
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
+def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
+    if value.tzinfo is UTC:
+        return value
     try:
         return value.astimezone(UTC)
     except OverflowError:
         raise ValueError("is out of range once converted to UTC") from None
 
 
-EventTime = Annotated[datetime | None, BeforeValidator(_iso_time), AfterValidator(_as_utc)]
+def _event_time(value: Any, handler: ValidatorFunctionWrapHandler) -> datetime | None:
+    """An ISO-8601 string (or a datetime) as a UTC time; a naive time is taken as UTC.
+    Numbers are refused rather than read as Unix times."""
+    if value is None:
+        return None
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO-8601 date-time string")
+    parsed: datetime = handler(value)
+    return _as_utc(parsed)
+
+
+EventTime = Annotated[datetime | None, WrapValidator(_event_time)]
 
 
 class InputEvent(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type"})
 """Error types that mean the value as a whole is not a JSON object."""
@@ -25,14 +26,29 @@ class FieldProblem:
         return not self.location and self.kind in NOT_AN_OBJECT
 
 
+def _message(error: ErrorDetails) -> str:
+    """The error's message; pydantic's own number errors say what the number rule says."""
+    kind = error["type"]
+    if kind == "finite_number":
+        return f"must be a finite number, got {error.get('input')}"
+    if kind == "float_type":
+        value = error.get("input")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return "must be a finite number (integer too large)"
+        return f"must be a number or null, not {type(value).__name__}"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def field_problems(exc: ValidationError) -> list[FieldProblem]:
     """Every error of ``exc`` without the input it rejected (inputs may hold secrets or be
-    huge) and without pydantic's ``Value error, `` prefix on our own validators' messages."""
+    huge) and without pydantic's ``Value error, `` prefix on our own validators' messages.
+    Number errors are worded like :func:`schemas.numbers.finite_number` (the input's type
+    is named, a non-finite input shown)."""
     return [
         FieldProblem(
             location=".".join(str(part) for part in error["loc"]),
-            message=str(error["msg"]).removeprefix("Value error, "),
+            message=_message(error),
             kind=error["type"],
         )
-        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        for error in exc.errors(include_url=False, include_context=False)
     ]

@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from schemas import Enrichment, InputEvent, ModelRef, Prediction, Reason
+from schemas import Enrichment, InputEvent, ModelRef, Reason
 from scoring.cache import Lookup
 from scoring.metrics import ScoringMetrics
 from scoring.model import LoadedModel
 from scoring.reasons import ReasonPolicy, explain
+from scoring.rows import PredictionRows
 from scoring.vectors import assemble
 
 
@@ -21,8 +22,8 @@ from scoring.vectors import assemble
 class Computed:
     """The result of one executor call."""
 
-    predictions: list[Prediction]
-    challenger: list[Prediction] | None
+    predictions: PredictionRows
+    challenger: PredictionRows | None
     """The challenger's predictions, in the same order; None without a challenger, or when
     it failed (then ``challenger_error`` says why)."""
     challenger_error: Exception | None
@@ -47,7 +48,7 @@ def _enrichment(events: Sequence[InputEvent], stored: Lookup, failed: bool) -> l
     ]
 
 
-def _build(
+def _rows(
     model: LoadedModel,
     events: Sequence[InputEvent],
     scores: npt.NDArray[np.float64],
@@ -55,21 +56,9 @@ def _build(
     times: Sequence[datetime],
     now: datetime,
     reasons: Sequence[list[Reason]] | None,
-) -> list[Prediction]:
+) -> PredictionRows:
     ref = ModelRef(name=model.name, version=model.version)
-    return [
-        Prediction(
-            event_id=event.event_id,
-            entity_id=event.entity_id,
-            score=float(scores[i]),
-            model=ref,
-            enrichment=enrichment[i],
-            event_time=times[i],
-            scored_at=now,
-            reasons=reasons[i] if reasons is not None else None,
-        )
-        for i, event in enumerate(events)
-    ]
+    return PredictionRows(ref, events, scores.tolist(), enrichment, times, now, reasons)
 
 
 def compute(
@@ -80,6 +69,7 @@ def compute(
     fallback_times: Sequence[datetime | None] | None,
     reasons: ReasonPolicy | None = None,
     shadow: Shadow | None = None,
+    eager: bool = True,
 ) -> Computed:
     """Score ``events`` with ``model`` (and the challenger of ``shadow``) on one lookup.
 
@@ -88,6 +78,8 @@ def compute(
     2. The main predictions never depend on the challenger: an exception of the challenger
        is returned in ``challenger_error``, never raised.
     3. Reasons (when ``reasons`` is enabled) are the main model's only.
+    4. With ``eager`` the :class:`Prediction` objects are built here (in the executor);
+       without, only when asked for (the stream asks for their JSON only).
     """
     matrix, ignored = assemble(events, stored, model.feature_names)
     scores = model.predict(matrix)
@@ -98,7 +90,9 @@ def compute(
         for i, event in enumerate(events)
     ]
     explained = explain(model, matrix, scores, reasons) if reasons and reasons.enabled else None
-    predictions = _build(model, events, scores, enrichment, times, now, explained)
+    predictions = _rows(model, events, scores, enrichment, times, now, explained)
+    if eager:
+        predictions.predictions  # noqa: B018 (builds and caches them)
     if shadow is None:
         return Computed(predictions, None, None, ignored)
     try:
@@ -110,7 +104,9 @@ def compute(
         other_scores = challenger.predict(other)
         if other_scores.shape != scores.shape:
             raise ValueError(f"challenger returned {other_scores.shape} scores for {len(events)}")
-        shadow_predictions = _build(challenger, events, other_scores, enrichment, times, now, None)
+        shadow_predictions = _rows(challenger, events, other_scores, enrichment, times, now, None)
+        if eager:
+            shadow_predictions.predictions  # noqa: B018
     except Exception as exc:  # a challenger never fails the main path
         return Computed(predictions, None, exc, ignored)
     shadow.metrics.challenger_compared(scores, other_scores, shadow.threshold)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from schemas import Enrichment, InputEvent, Prediction
@@ -17,6 +17,7 @@ from scoring.feature_store import FeatureSource, StoredFeatures
 from scoring.metrics import ScoringMetrics
 from scoring.model import LoadedModel
 from scoring.reasons import ReasonPolicy
+from scoring.rows import PredictionRows
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,18 @@ class PipelineStats:
 @dataclass(frozen=True)
 class Scored:
     """One pipeline call's result: the main predictions and, aligned with them, the
-    challenger's (empty when no challenger scored this call)."""
+    challenger's (None when no challenger scored this call)."""
 
-    predictions: list[Prediction]
-    challenger: list[Prediction] = field(default_factory=list)
+    main: PredictionRows | None
+    shadow: PredictionRows | None = None
+
+    @property
+    def predictions(self) -> list[Prediction]:
+        return self.main.predictions if self.main is not None else []
+
+    @property
+    def challenger(self) -> list[Prediction]:
+        return self.shadow.predictions if self.shadow is not None else []
 
 
 def union(*names: Sequence[str]) -> list[str]:
@@ -189,10 +198,15 @@ class ScoringPipeline:
         self,
         events: Sequence[InputEvent],
         fallback_times: Sequence[datetime | None] | None = None,
+        *,
+        eager: bool = True,
     ) -> Scored:
-        """Score a batch with the main model and the challenger, if one is attached."""
+        """Score a batch with the main model and the challenger, if one is attached.
+
+        With ``eager`` (the sidecar) the :class:`Prediction` objects are built in the
+        executor; without (the stream, which needs only their JSON), never."""
         if not events:
-            return Scored([])
+            return Scored(None)
         loop = asyncio.get_running_loop()
         started = loop.time()
         entity_ids = list(dict.fromkeys(event.entity_id for event in events))
@@ -229,6 +243,7 @@ class ScoringPipeline:
                     fallback_times,
                     self._reasons,
                     shadow,
+                    eager,
                 ),
                 timeout=self._score_timeout_s,
             )
@@ -240,10 +255,12 @@ class ScoringPipeline:
         scored = loop.time()
         predictions = computed.predictions
         if challenger is not None and computed.challenger is None:
-            self.metrics.challenger_events.labels("main").inc(len(predictions))
+            self.metrics.challenger_events.labels("main").inc(len(events))
             self._drop_challenger(challenger, computed.challenger_error)
-        self._record(predictions, computed.ignored, enriched - started, scored - enriched)
-        return Scored(predictions, computed.challenger or [])
+        self._record(
+            predictions.enrichment, computed.ignored, enriched - started, scored - enriched
+        )
+        return Scored(predictions, computed.challenger)
 
     def _drop_challenger(self, challenger: LoadedModel, error: Exception | None) -> None:
         """The challenger failed while scoring: detach it (unless already replaced)."""
@@ -259,15 +276,15 @@ class ScoringPipeline:
             self.swap_challenger(None)
 
     def _record(
-        self, predictions: list[Prediction], ignored: int, enrich_s: float, model_s: float
+        self, enrichment: Sequence[Enrichment], ignored: int, enrich_s: float, model_s: float
     ) -> None:
         outcomes = dict.fromkeys(Enrichment, 0)
-        for p in predictions:
-            outcomes[p.enrichment] += 1
+        for outcome in enrichment:
+            outcomes[outcome] += 1
         stats = self.stats
         stats.batches += 1
         stats.model_calls += 1
-        stats.events += len(predictions)
+        stats.events += len(enrichment)
         stats.ignored_features += ignored
         stats.enrich_seconds += enrich_s
         stats.score_seconds += model_s
@@ -275,7 +292,7 @@ class ScoringPipeline:
         stats.misses += outcomes[Enrichment.MISS]
         stats.errors += outcomes[Enrichment.ERROR]
         self.metrics.pipeline_call(
-            events=len(predictions),
+            events=len(enrichment),
             outcomes={str(outcome.value): count for outcome, count in outcomes.items()},
             ignored_features=ignored,
             enrich_s=enrich_s,

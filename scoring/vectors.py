@@ -23,25 +23,30 @@ def assemble(
     """
     columns: Mapping[str, int] = {name: i for i, name in enumerate(feature_names)}
     width = len(feature_names)
-    matrix: Matrix = np.full((len(events), width), np.nan, dtype=np.float64)
-    entity_rows: dict[str, Matrix] = {}
+    missing = (np.nan,) * width
+    entity_rows: dict[str, tuple[float, ...]] = {}
     for entity_id, features in stored.items():
         if features:
-            row = np.full(width, np.nan, dtype=np.float64)
+            row = list(missing)
             for name, stored_value in features.items():
                 col = columns.get(name)
                 if col is not None:
                     row[col] = stored_value
-            entity_rows[entity_id] = row
+            entity_rows[entity_id] = tuple(row)
+    # Rows are laid out in one flat list and converted once: item assignment into a numpy
+    # array costs several times a list's, and one list per row feeds the garbage collector.
+    flat: list[float] = []
+    extend = flat.extend
     ignored = 0
-    for i, event in enumerate(events):
-        base = entity_rows.get(event.entity_id)
-        if base is not None:
-            matrix[i] = base
+    start = 0
+    for event in events:
+        extend(entity_rows.get(event.entity_id, missing))
         for name, value in event.features.items():
             col = columns.get(name)
             if col is None:
                 ignored += 1
             elif value is not None:
-                matrix[i, col] = value
+                flat[start + col] = value
+        start += width
+    matrix: Matrix = np.array(flat, dtype=np.float64).reshape(len(events), width)
     return matrix, ignored

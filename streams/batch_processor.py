@@ -92,17 +92,15 @@ def _outputs(
     is its event's, so exactly-once commits it with that partition's offsets).
     ``topics``: output, challenger and dead-letter topics."""
     output_topic, challenger_topic, dlq_topic = topics
-    outputs: list[Output] = [
-        (output_topic, p.model_dump_json().encode(), p.entity_id.encode(), None)
-        for p in scored.predictions
-    ]
-    sources = list(parsed.sources)
-    if scored.challenger:
-        outputs.extend(
-            (challenger_topic, p.model_dump_json().encode(), p.entity_id.encode(), None)
-            for p in scored.challenger
-        )
-        sources.extend(parsed.sources)
+    outputs: list[Output] = []
+    sources: list[TopicPartition] = []
+    for rows, topic in ((scored.main, output_topic), (scored.shadow, challenger_topic)):
+        if rows is not None and len(rows):
+            outputs.extend(
+                (topic, value, key, None)
+                for value, key in zip(rows.encoded(), rows.keys(), strict=True)
+            )
+            sources.extend(parsed.sources)
     for record, rejection in parsed.rejected:
         key, value, headers = fit_dead_letter(*dead_letter(record, rejection), max_request_size)
         outputs.append((dlq_topic, value, key, headers))
@@ -185,7 +183,7 @@ class BatchProcessor:
         parse_done = clock()
         observe("parse", parse_done - started)
         scored = await self._score(parsed.events, parsed.times)
-        predictions = scored.predictions
+        scored_count = len(scored.main) if scored.main is not None else 0
         observe("score", clock() - parse_done)
         outputs, sources = await loop.run_in_executor(
             None,
@@ -200,7 +198,7 @@ class BatchProcessor:
         await self.delivery.deliver(
             Batch(outputs, sources, *_offsets(records)),
             commit,
-            on_acked=lambda: self._acknowledged(len(predictions), rejected),
+            on_acked=lambda: self._acknowledged(scored_count, rejected),
         )
         observe("send", clock() - sending)
 
@@ -248,7 +246,7 @@ class BatchProcessor:
         )
         while True:
             try:
-                return await self.pipeline.score_all(events, times)
+                return await self.pipeline.score_all(events, times, eager=False)
             except (EnrichmentUnavailable, ScoringTimeout) as exc:
                 self.stats.retries += 1
                 self._metrics.retries.labels("score").inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from pydantic import ValidationError
 
@@ -52,20 +53,33 @@ def parse_record(
             ErrorKind.TOO_LARGE, f"the value is {len(value)} bytes; the limit is {max_bytes}"
         )
     try:
-        text = value.decode("utf-8")
+        context = _limits(max_features) if max_features is not None else None
+        # Validated from the bytes (no decoded copy): invalid UTF-8 fails as invalid JSON,
+        # and is then told apart below.
+        return InputEvent.model_validate_json(value, context=context)
+    except ValidationError as exc:
+        return _not_utf8(value) or _describe(exc)
+    except (ValueError, RecursionError) as exc:  # e.g. nesting too deep for the parser
+        return _not_utf8(value) or Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {exc}")
+    except Exception as exc:  # never let one record's content stop the consumer
+        return Rejection(ErrorKind.INVALID_EVENT, f"cannot be read as an event: {exc!r}")
+
+
+@lru_cache(maxsize=8)
+def _limits(max_features: int) -> dict[str, int]:
+    """One validation context per cap, not one per record (pydantic never changes it)."""
+    return event_limits(max_features)
+
+
+def _not_utf8(value: bytes) -> Rejection | None:
+    """The rejection of a value that is not UTF-8; None when it is."""
+    try:
+        value.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejection(
             ErrorKind.INVALID_ENCODING, f"the value is not UTF-8: {exc.reason} at byte {exc.start}"
         )
-    try:
-        context = event_limits(max_features) if max_features is not None else None
-        return InputEvent.model_validate_json(text, context=context)
-    except ValidationError as exc:
-        return _describe(exc)
-    except (ValueError, RecursionError) as exc:  # e.g. nesting too deep for the parser
-        return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {exc}")
-    except Exception as exc:  # never let one record's content stop the consumer
-        return Rejection(ErrorKind.INVALID_EVENT, f"cannot be read as an event: {exc!r}")
+    return None
 
 
 def record_time(timestamp: int | None) -> datetime | None:
@@ -85,14 +99,15 @@ def record_time(timestamp: int | None) -> datetime | None:
 def read_record(
     value: bytes | None, timestamp: int | None, max_bytes: int, max_features: int | None = None
 ) -> tuple[InputEvent, datetime | None] | Rejection:
-    """A consumed record as (event, the record time standing in for a missing event_time), or
-    the reason it cannot be scored. The scorer and the audit both decide with this."""
+    """A consumed record as (event, the record time standing in for a missing event_time; None
+    when the event has its own), or the reason it cannot be scored. The scorer and the audit
+    both decide with this."""
     parsed = parse_record(value, max_bytes, max_features)
     if isinstance(parsed, Rejection):
         return parsed
+    if parsed.event_time is not None:
+        return parsed, None  # the event's own time is used: the record's is not needed
     try:
         return parsed, record_time(timestamp)
     except ValueError as exc:
-        if parsed.event_time is None:
-            return Rejection(ErrorKind.INVALID_EVENT, f"event_time: absent, and {exc}")
-        return parsed, None
+        return Rejection(ErrorKind.INVALID_EVENT, f"event_time: absent, and {exc}")

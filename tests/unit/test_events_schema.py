@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas import InputEvent, Prediction
+from schemas.validation import field_problems
 
 
 def event(**overrides: object) -> dict[str, object]:
@@ -84,8 +85,11 @@ def test_invalid_events_name_the_field(raw: dict[str, object], field: str) -> No
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "1" + "0" * 400])
 def test_non_finite_numbers_are_rejected(literal: str) -> None:
     raw = '{"event_id":"e","entity_id":"u","features":{"amount":' + literal + "}}"
-    with pytest.raises(ValidationError, match="finite"):
+    with pytest.raises(ValidationError) as info:
         InputEvent.model_validate_json(raw)
+    [problem] = field_problems(info.value)
+    assert problem.location == "features.amount"
+    assert problem.message.startswith("must be a finite number")
 
 
 def test_null_feature_is_allowed() -> None:

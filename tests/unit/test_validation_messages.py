@@ -20,7 +20,7 @@ def test_locations_are_dotted_and_our_messages_lose_pydantics_prefix() -> None:
 
     assert problems == [
         FieldProblem("entity_id", "Input should be a valid string", "string_type"),
-        FieldProblem("features.a", "must be a number or null, not str", "value_error"),
+        FieldProblem("features.a", "must be a number or null, not str", "float_type"),
     ]
     assert not any(p.not_an_object for p in problems)
 
