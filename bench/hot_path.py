@@ -92,7 +92,7 @@ def _stream_outputs(model: Any, now: datetime) -> Callable[..., list[bytes]]:
         from scoring.compute import _rows  # type: ignore[attr-defined,unused-ignore]
 
         def rows(batch: Any, scores: Any, hits: Any, times: Any) -> list[bytes]:
-            encoded: list[bytes] = _rows(model, batch, scores, hits, times, now, None).encoded()
+            encoded: list[bytes] = _rows(model, batch, scores, hits, times, now, None).encoded
             return encoded
 
         return rows

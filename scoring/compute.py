@@ -61,6 +61,15 @@ def _rows(
     return PredictionRows(ref, events, scores.tolist(), enrichment, times, now, reasons)
 
 
+def _materialise(rows: PredictionRows, objects: bool) -> None:
+    """Build (and cache) the rows' Prediction objects, or else their JSON."""
+    if objects:
+        rows.predictions  # noqa: B018
+    else:
+        rows.encoded  # noqa: B018
+        rows.keys  # noqa: B018
+
+
 def compute(
     model: LoadedModel,
     events: Sequence[InputEvent],
@@ -78,8 +87,8 @@ def compute(
     2. The main predictions never depend on the challenger: an exception of the challenger
        is returned in ``challenger_error``, never raised.
     3. Reasons (when ``reasons`` is enabled) are the main model's only.
-    4. With ``eager`` the :class:`Prediction` objects are built here (in the executor);
-       without, only when asked for (the stream asks for their JSON only).
+    4. With ``eager`` the :class:`Prediction` objects are built here (in the executor, for
+       the sidecar); without, only their JSON (what the stream sends).
     """
     matrix, ignored = assemble(events, stored, model.feature_names)
     scores = model.predict(matrix)
@@ -91,8 +100,7 @@ def compute(
     ]
     explained = explain(model, matrix, scores, reasons) if reasons and reasons.enabled else None
     predictions = _rows(model, events, scores, enrichment, times, now, explained)
-    if eager:
-        predictions.predictions  # noqa: B018 (builds and caches them)
+    _materialise(predictions, eager)
     if shadow is None:
         return Computed(predictions, None, None, ignored)
     try:
@@ -105,8 +113,7 @@ def compute(
         if other_scores.shape != scores.shape:
             raise ValueError(f"challenger returned {other_scores.shape} scores for {len(events)}")
         shadow_predictions = _rows(challenger, events, other_scores, enrichment, times, now, None)
-        if eager:
-            shadow_predictions.predictions  # noqa: B018
+        _materialise(shadow_predictions, eager)
     except Exception as exc:  # a challenger never fails the main path
         return Computed(predictions, None, exc, ignored)
     shadow.metrics.challenger_compared(scores, other_scores, shadow.threshold)

@@ -17,10 +17,11 @@ from schemas.events import format_time
 class PredictionRows:
     """The predictions of one model for a batch of events, row ``i`` for ``events[i]``.
 
-    The stream needs only each prediction's JSON and key; the sidecar needs the objects. Both
-    come from these columns, so a prediction is never validated twice nor built when unused:
-    :attr:`predictions` are the validated :class:`Prediction` objects, :meth:`encoded` is
-    each one's JSON, byte for byte what ``Prediction.model_dump_json()`` gives.
+        The stream needs only each prediction's JSON and key; the sidecar needs the objects. Both
+        come from these columns, so a prediction is never validated twice nor built when unused:
+        :attr:`predictions` are the validated :class:`Prediction` objects, :meth:`encoded` is
+        each one's JSON, byte for byte what ``Prediction.model_dump_json()`` gives. Both are made
+    once, when first asked for (in the executor: see :func:`scoring.compute.compute`).
     """
 
     model: ModelRef
@@ -52,6 +53,7 @@ class PredictionRows:
             for i, event in enumerate(self.events)
         ]
 
+    @cached_property
     def encoded(self) -> list[bytes]:
         """Each prediction's JSON (UTF-8), in row order.
 
@@ -79,6 +81,7 @@ class PredictionRows:
             for i, event in enumerate(self.events)
         ]
 
+    @cached_property
     def keys(self) -> list[bytes]:
         """The output record key of each row: its entity id."""
         return [event.entity_id.encode() for event in self.events]

@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from schemas import InputEvent
 from scoring import EnrichmentUnavailable, ScoringPipeline, ScoringTimeout
 from scoring.pipeline import Scored
-from settings import Settings
+from settings import Settings, StreamSettings
 from streams.backoff import Backoff
 from streams.dead_letter_guard import DeadLetterFlood, DeadLetterGuard
 from streams.dead_letters import dead_letter, fit_dead_letter
@@ -63,48 +63,57 @@ class Parsed:
     sources: list[TopicPartition] = field(default_factory=list)
     """The input partition of each event."""
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
+    dead_letters: list[Output] = field(default_factory=list)
+    """The dead letter of each rejected record, ready to send."""
+    dead_sources: list[TopicPartition] = field(default_factory=list)
 
 
-def _parse_all(records: Sequence[Record], max_bytes: int, max_features: int) -> Parsed:
+def _parse_all(
+    records: Sequence[Record], stream: StreamSettings, dlq_topic: str, max_request_size: int
+) -> Parsed:
+    """Parse a batch and write the dead letter of every record that is not an event (CPU
+    work: it runs in a worker thread)."""
     parsed = Parsed()
+    max_bytes, max_features = stream.max_record_bytes, stream.max_features_per_event
     partitions: dict[tuple[str, int], TopicPartition] = {}  # one object per partition
     for record in records:
         result = read_record(record.value, record.timestamp, max_bytes, max_features)
+        key = (record.topic, record.partition)
+        tp = partitions.get(key) or partitions.setdefault(key, TopicPartition(*key))
         if isinstance(result, Rejection):
             parsed.rejected.append((record, result))
+            dead_key, value, headers = fit_dead_letter(
+                *dead_letter(record, result), max_request_size
+            )
+            parsed.dead_letters.append((dlq_topic, value, dead_key, headers))
+            parsed.dead_sources.append(tp)
         else:
             parsed.events.append(result[0])
             parsed.times.append(result[1])
-            key = (record.topic, record.partition)
-            tp = partitions.get(key) or partitions.setdefault(key, TopicPartition(*key))
             parsed.sources.append(tp)
     return parsed
 
 
 def _outputs(
-    scored: Scored,
-    parsed: Parsed,
-    topics: tuple[str, str, str],
-    max_request_size: int,
+    scored: Scored, parsed: Parsed, output_topic: str, challenger_topic: str
 ) -> tuple[list[Output], list[TopicPartition]]:
     """(topic, value, key, headers) of every prediction, challenger prediction and dead
     letter of a batch, and the input partition each one comes from (a challenger prediction's
-    is its event's, so exactly-once commits it with that partition's offsets).
-    ``topics``: output, challenger and dead-letter topics."""
-    output_topic, challenger_topic, dlq_topic = topics
+    is its event's, so exactly-once commits it with that partition's offsets). The JSON and
+    the dead letters were made in the executor: this only lays them out."""
     outputs: list[Output] = []
     sources: list[TopicPartition] = []
     for rows, topic in ((scored.main, output_topic), (scored.shadow, challenger_topic)):
         if rows is not None and len(rows):
             outputs.extend(
-                (topic, value, key, None)
-                for value, key in zip(rows.encoded(), rows.keys(), strict=True)
+                [
+                    (topic, value, key, None)
+                    for value, key in zip(rows.encoded, rows.keys, strict=True)
+                ]
             )
             sources.extend(parsed.sources)
-    for record, rejection in parsed.rejected:
-        key, value, headers = fit_dead_letter(*dead_letter(record, rejection), max_request_size)
-        outputs.append((dlq_topic, value, key, headers))
-        sources.append(TopicPartition(record.topic, record.partition))
+    outputs.extend(parsed.dead_letters)
+    sources.extend(parsed.dead_sources)
     return outputs, sources
 
 
@@ -167,13 +176,13 @@ class BatchProcessor:
         self._metrics.consumed.inc(len(records))
         self._metrics.batch_records.observe(len(records))
         loop = asyncio.get_running_loop()
-        # Parsing is CPU work: it runs in a worker thread so the event loop stays responsive.
         parsed = await loop.run_in_executor(
             None,
             _parse_all,
             records,
-            self._stream.max_record_bytes,
-            self._stream.max_features_per_event,
+            self._stream,
+            self._kafka.dlq_topic,
+            self._kafka.max_request_size,
         )
         rejected = parsed.rejected
         try:
@@ -185,13 +194,8 @@ class BatchProcessor:
         scored = await self._score(parsed.events, parsed.times)
         scored_count = len(scored.main) if scored.main is not None else 0
         observe("score", clock() - parse_done)
-        outputs, sources = await loop.run_in_executor(
-            None,
-            _outputs,
-            scored,
-            parsed,
-            (self._kafka.output_topic, self._challenger_topic, self._kafka.dlq_topic),
-            self._kafka.max_request_size,
+        outputs, sources = _outputs(
+            scored, parsed, self._kafka.output_topic, self._challenger_topic
         )
         self._log_rejections(records, rejected)
         sending = clock()

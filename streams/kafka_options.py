@@ -16,6 +16,7 @@ from faststream.security import (
 )
 
 from settings import KafkaSettings
+from streams.partitioner import KeyHashPartitioner
 
 
 def token_provider(kafka: KafkaSettings) -> Any:
@@ -60,9 +61,11 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def producer_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """Safe producer defaults: every write acknowledged by all in-sync replicas, idempotent."""
+    """Safe producer defaults: every write acknowledged by all in-sync replicas, idempotent;
+    keys partitioned as Kafka's default partitioner does, each key hashed once."""
     return {
         "acks": "all",
+        "partitioner": KeyHashPartitioner(),
         "enable_idempotence": True,
         "linger_ms": kafka.linger_ms,
         "compression_type": kafka.compression_type,

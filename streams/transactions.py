@@ -27,6 +27,7 @@ from settings import Settings
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Output
 from streams.halts import Halted
 from streams.kafka_options import client_options
+from streams.partitioner import KeyHashPartitioner
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class PartitionProducers:
         self._prefix = kafka.transactional_id_prefix or f"streamscore-{kafka.group_id}"
         self._settings = settings
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._partitioner = KeyHashPartitioner()
 
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self._prefix}-{tp.topic}-{tp.partition}"
@@ -79,6 +81,7 @@ class PartitionProducers:
                 linger_ms=kafka.linger_ms,
                 compression_type=kafka.compression_type,
                 max_request_size=kafka.max_request_size,
+                partitioner=self._partitioner,
                 **client_options(kafka),
             )
             await producer.start()  # InitProducerId: bumps the epoch, fences older producers

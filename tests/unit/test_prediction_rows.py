@@ -80,30 +80,30 @@ def test_encoded_is_model_dump_json_byte_for_byte() -> None:
         )
         for i, event in enumerate(rows.events)
     ]
-    assert rows.encoded() == [p.model_dump_json().encode() for p in built]
+    assert rows.encoded == [p.model_dump_json().encode() for p in built]
     assert "predictions" not in rows.__dict__  # the objects were never needed
 
 
 def test_the_objects_and_the_json_agree() -> None:
     rows = _rows(200, seed=2)
-    encoded = rows.encoded()
+    encoded = rows.encoded
     assert [p.model_dump_json().encode() for p in rows.predictions] == encoded
     first = json.loads(encoded[0])
     assert first["scored_at"] == "2026-11-28T15:00:00.123Z"
     assert first["event_id"] == rows.events[0].event_id
-    assert rows.keys() == [e.entity_id.encode() for e in rows.events]
+    assert rows.keys == [e.entity_id.encode() for e in rows.events]
 
 
 def test_a_nan_score_is_null_as_in_the_objects() -> None:
     rows = _rows(30, seed=3)
     nan_rows = [i for i, s in enumerate(rows.scores) if math.isnan(s)]
     assert nan_rows
-    assert all(json.loads(rows.encoded()[i])["score"] is None for i in nan_rows)
+    assert all(json.loads(rows.encoded[i])["score"] is None for i in nan_rows)
 
 
 def test_with_reasons_the_json_carries_them() -> None:
     rows = _rows(20, seed=4, reasons=True)
-    encoded = rows.encoded()
+    encoded = rows.encoded
     assert encoded == [p.model_dump_json().encode() for p in rows.predictions]
     assert json.loads(encoded[0])["reasons"][0]["feature"] == "amount"
 
@@ -111,5 +111,5 @@ def test_with_reasons_the_json_carries_them() -> None:
 def test_no_rows() -> None:
     rows = no_rows(ModelRef(name="m", version="1"), NOW)
     assert len(rows) == 0
-    assert rows.encoded() == []
+    assert rows.encoded == []
     assert rows.predictions == []
