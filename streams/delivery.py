@@ -22,7 +22,17 @@ from aiokafka.structs import TopicPartition
 
 from streams.backoff import Backoff
 from streams.dead_letters import fit_dead_letter, record_size
-from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Output, Outputs
+from streams.delivery_types import (
+    Acked,
+    Batch,
+    BatchOutputs,
+    Commit,
+    DeliveryStats,
+    Handed,
+    Observe,
+    Output,
+    Outputs,
+)
 from streams.halts import Halted, HaltReason
 
 log = logging.getLogger(__name__)
@@ -50,9 +60,10 @@ class Delivery:
     1. A batch's offsets are committed only after every one of its outputs was acknowledged
        by Kafka, and only after the previous batch's commit succeeded: commits stay in batch
        order even when a later batch's acknowledgements arrive first.
-    2. An output that fails or is not acknowledged within ``ack_timeout_s`` is re-sent alone
-       (the batch's acknowledged outputs are not), with exponential backoff, until it is
-       acknowledged: retriable errors are waited out without limit.
+    2. An output that fails or is not acknowledged within ``ack_timeout_s`` is re-sent with
+       the outputs its acknowledgement covers (itself, or its record batch; the batch's
+       acknowledged outputs are not), with exponential backoff, until it is acknowledged:
+       retriable errors are waited out without limit.
     3. A dead letter refused as too large is cut to half its size and re-sent; any other error
        that retrying cannot fix is re-sent at most ``max_attempts`` times, then the batch halts
        (:attr:`HaltReason.OUTPUT_REFUSED`).
@@ -147,7 +158,7 @@ class Delivery:
         self,
         previous: asyncio.Task[None] | None,
         outputs: list[Output],
-        sent: dict[asyncio.Future[Any], int],
+        sent: Handed,
         offsets: dict[TopicPartition, int],
         commit: Commit,
         on_acked: Acked | None,
@@ -167,13 +178,13 @@ class Delivery:
             on_acked()
         await self._commit(offsets, commit)
 
-    async def _send(
-        self, outputs: list[Output], indexes: Sequence[int]
-    ) -> dict[asyncio.Future[Any], int]:
-        """Hand outputs over; returns delivery future -> output index. An output refused at
-        once gets an already-failed future."""
+    async def _send(self, outputs: list[Output], indexes: Sequence[int]) -> Handed:
+        """Hand outputs over; returns each delivery future with the indexes of the outputs it
+        acknowledges. An output refused at once gets an already-failed future."""
+        if isinstance(self._outputs, BatchOutputs):
+            return await self._outputs.send_many(outputs, indexes)
         loop = asyncio.get_running_loop()
-        sent: dict[asyncio.Future[Any], int] = {}
+        sent: Handed = []
         for n, index in enumerate(indexes, 1):
             future: asyncio.Future[Any]
             try:
@@ -181,14 +192,12 @@ class Delivery:
             except KafkaError as exc:
                 future = loop.create_future()
                 future.set_exception(exc)
-            sent[future] = index
+            sent.append((future, [index]))
             if n % SEND_SLICE == 0:
                 await asyncio.sleep(0)  # timers and acknowledgements run between slices
         return sent
 
-    async def _await_acks(
-        self, outputs: list[Output], sent: dict[asyncio.Future[Any], int]
-    ) -> None:
+    async def _await_acks(self, outputs: list[Output], sent: Handed) -> None:
         backoff = self._backoff()
         refusals = 0
         while True:
@@ -208,7 +217,7 @@ class Delivery:
             log.warning(
                 "%d of %d outputs were not acknowledged, will re-send them (attempt %d): %r",
                 len(failed),
-                len(sent),
+                sum(len(indexes) for _, indexes in sent),
                 backoff.attempts + 1,
                 errors[0],
                 extra={"event": "retry", "stage": "publish", "attempt": backoff.attempts + 1},
@@ -217,25 +226,24 @@ class Delivery:
                 raise Halted(HaltReason.STOPPING, "stopping while publishing was being retried")
             sent = await self._send(outputs, sorted(failed))
 
-    async def _unacknowledged(
-        self, sent: dict[asyncio.Future[Any], int]
-    ) -> tuple[list[int], list[BaseException]]:
+    async def _unacknowledged(self, sent: Handed) -> tuple[list[int], list[BaseException]]:
         failed: list[int] = []
         errors: list[BaseException] = []
         if not sent:
             return failed, errors
-        done, not_done = await asyncio.wait(sent, timeout=self._policy.ack_timeout_s)
+        covers = dict(sent)
+        done, not_done = await asyncio.wait(covers, timeout=self._policy.ack_timeout_s)
         for future in not_done:
             future.cancel()
-            failed.append(sent[future])
-            errors.append(TimeoutError("not acknowledged in time"))
+            failed.extend(covers[future])
+            errors.extend([TimeoutError("not acknowledged in time")] * len(covers[future]))
         for future in done:
             error = future.exception()
             if error is not None:
                 if not isinstance(error, KafkaError):
                     raise error
-                failed.append(sent[future])
-                errors.append(error)
+                failed.extend(covers[future])
+                errors.extend([error] * len(covers[future]))
         return failed, errors
 
     def _shrink_or_give_up(

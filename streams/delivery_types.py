@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aiokafka.structs import TopicPartition
 
@@ -25,6 +26,21 @@ class Outputs(Protocol):
     async def send(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None
     ) -> Awaitable[Any]: ...
+
+
+Handed = list[tuple[asyncio.Future[Any], list[int]]]
+"""Outputs handed over: each acknowledgement future with the indexes of the outputs it
+acknowledges (one output, or a whole record batch)."""
+
+
+@runtime_checkable
+class BatchOutputs(Outputs, Protocol):
+    """Outputs that can also hand many records over at once, as record batches."""
+
+    async def send_many(self, outputs: Sequence[Output], indexes: Sequence[int]) -> Handed:
+        """Hand over ``outputs[i]`` for each ``i`` of ``indexes`` (each partition's records in
+        that order). A record refused at once gets an already-failed future."""
+        ...
 
 
 @dataclass
