@@ -15,7 +15,7 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from streams.delivery import SEND_SLICE, Delivery, DeliveryPolicy
-from streams.delivery_types import Batch, Output
+from streams.delivery_types import Batch, Handed, Output
 from streams.exit_codes import ExitCode
 from streams.halts import Halted, HaltReason
 
@@ -176,3 +176,51 @@ async def test_a_large_batch_is_handed_over_in_slices_the_loop_runs_between() ->
     assert [v for _, v in kafka.sent] == values  # in order
     assert during >= 500 // SEND_SLICE  # the loop ran between slices
     assert kafka.commits == [{TP: 500}]
+
+
+class FakeBatchKafka(FakeKafka):
+    """Outputs handed over in groups of ``size``: one acknowledgement per group."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.groups: list[list[bytes | None]] = []
+        self.fail_groups: list[BaseException] = []
+
+    async def send_many(self, outputs: list[Output], indexes: list[int]) -> Handed:
+        handed: Handed = []
+        for start in range(0, len(indexes), self.size):
+            covered = list(indexes[start : start + self.size])
+            self.groups.append([outputs[i][1] for i in covered])
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            if self.fail_groups:
+                future.set_exception(self.fail_groups.pop(0))
+            else:
+                future.set_result(None)
+            handed.append((future, covered))
+        return handed
+
+
+async def test_a_failed_batch_acknowledgement_re_sends_the_outputs_it_covered() -> None:
+    kafka = FakeBatchKafka(size=2)
+    kafka.fail_groups = [KafkaTimeoutError()]  # the first group (a, b) is not acknowledged
+    d = delivery(kafka)
+    await d.deliver(batch(outs(b"a", b"b", b"c", b"d", b"e"), 5), kafka.commit)
+    await d.drain()
+    assert kafka.groups == [[b"a", b"b"], [b"c", b"d"], [b"e"], [b"a", b"b"]]
+    assert kafka.sent == []  # never one by one
+    assert kafka.commits == [{TP: 5}]
+    assert d.stats.resends == 1
+
+
+async def test_a_batch_refused_for_good_halts_without_commit() -> None:
+    kafka = FakeBatchKafka(size=10)
+    kafka.fail_groups = [TopicAuthorizationFailedError()] * 10
+    d = delivery(kafka, max_attempts=3)
+    await d.deliver(batch(outs(b"a", b"b"), 2), kafka.commit)
+    await d.drain()
+    with pytest.raises(Halted) as halted:
+        await d.deliver(batch(outs(b"next"), 3), kafka.commit)
+    assert halted.value.reason is HaltReason.OUTPUT_REFUSED
+    assert kafka.commits == []
+    assert kafka.groups == [[b"a", b"b"]] * 3
