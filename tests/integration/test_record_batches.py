@@ -37,7 +37,7 @@ async def test_batches_keep_partition_order_and_lose_nothing(
         outputs.append((kafka.output_topic, b'{"n":%d,"pad":"%s"}' % (i, b"x" * 200), key, None))
         if i % 500 == 250:
             headers = [("reason", b"\x00\xff binary"), ("none", None)]
-            outputs.append((kafka.dlq_topic, f"dead {i}".encode(), key, headers))  # type: ignore[list-item]
+            outputs.append((kafka.dlq_topic, f"dead {i}".encode(), key, headers))
         if i == 1_234:
             outputs.append((kafka.output_topic, b"L" * 20_000, key, None))  # over half a batch
         if i == 2_000:
