@@ -64,7 +64,11 @@ class PredictionRows:
             return [p.model_dump_json().encode() for p in self.predictions]
         model = {"name": self.model.name, "version": self.model.version}
         scored_at = format_time(self.scored_at)
-        scores, enrichment, times = self.scores, self.enrichment, self.times
+        scores, enrichment = self.scores, self.enrichment
+        # Events of one batch often share their time (to the millisecond): each distinct
+        # time is formatted once.
+        formatted: dict[datetime, str] = {}
+        times = [formatted.get(t) or formatted.setdefault(t, format_time(t)) for t in self.times]
         return [
             to_json(
                 {
@@ -73,7 +77,7 @@ class PredictionRows:
                     "score": scores[i],
                     "model": model,
                     "enrichment": enrichment[i].value,
-                    "event_time": format_time(times[i]),
+                    "event_time": times[i],
                     "scored_at": scored_at,
                 },
                 inf_nan_mode="null",  # as the model's serializer: a NaN score is null

@@ -271,10 +271,16 @@ def _offsets(
 ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     """Per partition: the batch's first offset (where to rewind) and the offset after its last
     record (what a commit stores)."""
-    first: dict[TopicPartition, int] = {}
-    after: dict[TopicPartition, int] = {}
+    first: dict[tuple[str, int], int] = {}
+    last: dict[tuple[str, int], int] = {}
     for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        first.setdefault(tp, record.offset)
-        after[tp] = max(after.get(tp, 0), record.offset + 1)
-    return first, after
+        key = (record.topic, record.partition)
+        offset = record.offset
+        if key not in first:
+            first[key] = last[key] = offset
+        elif offset > last[key]:
+            last[key] = offset
+    return (
+        {TopicPartition(*key): offset for key, offset in first.items()},
+        {TopicPartition(*key): offset + 1 for key, offset in last.items()},
+    )
