@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from settings import Settings
@@ -43,6 +44,28 @@ async def produce_events(settings: Settings, count: int, prefix: str = "e") -> N
     await produce(
         settings.kafka.bootstrap_servers, settings.kafka.input_topic, values, [None] * count
     )
+
+
+async def produce_paced(
+    settings: Settings, count: int, chunks: int = 40, pause_s: float = 0.2
+) -> None:
+    """Produce ``count`` events in ``chunks`` parts ``pause_s`` apart: a stream lasting several
+    seconds however fast the scorer is, so a fault injected once a fifth of the outputs exist
+    lands while events are still arriving."""
+    values = [event_bytes(i, f"user-{i % 120}") for i in range(count)]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        step = -(-count // chunks)
+        for start in range(0, count, step):
+            sent = [
+                await producer.send(settings.kafka.input_topic, value)
+                for value in values[start : start + step]
+            ]
+            await asyncio.gather(*sent)
+            await asyncio.sleep(pause_s)
+    finally:
+        await producer.stop()
 
 
 async def outputs(settings: Settings) -> int:
@@ -117,20 +140,23 @@ async def interrupt_and_restart(
     it drain, and audit the topics."""
     await seed(settings.mongo.url.get_secret_value(), names.database)
     await ensure_topics(settings.kafka)
-    await produce_events(settings, EVENTS)
     scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    feeding = asyncio.create_task(produce_paced(settings, EVENTS))
     try:
         assert await partly_done(settings, EVENTS), scorer.log()[-3000:]
+        assert not feeding.done(), "the stream ended before the fault: nothing would be proved"
         if sigkill:
             scorer.signal(signal.SIGKILL)
             scorer.wait()
         else:
             assert scorer.stop(timeout=40) == ExitCode.OK, scorer.log()[-3000:]
+        await feeding
         assert await outputs(settings) < EVENTS, "stopped too late to prove anything"
         scorer = ScorerProcess(settings, tmp_path / "scorer2.log").start()
         assert await drained(settings, EVENTS), scorer.log()[-3000:]
         assert scorer.stop(timeout=40) == ExitCode.OK
     finally:
+        feeding.cancel()
         scorer.kill()
         await seed_cleanup(settings)
     return await audit(settings)
@@ -174,11 +200,12 @@ async def test_two_scorers_one_killed_the_survivor_takes_all_partitions(
             return state == "Stable" and members == 2
 
         assert await eventually(two, 60), a.log()[-2000:] + b.log()[-2000:]
-        await produce_events(settings, EVENTS)
-
+        feeding = asyncio.create_task(produce_paced(settings, EVENTS))
         assert await partly_done(settings, EVENTS)
+        assert not feeding.done(), "the stream ended before the kill: nothing would be proved"
         b.signal(signal.SIGKILL)
         b.wait()
+        await feeding
 
         async def one() -> bool:
             state, members = await group_state(settings.kafka, names.group_id)
