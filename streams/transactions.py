@@ -26,7 +26,7 @@ from aiokafka.structs import TopicPartition
 from settings import Settings
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Output
 from streams.halts import Halted
-from streams.kafka_options import client_options
+from streams.kafka_options import client_options, record_batch_bytes
 from streams.partitioner import KeyHashPartitioner
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class PartitionProducers:
                 compression_type=kafka.compression_type,
                 max_request_size=kafka.max_request_size,
                 partitioner=self._partitioner,
+                max_batch_size=record_batch_bytes(kafka),
                 **client_options(kafka),
             )
             await producer.start()  # InitProducerId: bumps the epoch, fences older producers
