@@ -5,6 +5,7 @@ record too large for a batch handed over one by one beside them."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -42,9 +43,11 @@ async def test_batches_keep_partition_order_and_lose_nothing(
             outputs.append((kafka.output_topic, b"L" * 20_000, key, None))  # over half a batch
         if i == 2_000:
             outputs.append((kafka.output_topic, b'{"no key":1}', None, None))
+    before_ms = time.time() * 1000
     async with aiokafka_outputs(kafka) as sink:
         handed = await sink.send_many(outputs, range(len(outputs)))
         await asyncio.gather(*(future for future, _ in handed))
+    after_ms = time.time() * 1000
     covered = sorted(i for _, indexes in handed for i in indexes)
     assert covered == list(range(len(outputs)))  # each output acknowledged by one future
     assert len(handed) < len(outputs) // 20  # batched, not one future per record
@@ -55,6 +58,8 @@ async def test_batches_keep_partition_order_and_lose_nothing(
     assert sorted((r.topic, r.value, r.key) for r in records) == sorted(
         (topic, value, key) for topic, value, key, _ in outputs
     )
+    # Each record carries the time it was handed over, as with ``send``.
+    assert all(before_ms - 1_000 <= r.timestamp <= after_ms + 1_000 for r in records)
     partition_of = DefaultPartitioner()
     by_partition: dict[tuple[str, int], list[bytes | None]] = defaultdict(list)
     for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
