@@ -76,24 +76,6 @@ class EntityCache:
         self._inflight = {}
         self._generation += 1
 
-    def _fresh(self, entity_id: str, now: float) -> tuple[bool, StoredFeatures | None]:
-        entry = self._entries.get(entity_id)
-        if entry is None:
-            return False, None
-        expires, value = entry
-        if expires <= now:
-            del self._entries[entity_id]
-            return False, None
-        self._entries.move_to_end(entity_id)
-        return True, value
-
-    def _due(self, entity_id: str, now: float) -> bool:
-        """The entry is past its refresh point and no refresh of it is under way."""
-        if self._refresh_after is None or entity_id in self._refreshing:
-            return False
-        expires, _ = self._entries[entity_id]
-        return now >= expires - self._ttl + self._refresh_after
-
     def _refreshed(self, loaded: dict[str, StoredFeatures], ids: Sequence[str], gen: int) -> None:
         stored_at = self._clock()
         for entity_id in ids:
@@ -141,14 +123,28 @@ class EntityCache:
         waiting: dict[str, asyncio.Future[StoredFeatures | None]] = {}
         to_load: list[str] = []
         due: list[str] = []
+        # Runs on the event loop for every entity of every batch: no calls per entity. An
+        # entry is fresh before it expires, and due for a refresh (unless one is under way)
+        # once past its refresh point, ``refresh_after`` after it was stored.
+        entries, inflight, refreshing = self._entries, self._inflight, self._refreshing
+        due_within = None if self._refresh_after is None else self._ttl - self._refresh_after
         for entity_id in dict.fromkeys(entity_ids):
-            found, value = self._fresh(entity_id, now)
-            if found:
-                result[entity_id] = value
-                if self._due(entity_id, now):
-                    due.append(entity_id)
-            elif entity_id in self._inflight:
-                waiting[entity_id] = self._inflight[entity_id]
+            entry = entries.get(entity_id)
+            if entry is not None:
+                expires, value = entry
+                if expires > now:
+                    entries.move_to_end(entity_id)
+                    result[entity_id] = value
+                    if (
+                        due_within is not None
+                        and now >= expires - due_within
+                        and entity_id not in refreshing
+                    ):
+                        due.append(entity_id)
+                    continue
+                del entries[entity_id]
+            if entity_id in inflight:
+                waiting[entity_id] = inflight[entity_id]
             else:
                 to_load.append(entity_id)
         hits = len(result) + len(waiting)
