@@ -25,6 +25,7 @@ PHASES = (
     "streamscore_2p",
     "streamscore_confluent_1p",
     "streamscore_confluent_2p",
+    "streamscore_compiled_1p",
     "steady",
     "sidecar",
 )
@@ -33,12 +34,14 @@ HTTP_LEVELS = (1, 16, 64)
 
 @dataclass(frozen=True)
 class Spec:
-    """A stream variant: the ``bench.workers`` variant it runs, how many processes, and the
-    product's Kafka client (``STREAMSCORE_KAFKA__CLIENT``)."""
+    """A stream variant: the ``bench.workers`` variant it runs, how many processes, the
+    product's Kafka client (``STREAMSCORE_KAFKA__CLIENT``) and, for a scorer, its model backend
+    (``STREAMSCORE_MODEL__BACKEND``)."""
 
     worker: str
     processes: int
     client: str = "aiokafka"
+    backend: str = "lightgbm"
 
 
 RELAYS = {
@@ -53,6 +56,7 @@ SCORERS = {
     "streamscore_2p": Spec("streamscore", 2),
     "streamscore_confluent_1p": Spec("streamscore", 1, "confluent"),
     "streamscore_confluent_2p": Spec("streamscore", 2, "confluent"),
+    "streamscore_compiled_1p": Spec("streamscore", 1, backend="compiled"),
 }
 STREAM_KEYS = (*RELAYS, *BASELINES, *SCORERS)
 

@@ -88,6 +88,7 @@ class RunContext:
             env["STREAMSCORE_SCORING__CACHE_TTL_S"] = str(self.config.cache_ttl_s)
         if key in SCORERS:
             env["STREAMSCORE_KAFKA__CLIENT"] = SCORERS[key].client
+            env["STREAMSCORE_MODEL__BACKEND"] = SCORERS[key].backend
         return env
 
     async def spawn(

@@ -31,6 +31,7 @@ LABELS = {
     "streamscore_2p": "streamscore (aiokafka), 2 processes",
     "streamscore_confluent_1p": "streamscore (librdkafka), 1 process",
     "streamscore_confluent_2p": "streamscore (librdkafka), 2 processes",
+    "streamscore_compiled_1p": "streamscore (aiokafka, compiled trees), 1 process",
 }
 SAME_RELAY = {
     "relay": "relay",
@@ -38,6 +39,7 @@ SAME_RELAY = {
     "streamscore_2p": "relay_2p",
     "streamscore_confluent_1p": "relay_confluent",
     "streamscore_confluent_2p": "relay_confluent_2p",
+    "streamscore_compiled_1p": "relay",
     "relay_2p": "relay_2p",
     "relay_confluent": "relay_confluent",
     "relay_confluent_2p": "relay_confluent_2p",

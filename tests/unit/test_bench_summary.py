@@ -6,9 +6,18 @@ from __future__ import annotations
 import json
 
 from bench.kafka_probe import event_templates
-from bench.results import PassResult, Quantiles, Spread, VariantResult, Variants
+from bench.results import (
+    Machine,
+    PassResult,
+    Quantiles,
+    RunResult,
+    Servers,
+    Spread,
+    VariantResult,
+    Variants,
+)
 from bench.steady import zipf_templates
-from bench.summary import fmt, medians, ratio_spreads, ratios
+from bench.summary import fmt, medians, ratio_spreads, ratios, targets
 
 
 def drained(eps: float, cpu: float, label: str = "drain") -> PassResult:
@@ -58,3 +67,31 @@ def test_zipf_mix_is_skewed_and_keeps_features() -> None:
     first = json.loads(mix[0][1])
     assert first["entity_id"].encode() == mix[0][0]
     assert first["features"] == json.loads(templates[0][1])["features"]
+
+
+def test_compiled_backend_ratios_and_targets_use_its_own_repetition() -> None:
+    reps = [repetition(100, 60, 200), repetition(200, 50, 100), repetition(50, 40, 40)]
+    for rep, (eps, cpu) in zip(reps, [(90, 0.04), (40, 0.05), (44, 0.06)], strict=True):
+        rep["streamscore_compiled_1p"] = VariantResult(
+            "streamscore_compiled_1p", 1, [drained(eps, cpu, "warm")]
+        )
+    by_run = [ratios(r) for r in reps]
+    assert [r["compiled_warm_over_warm"] for r in by_run] == [1.5, 0.8, 1.1]
+    assert [r["compiled_cpu_over_relay_cpu"] for r in by_run] == [2.0, 2.5, 3.0]
+    assert [r["compiled_warm_over_fastest_relay"] for r in by_run] == [0.45, 0.2, 0.88]
+    run = RunResult(
+        "r",
+        "now",
+        {},
+        Machine(2, "cpu", 1, "3.11", (0.0, 0.0, 0.0)),
+        Servers("k", "4", "m", "mongo", "7", {}),
+        repetitions=reps,
+        medians=medians(reps),
+        ratios=ratio_spreads(by_run),
+    )
+    found = {t.target: t for t in targets(run)}
+    cpu = found["compiled trees (opt-in): CPU per event ≤ 2.5x the relay's (same client)"]
+    assert cpu.met
+    assert cpu.measured.startswith("2.50x [2.00x")
+    fast = found["compiled trees (opt-in): 1 process warm ≥ 85 % of the fastest relay, 1 process"]
+    assert not fast.met  # median 0.45
