@@ -71,9 +71,9 @@ def test_zipf_mix_is_skewed_and_keeps_features() -> None:
 
 def test_compiled_backend_ratios_and_targets_use_its_own_repetition() -> None:
     reps = [repetition(100, 60, 200), repetition(200, 50, 100), repetition(50, 40, 40)]
-    for rep, (eps, cpu) in zip(reps, [(90, 0.04), (40, 0.05), (44, 0.06)], strict=True):
+    for rep, (eps, cpu_s) in zip(reps, [(90, 0.04), (40, 0.05), (44, 0.06)], strict=True):
         rep["streamscore_compiled_1p"] = VariantResult(
-            "streamscore_compiled_1p", 1, [drained(eps, cpu, "warm")]
+            "streamscore_compiled_1p", 1, [drained(eps, cpu_s, "warm")]
         )
     by_run = [ratios(r) for r in reps]
     assert [r["compiled_warm_over_warm"] for r in by_run] == [1.5, 0.8, 1.1]
