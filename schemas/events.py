@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -41,13 +42,22 @@ def _as_utc(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
+"""What pydantic would read as Unix seconds from a string ("1764064800", "-5", ".5")."""
+
+
 def _event_time(value: Any, handler: ValidatorFunctionWrapHandler) -> datetime | None:
     """An ISO-8601 string (or a datetime) as a UTC time; a naive time is taken as UTC.
-    Numbers are refused rather than read as Unix times."""
+    Numbers, and strings of digits, are refused rather than read as Unix times: pydantic would
+    read "20261125" (an ISO-8601 basic date) as 1970-08-23."""
     if value is None:
         return None
     if not isinstance(value, str | datetime):
         raise ValueError("must be an ISO-8601 date-time string")
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError(
+            "must be an ISO-8601 date-time string such as 2026-11-25T10:00:00Z, not a number"
+        )
     parsed: datetime = handler(value)
     return _as_utc(parsed)
 

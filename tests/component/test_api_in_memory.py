@@ -195,6 +195,12 @@ INVALID: list[tuple[str, bytes, str, set[str]]] = [
         {"body.event_time"},
     ),
     (
+        "digits as a time",
+        b'{"entity_id": "u", "event_time": "20261125"}',
+        "body.event_time",
+        {"body.event_time"},
+    ),
+    (
         "two bad items",
         b'[{"entity_id": 1}, {"entity_id": "ok"}, {"event_id": [], "entity_id": "u"}]',
         "body[0].entity_id",

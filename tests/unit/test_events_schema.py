@@ -73,6 +73,12 @@ def test_naive_time_is_utc_and_offsets_are_converted() -> None:
         (event(features=[1, 2]), "features"),
         (event(event_time=1732528800), "event_time"),
         (event(event_time="yesterday"), "event_time"),
+        # strings pydantic would read as Unix seconds, one an ISO-8601 basic date
+        (event(event_time="1764064800"), "event_time"),
+        (event(event_time="20261125"), "event_time"),
+        (event(event_time="-5"), "event_time"),
+        (event(event_time="1764064800.5"), "event_time"),
+        (event(event_time=".5"), "event_time"),
     ],
 )
 def test_invalid_events_name_the_field(raw: dict[str, object], field: str) -> None:
