@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from bson import Decimal128
 from bson import decode as decode_bson
 from bson.codec_options import CodecOptions
 from bson.errors import BSONError
@@ -44,9 +45,21 @@ def _clean(raw: Any) -> dict[str, float]:
         return {}
     out: dict[str, float] = {}
     for name, value in raw.items():
+        if isinstance(value, Decimal128):
+            value = _decimal(value)
         if (number := finite_or_none(value)) is not None:
             out[str(name)] = number
     return out
+
+
+def _decimal(value: Decimal128) -> float | None:
+    """A stored ``NumberDecimal`` as the nearest double (what LightGBM scores with); None
+    for NaN (a signalling one cannot even be converted). ±Infinity and values beyond a
+    double's range become infinite and are left out like any non-finite value."""
+    try:
+        return float(value.to_decimal())
+    except ValueError:
+        return None
 
 
 class EntityFeatureStore:

@@ -11,12 +11,14 @@ so ``.ci/run`` runs them on FerretDB too. Plus: the local server keeps its data 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from bson import Decimal128, Int64
 from pymongo import AsyncMongoClient, MongoClient, UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from scoring.feature_store import EntityFeatureStore
 from scoring.resources import mongo_client
@@ -163,4 +165,47 @@ async def test_the_local_server_keeps_documents_across_a_restart(
         assert back[docs[2_499]["_id"]] == docs[2_499]
         assert back[docs[3]["_id"]]["features"]["chargebacks_90d"] == 7
     finally:
+        await client.close()
+
+
+async def test_stored_values_of_every_bson_number_type_are_features(
+    mongo_url: str, names: Names
+) -> None:
+    """Doubles, 32/64-bit integers and decimals are numbers; anything else, NaN and values
+    beyond a double are left out (the entity's other features are still used)."""
+    mongo = _settings(mongo_url, names)
+    client = mongo_client(mongo)
+    try:
+        collection = client[mongo.database][mongo.collection]
+        features: dict[str, Any] = {
+            "double": 0.25,
+            "int32": 7,
+            "int64": Int64(2**40),
+            "bool": True,
+            "string": "3.5",
+            "nan": float("nan"),
+            "list": [1.0],
+            "null": None,
+        }
+        decimals = {
+            "decimal": Decimal128("41.20"),
+            "decimal_nan": Decimal128("NaN"),
+            "decimal_inf": Decimal128("-Infinity"),
+            "decimal_huge": Decimal128("1E+6000"),
+        }
+        try:
+            await collection.insert_one({"_id": "with-decimals", "features": decimals})
+            with_decimals = True
+        except PyMongoError:
+            # FerretDB v1 has no Decimal128; MongoDB and mongo-java-server store it.
+            assert os.environ.get("STREAMSCORE_LOCAL_MONGO") == "ferretdb"
+            with_decimals = False
+        await collection.insert_one({"_id": "mixed", "features": features})
+        store = EntityFeatureStore(collection, [*features, *decimals])
+        found = await store.fetch(["mixed", "with-decimals"])
+        assert found["mixed"] == {"double": 0.25, "int32": 7.0, "int64": float(2**40)}
+        if with_decimals:
+            assert found["with-decimals"] == {"decimal": 41.2}
+    finally:
+        await client.drop_database(mongo.database)
         await client.close()
