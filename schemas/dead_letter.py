@@ -38,3 +38,10 @@ class DeadLetterHeader(StrEnum):
     """``true`` when the value is a prefix of the original, cut to fit the producer's limit."""
     VALUE_ORIGINAL_SIZE = "streamscore.value.original_size"
     """The original value's size in bytes (on truncated dead letters)."""
+    HEADERS_DROPPED = "streamscore.headers.dropped"
+    """How many of the record's own headers were left out: they could not fit beside its key
+    (set only then; all of them are left out, the source position says where to find them)."""
+    KEY_TRUNCATED = "streamscore.key.truncated"
+    """``true`` when the key is a prefix of the original: the key alone did not fit."""
+    KEY_ORIGINAL_SIZE = "streamscore.key.original_size"
+    """The original key's size in bytes (on dead letters with a truncated key)."""

@@ -13,7 +13,6 @@ from streams.records import Rejection
 Headers = list[tuple[str, bytes | None]]
 """Kafka record headers as aiokafka writes them: (name, value or None)."""
 
-_CUT_HEADERS = {DeadLetterHeader.VALUE_TRUNCATED.value, DeadLetterHeader.VALUE_ORIGINAL_SIZE.value}
 _VARINT_SLACK = 5
 """A value's length prefix is a varint of up to 5 bytes; estimates assume 1."""
 
@@ -66,26 +65,122 @@ def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int
 def fit_dead_letter(
     key: bytes | None, value: bytes | None, headers: Headers, limit: int
 ) -> tuple[bytes | None, bytes | None, Headers]:
-    """The dead letter, with its value cut to a prefix so the record fits ``limit`` bytes.
+    """The dead letter, cut so that the record fits ``limit`` bytes; unchanged if it fits.
 
-    A cut value carries ``streamscore.value.truncated: true`` and
-    ``streamscore.value.original_size`` (kept from an earlier cut); the source position
-    headers are always kept, so anyone can fetch the whole record from the input topic. If
-    the record's own headers alone are too large, they are dropped too.
+    What is cut, in this order, and only as far as needed:
+    1. the value, to a prefix (``streamscore.value.truncated: true`` and
+       ``streamscore.value.original_size``);
+    2. if the record's own headers do not fit beside the key, all of them
+       (``streamscore.headers.dropped``: how many), and the value only if it still does not fit;
+    3. if the key alone does not fit, the key, to a prefix (``streamscore.key.truncated``,
+       ``streamscore.key.original_size``), and the value to what room is left.
+    Original sizes and counts from an earlier cut are kept (a dead letter cut again because
+    the broker's limit is lower). The ``streamscore.*`` headers naming the error and the
+    source position are always kept, so anyone can fetch the whole record from the input
+    topic. The marks are only ever set on what was actually cut.
     """
-    if value is None or record_size(key, value, headers) <= limit:
+    if record_size(key, value, headers) <= limit:
         return key, value, headers
-    original = next(
-        (v.decode() for k, v in headers if k == DeadLetterHeader.VALUE_ORIGINAL_SIZE and v),
-        str(len(value)),
+    own, marks = _split(headers)
+    value_marks = _cut_marks(
+        marks, DeadLetterHeader.VALUE_TRUNCATED, DeadLetterHeader.VALUE_ORIGINAL_SIZE, value
     )
-    kept = [(k, v) for k, v in headers if k not in _CUT_HEADERS]
-    cut_headers: Headers = [
-        (DeadLetterHeader.VALUE_TRUNCATED.value, b"true"),
-        (DeadLetterHeader.VALUE_ORIGINAL_SIZE.value, original.encode()),
-    ]
-    room = limit - record_size(key, b"", kept + cut_headers) - _VARINT_SLACK
+    cut_before = DeadLetterHeader.VALUE_TRUNCATED.value in marks
+    # 1. The value only.
+    fitted = _fit_value(
+        key, value, own + _without(marks, _VALUE_MARKS), value_marks, limit, cut_before
+    )
+    if fitted is not None:
+        return fitted
+    # 2. Without the record's own headers.
+    dropped = int(marks.get(DeadLetterHeader.HEADERS_DROPPED.value) or b"0") + len(own)
+    base = _without(marks, {DeadLetterHeader.HEADERS_DROPPED.value, *_VALUE_MARKS})
+    if dropped:
+        base.append((DeadLetterHeader.HEADERS_DROPPED.value, str(dropped).encode()))
+    fitted = _fit_value(key, value, base, value_marks, limit, cut_before)
+    if fitted is not None:
+        return fitted
+    # 3. The key too: the value keeps what room is left, if any.
+    key_marks = _cut_marks(
+        marks, DeadLetterHeader.KEY_TRUNCATED, DeadLetterHeader.KEY_ORIGINAL_SIZE, key
+    )
+    base = _without(base, _KEY_MARKS) + key_marks
+    empty = None if value is None else b""
+    room = limit - record_size(b"", empty, base + (value_marks if value else [])) - _VARINT_SLACK
+    cut_key = (key or b"")[: max(room, 0)]
+    if value:
+        return cut_key, b"", base + value_marks
+    return cut_key, value, base
+
+
+_VALUE_MARKS = {DeadLetterHeader.VALUE_TRUNCATED.value, DeadLetterHeader.VALUE_ORIGINAL_SIZE.value}
+_KEY_MARKS = {DeadLetterHeader.KEY_TRUNCATED.value, DeadLetterHeader.KEY_ORIGINAL_SIZE.value}
+_OURS = frozenset(h.value for h in DeadLetterHeader)
+
+
+def _split(headers: Headers) -> tuple[Headers, dict[str, bytes | None]]:
+    """(the record's own headers, ours by name). Ours are the last header of each of our
+    names (:func:`dead_letter` appends them): an earlier one, e.g. on a record replayed from
+    the dead-letter topic, is the record's own."""
+    last = {name: i for i, (name, _) in enumerate(headers) if name in _OURS}
+    ours_at = set(last.values())
+    own = [h for i, h in enumerate(headers) if i not in ours_at]
+    return own, {headers[i][0]: headers[i][1] for i in sorted(ours_at)}
+
+
+def _without(marks: dict[str, bytes | None] | Headers, names: set[str]) -> Headers:
+    items = marks.items() if isinstance(marks, dict) else marks
+    return [(k, v) for k, v in items if k not in names]
+
+
+def _cut_marks(
+    marks: dict[str, bytes | None],
+    truncated: DeadLetterHeader,
+    original_size: DeadLetterHeader,
+    data: bytes | None,
+) -> Headers:
+    """The two headers that say a field was cut, keeping the size from an earlier cut."""
+    size = marks.get(original_size.value) or str(len(data or b"")).encode()
+    return [(truncated.value, b"true"), (original_size.value, size)]
+
+
+def _fit_value(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers,
+    value_marks: Headers,
+    limit: int,
+    cut_before: bool,
+) -> tuple[bytes | None, bytes | None, Headers] | None:
+    """The record with ``headers`` and as much of the value as fits (marked when cut now or
+    ``cut_before``); None when the key and headers alone do not fit."""
+    whole = headers + value_marks if cut_before else headers
+    if record_size(key, value, whole) <= limit:
+        return key, value, whole
+    if value is None:
+        return None
+    room = limit - record_size(key, b"", headers + value_marks) - _VARINT_SLACK
     if room < 0:
-        kept = [(k, v) for k, v in kept if k.startswith("streamscore.")]
-        room = limit - record_size(key, b"", kept + cut_headers) - _VARINT_SLACK
-    return key, value[: max(room, 0)], kept + cut_headers
+        return None
+    return key, value[:room], headers + value_marks
+
+
+def describe_output(output: tuple[str, bytes | None, bytes | None, Headers | None]) -> str:
+    """Where an output goes and what it is, for a log line or a halt: its topic, size and key,
+    and for a dead letter the input record it stands for."""
+    topic, value, key, headers = output
+    size = record_size(key, value, headers or [])
+    text = f"to {topic}, {size} bytes, key {key[:64]!r}" if key else f"to {topic}, {size} bytes"
+    names = dict(headers or [])
+    source = [
+        names.get(h.value)
+        for h in (
+            DeadLetterHeader.SOURCE_TOPIC,
+            DeadLetterHeader.SOURCE_PARTITION,
+            DeadLetterHeader.SOURCE_OFFSET,
+        )
+    ]
+    if all(source):
+        src_topic, partition, offset = (s.decode("utf-8", "replace") for s in source if s)
+        text += f", the dead letter of {src_topic} partition {partition} offset {offset}"
+    return text

@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLarge
 from aiokafka.structs import TopicPartition
 
 from streams.backoff import Backoff
-from streams.dead_letters import fit_dead_letter, record_size
+from streams.dead_letters import describe_output, fit_dead_letter, record_size
 from streams.delivery_types import (
     Acked,
     Batch,
@@ -205,14 +205,16 @@ class Delivery:
             if not failed:
                 return
             self.stats.resends += 1
-            fatal = self._shrink_or_give_up(outputs, failed, errors)
-            if fatal is not None:
+            refused = self._shrink_or_give_up(outputs, failed, errors)
+            if refused is not None:
                 refusals += 1
                 if refusals >= self._policy.max_attempts:
+                    index, fatal = refused
                     raise Halted(
                         HaltReason.OUTPUT_REFUSED,
                         f"Kafka refused an output {refusals} times with an error that "
-                        f"retrying cannot fix: {fatal!r}",
+                        f"retrying cannot fix: {fatal!r}; the output: "
+                        f"{describe_output(outputs[index])}",
                     )
             log.warning(
                 "%d of %d outputs were not acknowledged, will re-send them (attempt %d): %r",
@@ -248,17 +250,18 @@ class Delivery:
 
     def _shrink_or_give_up(
         self, outputs: list[Output], failed: Sequence[int], errors: Sequence[BaseException]
-    ) -> BaseException | None:
-        """Cut too-large dead letters to half; return the first other non-retriable error."""
-        fatal: BaseException | None = None
+    ) -> tuple[int, BaseException] | None:
+        """Cut too-large dead letters to half; return the first other non-retriable error
+        and the index of its output."""
+        fatal: tuple[int, BaseException] | None = None
         for index, error in zip(failed, errors, strict=True):
             topic, value, key, headers = outputs[index]
-            if isinstance(error, _TOO_LARGE) and topic == self._policy.dlq_topic and value:
+            if isinstance(error, _TOO_LARGE) and topic == self._policy.dlq_topic:
                 half = record_size(key, value, headers or []) // 2
                 key, cut, headers = fit_dead_letter(key, value, headers or [], half)
                 outputs[index] = (topic, cut, key, headers)
             elif isinstance(error, KafkaError) and not error.retriable and fatal is None:
-                fatal = error
+                fatal = (index, error)
         return fatal
 
     async def _commit(self, offsets: dict[TopicPartition, int], commit: Commit) -> None:

@@ -240,6 +240,73 @@ async def test_an_invalid_record_at_the_size_limit_gets_a_dead_letter_cut_to_fit
     ) == {0}
 
 
+async def test_dead_letters_whose_key_or_headers_cannot_fit_are_cut_and_say_what_was_cut(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path, kafka_client: str
+) -> None:
+    """A key of about the broker's limit, and headers of more than it (compressed, so the broker
+    takes them): each becomes a dead letter that fits, never a halt; the marks name what was
+    cut and nothing that was not."""
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        kafka={"client": kafka_client},
+    )
+    await ensure_topics(settings.kafka)
+    big_key = b"k" * 1_048_400
+    big_headers = [("trace", b"t" * 1_100_000), ("null", None)]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap,
+        acks="all",
+        max_request_size=4 << 20,
+        compression_type="gzip",
+    )
+    await producer.start()
+    try:
+        for key, value, headers in [
+            (b"u", _event("before"), []),
+            (big_key, b"x", []),
+            (big_key, None, []),  # a tombstone
+            (b"u", b"not json", big_headers),
+            (b"u", _event("after"), []),
+        ]:
+            await producer.send_and_wait(
+                names.input_topic, value, key=key, partition=0, headers=headers
+            )
+    finally:
+        await producer.stop()
+    outputs, runtime = await score_until(settings, 5, 90)
+    assert runtime.exit_code == ExitCode.OK
+    ids = sorted(json.loads(r.value)["event_id"] for r in outputs if r.topic != names.dlq_topic)
+    assert ids == ["after", "before"]
+    dead = {
+        int(dict(r.headers)["streamscore.source.offset"]): r
+        for r in outputs
+        if r.topic == names.dlq_topic
+    }
+    assert sorted(dead) == [1, 2, 3]
+    for offset in (1, 2):
+        marks = dict(dead[offset].headers)
+        assert marks["streamscore.key.truncated"] == b"true"
+        assert marks["streamscore.key.original_size"] == str(len(big_key)).encode()
+        assert 1_000_000 < len(dead[offset].key) < len(big_key)
+        assert big_key.startswith(dead[offset].key)
+    assert dead[1].value == b""
+    assert dict(dead[1].headers)["streamscore.value.original_size"] == b"1"
+    assert dead[2].value is None  # still a tombstone
+    assert dict(dead[2].headers)["streamscore.error.kind"] == b"tombstone"
+    marks = dict(dead[3].headers)
+    assert (dead[3].key, dead[3].value) == (b"u", b"not json")  # whole: only headers were cut
+    assert marks["streamscore.headers.dropped"] == b"2"
+    assert "trace" not in marks
+    assert "streamscore.value.truncated" not in marks
+    assert "streamscore.key.truncated" not in marks
+    assert set(
+        (await committed_lag(kafka_bootstrap, names.group_id, names.input_topic)).values()
+    ) == {0}
+
+
 async def test_a_record_timestamp_past_9999_is_an_invalid_event_unless_the_event_has_a_time(
     kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
 ) -> None:

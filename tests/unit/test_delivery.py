@@ -27,6 +27,7 @@ class FakeKafka:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None]] = []
+        self.keys: list[Any] = []
         self.pending: dict[bytes, list[asyncio.Future[None]]] = {}
         self.refuse: dict[bytes, list[BaseException]] = {}
         self.auto_ack = True
@@ -34,6 +35,7 @@ class FakeKafka:
 
     async def send(self, topic: str, value: bytes | None, key: Any, headers: Any) -> Awaitable[Any]:
         self.sent.append((topic, value))
+        self.keys.append(key)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         errors = self.refuse.get(value or b"")
         if errors:
@@ -92,6 +94,7 @@ async def test_nothing_commits_after_a_failed_batch() -> None:
         await d.deliver(batch(outs(b"next"), 2), kafka.commit)
     assert halted.value.reason is HaltReason.OUTPUT_REFUSED
     assert halted.value.exit_code is ExitCode.REPEATED_FAILURE
+    assert "the output: to predictions, " in str(halted.value)  # which one, for the operator
     assert kafka.commits == []
     assert [v for _, v in kafka.sent] == [b"bad"] * 3  # bounded, and "next" never sent
 
@@ -137,6 +140,20 @@ async def test_a_dead_letter_refused_as_too_large_is_cut_and_sent_again() -> Non
     sizes = [len(v or b"") for _, v in kafka.sent]
     assert sizes[0] == len(big)
     assert sizes[1] < len(big) // 2 + 100
+    assert kafka.commits == [{TP: 1}]
+    assert d.halted is None
+
+
+async def test_a_tombstone_dead_letter_refused_for_its_key_is_cut_not_a_halt() -> None:
+    kafka = FakeKafka()
+    kafka.refuse[b""] = [MessageSizeTooLargeError()]  # the null value's entry
+    big_key = b"k" * 10_000
+    d = delivery(kafka)
+    await d.deliver(batch([("events.dlq", None, big_key, [])], 1), kafka.commit)
+    await d.drain()
+    assert [v for _, v in kafka.sent] == [None, None]  # still a tombstone
+    assert kafka.keys[0] == big_key
+    assert len(kafka.keys[1]) < len(big_key) // 2 and big_key.startswith(kafka.keys[1])
     assert kafka.commits == [{TP: 1}]
     assert d.halted is None
 

@@ -134,15 +134,96 @@ def test_a_dead_letter_too_large_is_cut_to_fit_and_says_so(limit: int) -> None:
     assert [k for k, _ in headers2].count("streamscore.value.truncated") == 1
 
 
-def test_record_headers_too_large_to_fit_are_dropped_but_the_source_is_kept() -> None:
+def test_record_headers_too_large_to_fit_are_dropped_and_counted_the_value_kept_whole() -> None:
     big: list[tuple[str, bytes | None]] = [(f"h{i}", b"v" * 1_000) for i in range(50)]
     key, value, headers = fit_dead_letter(
-        *dead_letter(_record(b"x" * 10, headers=big), Rejection(ErrorKind.INVALID_JSON, "m")),
+        *dead_letter(_record(b"not json", headers=big), Rejection(ErrorKind.INVALID_JSON, "m")),
         4_096,
     )
     assert record_size(key, value, headers) <= 4_096
+    assert (key, value) == (b"user-1", b"not json")  # nothing of these was cut
     assert not any(k.startswith("h") for k, _ in headers)
-    assert dict(headers)["streamscore.source.partition"] == b"3"
+    names = dict(headers)
+    assert names["streamscore.headers.dropped"] == b"50"
+    assert names["streamscore.source.partition"] == b"3"
+    assert "streamscore.value.truncated" not in names
+    assert "streamscore.key.truncated" not in names
+
+
+def test_dropped_headers_and_a_value_still_too_large_are_both_said() -> None:
+    big: list[tuple[str, bytes | None]] = [("h", b"v" * 5_000)]
+    original = b"x" * 5_000
+    key, value, headers = fit_dead_letter(
+        *dead_letter(_record(original, headers=big), Rejection(ErrorKind.INVALID_JSON, "m")),
+        4_096,
+    )
+    assert record_size(key, value, headers) <= 4_096
+    assert value is not None and 0 < len(value) < len(original) and original.startswith(value)
+    names = dict(headers)
+    assert names["streamscore.headers.dropped"] == b"1"
+    assert names["streamscore.value.truncated"] == b"true"
+    assert names["streamscore.value.original_size"] == b"5000"
+
+
+@pytest.mark.parametrize("value", [b"x", None, b"y" * 3_000])
+def test_a_key_too_large_for_the_limit_is_cut_and_said_never_left_to_stop_the_scorer(
+    value: bytes | None,
+) -> None:
+    big_key = b"k" * 10_000
+    key, cut, headers = fit_dead_letter(
+        *dead_letter(_record(value, key=big_key), Rejection(ErrorKind.INVALID_JSON, "m")),
+        4_096,
+    )
+    assert record_size(key, cut, headers) <= 4_096
+    assert key is not None and 0 < len(key) < len(big_key) and big_key.startswith(key)
+    names = dict(headers)
+    assert names["streamscore.key.truncated"] == b"true"
+    assert names["streamscore.key.original_size"] == b"10000"
+    assert names["streamscore.source.offset"] == b"1234"
+    if value is None:  # a tombstone stays a tombstone
+        assert cut is None
+        assert "streamscore.value.truncated" not in names
+    else:
+        assert cut == b""
+        assert names["streamscore.value.original_size"] == str(len(value)).encode()
+
+
+def test_cutting_again_keeps_every_earlier_size_and_count() -> None:
+    big: list[tuple[str, bytes | None]] = [("h", b"v" * 5_000), ("g", None)]
+    first = fit_dead_letter(
+        *dead_letter(
+            _record(b"z" * 3_000, key=b"k" * 3_000, headers=big),
+            Rejection(ErrorKind.INVALID_JSON, "m"),
+        ),
+        4_096,
+    )
+    again = fit_dead_letter(*first, record_size(*first) // 2)
+    assert record_size(*again) <= record_size(*first) // 2
+    names = dict(again[2])
+    assert names["streamscore.headers.dropped"] == b"2"
+    assert names["streamscore.value.original_size"] == b"3000"
+    assert names["streamscore.key.original_size"] == b"3000"
+    assert [k for k, _ in again[2]].count("streamscore.value.truncated") == 1
+
+
+def test_our_header_names_on_the_record_itself_are_its_own() -> None:
+    """A record replayed from the dead-letter topic carries our names: they are its own
+    headers, dropped with the others when they do not fit; ours are the last of each name."""
+    replayed: list[tuple[str, bytes | None]] = [
+        ("streamscore.error.message", b"m" * 5_000),
+        ("streamscore.source.offset", b"7"),
+    ]
+    key, value, headers = fit_dead_letter(
+        *dead_letter(_record(b"v", headers=replayed), Rejection(ErrorKind.INVALID_JSON, "new")),
+        4_096,
+    )
+    assert record_size(key, value, headers) <= 4_096
+    names = dict(headers)
+    assert names["streamscore.error.message"] == b"new"
+    assert names["streamscore.source.offset"] == b"1234"
+    assert names["streamscore.headers.dropped"] == b"2"
+    assert value == b"v"
+    assert "streamscore.value.truncated" not in names
 
 
 @pytest.mark.parametrize(
