@@ -6,13 +6,13 @@ never spends the time a hostile body costs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from api.requests import FieldError, PredictEvent
 from schemas import event_limits
+from schemas.json_text import load_json, without_bom
 from schemas.validation import field_problems
 
 
@@ -64,17 +64,18 @@ def parse_body(raw: bytes, limits: Limits) -> tuple[list[PredictEvent], bool]:
     errors and counts them all.
     """
     context = event_limits(limits.max_features)
-    if raw[:1] == b"{" and len(raw) < limits.one_pass_below:
+    text = without_bom(raw)  # read as the stream reads a record (schemas.json_text)
+    if text[:1] == b"{" and len(text) < limits.one_pass_below:
         # One event, the common case: parsed and validated in one pass (pydantic's own JSON
         # parser, as the stream reads records). Anything it refuses takes the path below,
         # which names the errors.
         try:
-            return [PredictEvent.model_validate_json(raw, context=context)], False
+            return [PredictEvent.model_validate_json(text, context=context)], False
         except (ValidationError, ValueError, RecursionError):
             pass
     try:
-        payload = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        payload = load_json(raw)
+    except ValueError as exc:
         raise _one("body", "not valid JSON", f"the body is not valid JSON: {exc}") from None
     if isinstance(payload, dict):
         try:

@@ -66,9 +66,10 @@ EventTime = Annotated[datetime | None, WrapValidator(_event_time)]
 
 
 class InputEvent(BaseModel):
-    """One event as producers send it. Extra top-level fields are ignored."""
+    """One event as producers send it. Extra top-level fields are ignored: kept aside in
+    ``model_extra`` only so that the pipeline can count them, never used."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     event_id: Identifier
     entity_id: Identifier

@@ -28,6 +28,9 @@ class Computed:
     it failed (then ``challenger_error`` says why)."""
     challenger_error: Exception | None
     ignored: int
+    """Event features the model does not use."""
+    ignored_fields: int = 0
+    """Top-level event fields that are not part of the contract."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ def compute(
        the sidecar); without, only their JSON (what the stream sends).
     """
     matrix, ignored = assemble(events, stored, model.feature_names)
+    extra = sum(len(e.model_extra) for e in events if e.model_extra)
     scores = model.predict(matrix)
     now = datetime.now(UTC)
     enrichment = _enrichment(events, stored, failed)
@@ -102,7 +106,7 @@ def compute(
     predictions = _rows(model, events, scores, enrichment, times, now, explained)
     _materialise(predictions, eager)
     if shadow is None:
-        return Computed(predictions, None, None, ignored)
+        return Computed(predictions, None, None, ignored, extra)
     try:
         challenger = shadow.model
         if challenger.feature_names == model.feature_names:
@@ -115,6 +119,6 @@ def compute(
         shadow_predictions = _rows(challenger, events, other_scores, enrichment, times, now, None)
         _materialise(shadow_predictions, eager)
     except Exception as exc:  # a challenger never fails the main path
-        return Computed(predictions, None, exc, ignored)
+        return Computed(predictions, None, exc, ignored, extra)
     shadow.metrics.challenger_compared(scores, other_scores, shadow.threshold)
-    return Computed(predictions, shadow_predictions, None, ignored)
+    return Computed(predictions, shadow_predictions, None, ignored, extra)

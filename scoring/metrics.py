@@ -67,6 +67,7 @@ class ScoringMetrics(Collector):
     ``streamscore_mongo_failures_total``           failed MongoDB reads
     ``streamscore_undecodable_documents_total``    stored documents that could not be decoded
     ``streamscore_ignored_features_total``         event features the model does not use
+    ``streamscore_ignored_fields_total``           top-level event fields not in the contract
     ``streamscore_cache_lookups_total{result}``    entity cache ``hit``/``miss``
     ``streamscore_cache_evictions_total``          entries the cache dropped for room
     ``streamscore_cache_refreshes_total``          entries reloaded ahead of expiry
@@ -124,6 +125,9 @@ class ScoringMetrics(Collector):
         )
         self.ignored_features = _counter(
             "ignored_features", "Event features the model does not use"
+        )
+        self.ignored_fields = _counter(
+            "ignored_fields", "Top-level event fields that are not part of the contract"
         )
 
     def _declare_cache_and_model(self) -> None:
@@ -224,6 +228,7 @@ class ScoringMetrics(Collector):
         ignored_features: int,
         enrich_s: float,
         model_s: float,
+        ignored_fields: int = 0,
     ) -> None:
         """One pipeline call returned ``events`` predictions."""
         self.events_scored.inc(events)
@@ -233,6 +238,8 @@ class ScoringMetrics(Collector):
         self.model_seconds.observe(model_s)
         if ignored_features:
             self.ignored_features.inc(ignored_features)
+        if ignored_fields:
+            self.ignored_fields.inc(ignored_fields)
         for outcome, count in outcomes.items():
             if count:
                 self.enrichment.labels(outcome).inc(count)

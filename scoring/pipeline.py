@@ -36,6 +36,7 @@ class PipelineStats:
     errors: int = 0
     enrichment_failures: int = 0
     ignored_features: int = 0
+    ignored_fields: int = 0
     enrich_seconds: float = 0.0
     score_seconds: float = 0.0
 
@@ -259,7 +260,10 @@ class ScoringPipeline:
             self.metrics.challenger_events.labels("main").inc(len(events))
             self._drop_challenger(challenger, computed.challenger_error)
         self._record(
-            predictions.enrichment, computed.ignored, enriched - started, scored - enriched
+            predictions.enrichment,
+            (computed.ignored, computed.ignored_fields),
+            enriched - started,
+            scored - enriched,
         )
         return Scored(predictions, computed.challenger)
 
@@ -277,15 +281,21 @@ class ScoringPipeline:
             self.swap_challenger(None)
 
     def _record(
-        self, enrichment: Sequence[Enrichment], ignored: int, enrich_s: float, model_s: float
+        self,
+        enrichment: Sequence[Enrichment],
+        ignored: tuple[int, int],
+        enrich_s: float,
+        model_s: float,
     ) -> None:
+        """Count one call; ``ignored``: (unused feature names, extra top-level fields)."""
         outcomes = dict.fromkeys(Enrichment, 0)
         outcomes.update(Counter(enrichment))  # counted in C: this runs on the event loop
         stats = self.stats
         stats.batches += 1
         stats.model_calls += 1
         stats.events += len(enrichment)
-        stats.ignored_features += ignored
+        stats.ignored_features += ignored[0]
+        stats.ignored_fields += ignored[1]
         stats.enrich_seconds += enrich_s
         stats.score_seconds += model_s
         stats.hits += outcomes[Enrichment.HIT]
@@ -294,7 +304,8 @@ class ScoringPipeline:
         self.metrics.pipeline_call(
             events=len(enrichment),
             outcomes={str(outcome.value): count for outcome, count in outcomes.items()},
-            ignored_features=ignored,
+            ignored_features=ignored[0],
+            ignored_fields=ignored[1],
             enrich_s=enrich_s,
             model_s=model_s,
         )

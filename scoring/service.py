@@ -48,6 +48,7 @@ class ScoringSnapshot:
     mongo_failures: int
     undecodable_documents: int
     ignored_features: int
+    ignored_fields: int
     cache_entries: int | None
     """Entries held now; None when the cache is off."""
     cache_hits: int
@@ -123,6 +124,7 @@ class ScoringService:
             mongo_failures=count("streamscore_mongo_failures_total"),
             undecodable_documents=count("streamscore_undecodable_documents_total"),
             ignored_features=count("streamscore_ignored_features_total"),
+            ignored_fields=count("streamscore_ignored_fields_total"),
             cache_entries=len(cache) if cache is not None else None,
             cache_hits=count("streamscore_cache_lookups_total", result="hit"),
             cache_misses=count("streamscore_cache_lookups_total", result="miss"),

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from schemas import ErrorKind, InputEvent
 from schemas.events import event_limits
+from schemas.json_text import utf8_problem, without_bom
 from schemas.validation import field_problems
 
 MAX_MESSAGE_CHARS = 1_000
@@ -55,8 +56,9 @@ def parse_record(
     try:
         context = _limits(max_features) if max_features is not None else None
         # Validated from the bytes (no decoded copy): invalid UTF-8 fails as invalid JSON,
-        # and is then told apart below.
-        return InputEvent.model_validate_json(value, context=context)
+        # and is then told apart below. A UTF-8 byte order mark is ignored, as over HTTP
+        # (schemas.json_text: both doors read the same bytes the same way).
+        return InputEvent.model_validate_json(without_bom(value), context=context)
     except ValidationError as exc:
         return _not_utf8(value) or _describe(exc)
     except (ValueError, RecursionError) as exc:  # e.g. nesting too deep for the parser
@@ -73,13 +75,10 @@ def _limits(max_features: int) -> dict[str, int]:
 
 def _not_utf8(value: bytes) -> Rejection | None:
     """The rejection of a value that is not UTF-8; None when it is."""
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Rejection(
-            ErrorKind.INVALID_ENCODING, f"the value is not UTF-8: {exc.reason} at byte {exc.start}"
-        )
-    return None
+    problem = utf8_problem(value)
+    if problem is None:
+        return None
+    return Rejection(ErrorKind.INVALID_ENCODING, f"the value is not UTF-8: {problem}")
 
 
 def record_time(timestamp: int | None) -> datetime | None:

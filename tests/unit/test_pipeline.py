@@ -22,7 +22,10 @@ def events() -> list[InputEvent]:
     return [
         InputEvent(event_id="e1", entity_id="user-1", features={"amount": 500.0, "hour": 2}),
         InputEvent(event_id="e2", entity_id="user-2", features={"amount": 10.0}),
-        InputEvent(event_id="e3", entity_id="user-1", features={"amount": 5.0, "other": 1}),
+        InputEvent.model_validate(
+            {"event_id": "e3", "entity_id": "user-1", "features": {"amount": 5.0, "other": 1}}
+            | {"source": "checkout", "trace": {"id": 7}}  # extra top-level fields
+        ),
     ]
 
 
@@ -60,6 +63,7 @@ async def test_scores_equal_offline_predict_and_enrichment_is_right(model: Loade
     assert source.calls == [["user-1", "user-2"]]
     assert scorer.stats.model_calls == 1
     assert scorer.stats.ignored_features == 1
+    assert scorer.stats.ignored_fields == 2
 
 
 async def test_model_runs_in_the_executor_not_on_the_loop(model: LoadedModel) -> None:
@@ -194,6 +198,7 @@ async def test_every_call_is_observed_in_the_pipelines_metrics(model: LoadedMode
     assert metrics.value("streamscore_enrichment_total", outcome="miss") == 1
     assert metrics.value("streamscore_mongo_failures_total") == 1
     assert metrics.value("streamscore_ignored_features_total") == 1
+    assert metrics.value("streamscore_ignored_fields_total") == 2  # e3's, in the first call
     assert metrics.value("streamscore_enrich_seconds_count") == 2
     assert metrics.value("streamscore_model_seconds_count") == 2
     assert metrics.value("streamscore_cache_lookups_total", result="miss") == 4

@@ -158,7 +158,9 @@ def test_dropped_headers_and_a_value_still_too_large_are_both_said() -> None:
         4_096,
     )
     assert record_size(key, value, headers) <= 4_096
-    assert value is not None and 0 < len(value) < len(original) and original.startswith(value)
+    assert value is not None
+    assert 0 < len(value) < len(original)
+    assert original.startswith(value)
     names = dict(headers)
     assert names["streamscore.headers.dropped"] == b"1"
     assert names["streamscore.value.truncated"] == b"true"
@@ -175,7 +177,9 @@ def test_a_key_too_large_for_the_limit_is_cut_and_said_never_left_to_stop_the_sc
         4_096,
     )
     assert record_size(key, cut, headers) <= 4_096
-    assert key is not None and 0 < len(key) < len(big_key) and big_key.startswith(key)
+    assert key is not None
+    assert 0 < len(key) < len(big_key)
+    assert big_key.startswith(key)
     names = dict(headers)
     assert names["streamscore.key.truncated"] == b"true"
     assert names["streamscore.key.original_size"] == b"10000"

@@ -1,0 +1,74 @@
+"""The same bytes are an event, or not, on both doors: a Kafka record value and a ``/predict``
+body are read by the same rules (schemas.json_text)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from api.parsing import InvalidBody, Limits, parse_body
+from schemas import ErrorKind, InputEvent
+from streams.records import Rejection, parse_record
+
+EVENT = {"event_id": "e-1", "entity_id": "user-1", "features": {"amount": 5.0}}
+TEXT = json.dumps(EVENT)
+
+
+def _with_extra(extra: str) -> bytes:
+    return (TEXT[:-1] + f', "extra": {extra}}}').encode()
+
+
+ACCEPTED = {
+    "plain": TEXT.encode(),
+    "utf-8 byte order mark": b"\xef\xbb\xbf" + TEXT.encode(),
+    "extra field nested 150 deep": _with_extra("[" * 150 + "]" * 150),
+    "NaN in an extra field": _with_extra("NaN"),
+    "duplicate key: the last wins": TEXT[:-1].encode() + b', "event_id": "e-2"}',
+    "unicode escapes in an extra field": _with_extra('"\\ud83d\\ude00 \\u00e9"'),
+}
+REFUSED = {
+    "utf-16 with its byte order mark": TEXT.encode("utf-16"),
+    "utf-16-le": TEXT.encode("utf-16-le"),
+    "utf-32": TEXT.encode("utf-32"),
+    "latin-1 bytes": TEXT[:-1].encode() + b', "x": "caf\xe9"}',
+    "extra field nested 250 deep": _with_extra("[" * 250 + "]" * 250),
+    "lone surrogate in an extra field": _with_extra('"\\ud800"'),
+    "lone surrogate in event_id": TEXT.replace("e-1", "\\udfff").encode(),
+    "an integer of 5,000 digits": TEXT.replace("5.0", "1" * 5_000).encode(),
+    "trailing characters": TEXT.encode() + b" x",
+    "two byte order marks": b"\xef\xbb\xbf" * 2 + TEXT.encode(),
+}
+LIMITS = Limits(max_events=1_000, max_features=1_000, max_errors=20)
+
+
+def _http(raw: bytes) -> InputEvent | InvalidBody:
+    try:
+        (event,), _ = parse_body(raw, LIMITS)
+    except InvalidBody as exc:
+        return exc
+    return event
+
+
+@pytest.mark.parametrize("raw", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_accepted_alike(raw: bytes) -> None:
+    record = parse_record(raw, 1 << 20, 1_000)
+    body = _http(raw)
+    assert isinstance(record, InputEvent), record
+    assert isinstance(body, InputEvent), body.detail if isinstance(body, InvalidBody) else body
+    assert record.event_id == body.event_id
+    assert record.features == body.features == {"amount": 5.0}
+
+
+@pytest.mark.parametrize("raw", REFUSED.values(), ids=REFUSED.keys())
+def test_refused_alike_with_a_reason(raw: bytes) -> None:
+    record = parse_record(raw, 1 << 20, 1_000)
+    body = _http(raw)
+    assert isinstance(record, Rejection)
+    assert isinstance(body, InvalidBody)
+    assert record.kind in {ErrorKind.INVALID_JSON, ErrorKind.INVALID_ENCODING}
+    assert body.errors[0].field == "body"
+    if record.kind is ErrorKind.INVALID_ENCODING:  # both say it is the encoding
+        assert "not UTF-8" in record.message
+        assert "not UTF-8" in body.detail
+    assert "sys.set_int_max_str_digits" not in body.detail  # no interpreter advice leaks
