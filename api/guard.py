@@ -55,7 +55,8 @@ class Guard:
        ``Authorization: Bearer <key>``; compared in constant time) or gets 401. Without one,
        ``/admin/*`` is not served at all (404).
     2. A ``POST`` whose ``Content-Type`` is not ``application/json`` gets 415 (so no form post
-       from a browser page can reach a route).
+       from a browser page can reach a route), and so does one with a ``Content-Encoding``
+       (a compressed body would otherwise be read as JSON and refused as invalid).
     3. A declared body over the limit gets 413.
     4. ``/predict`` with ``max_in_flight`` requests already being handled gets 503 with
        ``Retry-After`` at once (load shedding).
@@ -155,6 +156,13 @@ class Guard:
         if scope["method"] == "POST" and not is_json(headers.get(b"content-type", b"")):
             return JSONResponse(
                 error_body("the body must be JSON: send Content-Type: application/json"),
+                status_code=415,
+            )
+        encoding = headers.get(b"content-encoding", b"").strip().lower()
+        if scope["method"] == "POST" and encoding not in {b"", b"identity"}:
+            name = encoding.decode("latin-1")[:32]
+            return JSONResponse(
+                error_body(f"Content-Encoding {name} is not supported: send the body as it is"),
                 status_code=415,
             )
         length = headers.get(b"content-length", b"")

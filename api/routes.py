@@ -17,7 +17,7 @@ from api.deps import ServiceDep, Sidecar, SidecarDep
 from api.guard import unavailable
 from api.openapi import PREDICT_ERRORS, RELOAD_ERRORS, predict_body
 from api.parsing import InvalidBody
-from api.requests import ErrorBody, error_body
+from api.requests import ErrorBody, FieldError, error_body
 from schemas import Prediction
 from scoring import EnrichmentUnavailable, ModelLoadError, ScoringTimeout
 from settings import ApiSettings
@@ -36,8 +36,28 @@ async def predict(request: Request, sidecar: SidecarDep) -> Response:
         return unavailable("scoring took too long: try again later", api.retry_after_s)
 
 
+_YES = frozenset({"true", "1", "yes", "on"})
+_NO = frozenset({"false", "0", "no", "off", ""})
+
+
+def _challenger_wanted(request: Request) -> bool | None:
+    """``?challenger=``: True or False, None when the value is neither."""
+    value = request.query_params.get("challenger", "").strip().lower()
+    return True if value in _YES else False if value in _NO else None
+
+
 async def _predict(request: Request, sidecar: Sidecar) -> Response:
     retry_after_s = sidecar.settings.api.retry_after_s
+    with_challenger = _challenger_wanted(request)
+    if with_challenger is None:
+        message = "must be true or false (also 1/0, yes/no, on/off)"
+        return JSONResponse(
+            error_body(
+                f"invalid query parameter challenger: {message}",
+                [FieldError(field="query.challenger", message=message)],
+            ),
+            status_code=422,
+        )
     try:
         events, many = await sidecar.bodies.read(request)
     except Refused as exc:
@@ -56,7 +76,7 @@ async def _predict(request: Request, sidecar: Sidecar) -> Response:
         sidecar.log.warning("scoring_timeout", "predict: %s", exc)
         return unavailable("scoring timed out", retry_after_s)
     # Serialise once here; FastAPI would otherwise validate the models again.
-    if request.query_params.get("challenger", "").lower() in {"true", "1", "yes"}:
+    if with_challenger:
         items = [_both(prediction, challenger) for prediction, challenger in paired]
     else:
         items = [prediction.model_dump_json().encode() for prediction, _ in paired]
@@ -146,10 +166,14 @@ def add_routes(routes: FastAPI, api: ApiSettings) -> None:
         summary="Score one event or a list of events",
         openapi_extra=predict_body(api.max_events_per_request),
     )
-    routes.add_api_route("/healthz", healthz, summary="Liveness: the process answers")
+    # HEAD too: load balancers and some orchestrators probe with it.
+    routes.add_api_route(
+        "/healthz", healthz, methods=["GET", "HEAD"], summary="Liveness: the process answers"
+    )
     routes.add_api_route(
         "/readyz",
         readyz,
+        methods=["GET", "HEAD"],
         summary="Readiness: model loaded and MongoDB answering",
         responses={503: {"model": ErrorBody}},
     )

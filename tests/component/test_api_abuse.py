@@ -4,6 +4,7 @@ leaks and malformed model metadata."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import re
@@ -397,3 +398,30 @@ async def test_the_key_is_also_taken_as_a_bearer_token(names: Names, model_path:
         assert wrong.status_code == 401
         basic = await client.get("/metrics", headers={"Authorization": f"Basic {KEY}"})
         assert basic.status_code == 401
+
+
+async def test_a_compressed_body_is_415_naming_the_encoding(names: Names, model_path: Path) -> None:
+    body = gzip.compress(b'{"entity_id": "u"}')
+    async with running_api(names, model_path) as running:
+        response = await running.client.post(
+            "/predict",
+            content=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        plain = await running.client.post(
+            "/predict",
+            content=b'{"entity_id": "u"}',
+            headers={"Content-Type": "application/json", "Content-Encoding": "identity"},
+        )
+    assert response.status_code == 415
+    assert "Content-Encoding gzip" in response.json()["detail"]
+    assert plain.status_code == 200
+
+
+async def test_health_probes_answer_head(names: Names, model_path: Path) -> None:
+    async with running_api(names, model_path) as running:
+        live = await running.client.head("/healthz")
+        ready = await running.client.head("/readyz")
+    assert live.status_code == 200
+    assert ready.status_code in {200, 503}  # as GET would say; never 405
+    assert live.content == b""

@@ -74,6 +74,13 @@ async def test_challenger_true_answers_both_predictions_of_the_same_vector(
         both = (await client.post("/predict?challenger=true", json=EVENTS)).json()
         one = (await client.post("/predict?challenger=true", json=EVENTS[0])).json()
         plain = (await client.post("/predict", json=EVENTS)).json()
+        off = (await client.post("/predict?challenger=false", json=EVENTS)).json()
+        vague = await client.post("/predict?challenger=maybe", json=EVENTS)
+
+    assert vague.status_code == 422  # never silently the plain answer
+    assert vague.json()["errors"][0]["field"] == "query.challenger"
+    assert [p["score"] for p in off] == [p["score"] for p in plain]  # the plain answer
+    assert all("challenger" not in p for p in off)
 
     assert [b["prediction"]["score"] for b in both] == [main[e["event_id"]] for e in EVENTS]
     assert [b["challenger"]["score"] for b in both] == [shadow[e["event_id"]] for e in EVENTS]
