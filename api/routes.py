@@ -166,17 +166,16 @@ def add_routes(routes: FastAPI, api: ApiSettings) -> None:
         summary="Score one event or a list of events",
         openapi_extra=predict_body(api.max_events_per_request),
     )
-    # HEAD too: load balancers and some orchestrators probe with it.
-    routes.add_api_route(
-        "/healthz", healthz, methods=["GET", "HEAD"], summary="Liveness: the process answers"
-    )
+    routes.add_api_route("/healthz", healthz, summary="Liveness: the process answers")
     routes.add_api_route(
         "/readyz",
         readyz,
-        methods=["GET", "HEAD"],
         summary="Readiness: model loaded and MongoDB answering",
         responses={503: {"model": ErrorBody}},
     )
+    # HEAD too (load balancers and some orchestrators probe with it); the GET documents both.
+    for path, probe in (("/healthz", healthz), ("/readyz", readyz)):
+        routes.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
     routes.add_api_route("/model", model_info, summary="The model in use")
     routes.add_api_route(
         "/admin/reload-model",
