@@ -76,11 +76,14 @@ class InputEvent(BaseModel):
     event_time: EventTime = None
     features: dict[str, FeatureValue] = Field(default_factory=dict)
     """Names the model does not use are accepted and ignored (a tolerant reader), up to the
-    features-per-event cap given in the validation context (:func:`event_limits`)."""
+    features-per-event cap given in the validation context (:func:`event_limits`). Absent or
+    null: the event has no features of its own."""
 
     @field_validator("features", mode="before")
     @classmethod
     def _at_most_max_features(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:  # null means none, as an absent field does
+            return {}
         # Counted before any value is validated: an event over the cap costs one len().
         cap = info.context.get(MAX_FEATURES) if isinstance(info.context, dict) else None
         if cap is not None and isinstance(value, dict) and len(value) > cap:

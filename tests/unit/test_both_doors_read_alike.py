@@ -27,6 +27,11 @@ ACCEPTED = {
     "duplicate key: the last wins": TEXT[:-1].encode() + b', "event_id": "e-2"}',
     "unicode escapes in an extra field": _with_extra('"\\ud83d\\ude00 \\u00e9"'),
 }
+NO_FEATURES = {
+    "features absent": b'{"event_id": "e-1", "entity_id": "user-1"}',
+    "features null": b'{"event_id": "e-1", "entity_id": "user-1", "features": null}',
+    "features empty": b'{"event_id": "e-1", "entity_id": "user-1", "features": {}}',
+}
 REFUSED = {
     "utf-16 with its byte order mark": TEXT.encode("utf-16"),
     "utf-16-le": TEXT.encode("utf-16-le"),
@@ -72,3 +77,12 @@ def test_refused_alike_with_a_reason(raw: bytes) -> None:
         assert "not UTF-8" in record.message
         assert "not UTF-8" in body.detail
     assert "sys.set_int_max_str_digits" not in body.detail  # no interpreter advice leaks
+
+
+@pytest.mark.parametrize("raw", NO_FEATURES.values(), ids=NO_FEATURES.keys())
+def test_absent_null_and_empty_features_are_alike(raw: bytes) -> None:
+    record = parse_record(raw, 1 << 20, 1_000)
+    body = _http(raw)
+    assert isinstance(record, InputEvent)
+    assert isinstance(body, InputEvent)
+    assert record.features == body.features == {}
