@@ -158,8 +158,9 @@ class Guard:
                 error_body("the body must be JSON: send Content-Type: application/json"),
                 status_code=415,
             )
-        encoding = headers.get(b"content-encoding", b"").strip().lower()
-        if scope["method"] == "POST" and encoding not in {b"", b"identity"}:
+        encodings = [v.strip().lower() for k, v in scope["headers"] if k == b"content-encoding"]
+        encoding = next((e for e in encodings if e not in {b"", b"identity"}), None)
+        if scope["method"] == "POST" and encoding is not None:
             name = encoding.decode("latin-1")[:32]
             return JSONResponse(
                 error_body(f"Content-Encoding {name} is not supported: send the body as it is"),

@@ -41,9 +41,11 @@ _NO = frozenset({"false", "0", "no", "off", ""})
 
 
 def _challenger_wanted(request: Request) -> bool | None:
-    """``?challenger=``: True or False, None when the value is neither."""
-    value = request.query_params.get("challenger", "").strip().lower()
-    return True if value in _YES else False if value in _NO else None
+    """``?challenger=``: True or False; None when a value given is neither, or when the
+    parameter is given twice with different meanings."""
+    values = [v.strip().lower() for v in request.query_params.getlist("challenger")] or [""]
+    wanted = {True if v in _YES else False if v in _NO else None for v in values}
+    return wanted.pop() if len(wanted) == 1 else None
 
 
 async def _predict(request: Request, sidecar: Sidecar) -> Response:

@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StringConstraints,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -42,8 +43,9 @@ def _as_utc(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
-"""What pydantic would read as Unix seconds from a string ("1764064800", "-5", ".5")."""
+_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+"""What pydantic would read as Unix seconds from a string ("1764064800", "-5", ".5",
+"1.5e9")."""
 
 
 def _event_time(value: Any, handler: ValidatorFunctionWrapHandler) -> datetime | None:
@@ -64,12 +66,17 @@ def _event_time(value: Any, handler: ValidatorFunctionWrapHandler) -> datetime |
 
 EventTime = Annotated[datetime | None, WrapValidator(_event_time)]
 
+_Ignored = Annotated[None, PlainValidator(lambda _value: None)]
+"""An extra field's value: whatever it is, dropped (the name stays, to be counted)."""
+
 
 class InputEvent(BaseModel):
-    """One event as producers send it. Extra top-level fields are ignored: kept aside in
-    ``model_extra`` only so that the pipeline can count them, never used."""
+    """One event as producers send it. Extra top-level fields are ignored: only their names
+    are kept (in ``model_extra``, each mapped to None) so that the pipeline can count them;
+    their values are dropped as they are read, never held with the event."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, _Ignored] = Field(init=False)
 
     event_id: Identifier
     entity_id: Identifier

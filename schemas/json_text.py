@@ -33,11 +33,10 @@ def utf8_problem(raw: bytes) -> str | None:
 def load_json(raw: bytes) -> Any:
     """The JSON value of ``raw`` (UTF-8, a leading BOM ignored). Raises ``ValueError`` with a
     readable reason: ``not UTF-8: ...`` or the parser's, with line and column."""
-    text = without_bom(raw)
     try:
-        return pydantic_core.from_json(text)
+        return pydantic_core.from_json(without_bom(raw))
     except ValueError as exc:
-        problem = utf8_problem(text)
+        problem = utf8_problem(raw)  # positions in the bytes as sent, as on the stream
         if problem is not None:
             raise ValueError(f"not UTF-8: {problem}") from None
         raise ValueError(str(exc)) from None

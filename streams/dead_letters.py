@@ -93,24 +93,30 @@ def fit_dead_letter(
     if fitted is not None:
         return fitted
     # 2. Without the record's own headers.
-    dropped = int(marks.get(DeadLetterHeader.HEADERS_DROPPED.value) or b"0") + len(own)
+    dropped = _count(marks.get(DeadLetterHeader.HEADERS_DROPPED.value)) + len(own)
     base = _without(marks, {DeadLetterHeader.HEADERS_DROPPED.value, *_VALUE_MARKS})
     if dropped:
         base.append((DeadLetterHeader.HEADERS_DROPPED.value, str(dropped).encode()))
     fitted = _fit_value(key, value, base, value_marks, limit, cut_before)
     if fitted is not None:
         return fitted
-    # 3. The key too: the value keeps what room is left, if any.
+    if not key:  # nothing left to cut but the value: as small as this dead letter gets
+        marked = base + value_marks if value or cut_before else base
+        return key, value[:0] if value is not None else None, marked
+    # 3. The key too, as far as needed: the value whole if the key can make room for it,
+    # else empty.
     key_marks = _cut_marks(
         marks, DeadLetterHeader.KEY_TRUNCATED, DeadLetterHeader.KEY_ORIGINAL_SIZE, key
     )
     base = _without(base, _KEY_MARKS) + key_marks
-    empty = None if value is None else b""
-    room = limit - record_size(b"", empty, base + (value_marks if value else [])) - _VARINT_SLACK
-    cut_key = (key or b"")[: max(room, 0)]
-    if value:
-        return cut_key, b"", base + value_marks
-    return cut_key, value, base
+    whole = base + value_marks if cut_before else base
+    room = limit - record_size(b"", value, whole) - _VARINT_SLACK
+    if room > 0 or value is None:
+        return key[: max(room, 0)], value, whole
+    empty = value[:0]
+    marked = base + value_marks if value or cut_before else base
+    room = limit - record_size(b"", empty, marked) - _VARINT_SLACK
+    return key[: max(room, 0)], empty, marked
 
 
 _VALUE_MARKS = {DeadLetterHeader.VALUE_TRUNCATED.value, DeadLetterHeader.VALUE_ORIGINAL_SIZE.value}
@@ -119,13 +125,23 @@ _OURS = frozenset(h.value for h in DeadLetterHeader)
 
 
 def _split(headers: Headers) -> tuple[Headers, dict[str, bytes | None]]:
-    """(the record's own headers, ours by name). Ours are the last header of each of our
-    names (:func:`dead_letter` appends them): an earlier one, e.g. on a record replayed from
-    the dead-letter topic, is the record's own."""
-    last = {name: i for i, (name, _) in enumerate(headers) if name in _OURS}
-    ours_at = set(last.values())
-    own = [h for i, h in enumerate(headers) if i not in ours_at]
-    return own, {headers[i][0]: headers[i][1] for i in sorted(ours_at)}
+    """(the record's own headers, ours by name). Ours are those from the last
+    ``streamscore.error.kind`` on (:func:`dead_letter` appends them, with that one first, and
+    a cut adds its marks after them): any before it, e.g. on a record replayed from the
+    dead-letter topic or set by a producer, are the record's own."""
+    kind = DeadLetterHeader.ERROR_KIND.value
+    starts = [i for i, (name, _) in enumerate(headers) if name == kind]
+    if not starts:
+        return list(headers), {}
+    first = starts[-1]
+    ours = {name: v for name, v in headers[first:] if name in _OURS}
+    return list(headers[:first]), ours
+
+
+def _count(value: bytes | None) -> int:
+    """A count this module wrote (0 if it is missing or not a count)."""
+    text = (value or b"").decode("ascii", "replace")
+    return int(text) if text.isdigit() else 0
 
 
 def _without(marks: dict[str, bytes | None] | Headers, names: set[str]) -> Headers:
@@ -169,8 +185,11 @@ def describe_output(output: tuple[str, bytes | None, bytes | None, Headers | Non
     """Where an output goes and what it is, for a log line or a halt: its topic, size and key,
     and for a dead letter the input record it stands for."""
     topic, value, key, headers = output
-    size = record_size(key, value, headers or [])
-    text = f"to {topic}, {size} bytes, key {key[:64]!r}" if key else f"to {topic}, {size} bytes"
+    try:
+        size = f"{record_size(key, value, headers or [])} bytes"
+    except Exception:  # a header name no client can write: the size is not known
+        size = "size unknown"
+    text = f"to {topic}, {size}, key {key[:64]!r}" if key else f"to {topic}, {size}"
     names = dict(headers or [])
     source = [
         names.get(h.value)

@@ -256,11 +256,14 @@ class Delivery:
         fatal: tuple[int, BaseException] | None = None
         for index, error in zip(failed, errors, strict=True):
             topic, value, key, headers = outputs[index]
+            size = record_size(key, value, headers or [])
             if isinstance(error, _TOO_LARGE) and topic == self._policy.dlq_topic:
-                half = record_size(key, value, headers or []) // 2
-                key, cut, headers = fit_dead_letter(key, value, headers or [], half)
+                key, cut, headers = fit_dead_letter(key, value, headers or [], size // 2)
                 outputs[index] = (topic, cut, key, headers)
-            elif isinstance(error, KafkaError) and not error.retriable and fatal is None:
+                if record_size(key, cut, headers) < size:
+                    continue
+                # As small as it gets: a refusal like any other (bounded, then a halt).
+            if isinstance(error, KafkaError) and not error.retriable and fatal is None:
                 fatal = (index, error)
         return fatal
 

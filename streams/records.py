@@ -27,7 +27,8 @@ class Rejection:
 def _describe(exc: ValidationError) -> Rejection:
     problems = field_problems(exc)
     if any(p.kind == "json_invalid" for p in problems):
-        return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {problems[0].message}")
+        reason = problems[0].message.removeprefix("Invalid JSON: ")
+        return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {reason}")
     parts = [
         "the event must be a JSON object"
         if p.not_an_object

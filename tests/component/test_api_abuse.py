@@ -413,7 +413,17 @@ async def test_a_compressed_body_is_415_naming_the_encoding(names: Names, model_
             content=b'{"entity_id": "u"}',
             headers={"Content-Type": "application/json", "Content-Encoding": "identity"},
         )
+        both = await running.client.post(
+            "/predict",
+            content=body,
+            headers=[
+                ("Content-Type", "application/json"),
+                ("Content-Encoding", "gzip"),
+                ("Content-Encoding", "identity"),
+            ],
+        )
     assert response.status_code == 415
+    assert both.status_code == 415  # the last header does not hide the first
     assert "Content-Encoding gzip" in response.json()["detail"]
     assert plain.status_code == 200
 

@@ -76,8 +76,13 @@ async def test_challenger_true_answers_both_predictions_of_the_same_vector(
         plain = (await client.post("/predict", json=EVENTS)).json()
         off = (await client.post("/predict?challenger=false", json=EVENTS)).json()
         vague = await client.post("/predict?challenger=maybe", json=EVENTS)
+        twice = await client.post("/predict?challenger=false&challenger=true", json=EVENTS)
+        again = await client.post("/predict?challenger=true&challenger=1", json=EVENTS)
 
     assert vague.status_code == 422  # never silently the plain answer
+    assert twice.status_code == 422  # two meanings: neither is picked silently
+    assert again.json()
+    assert all("challenger" in a for a in again.json())
     assert vague.json()["errors"][0]["field"] == "query.challenger"
     assert [p["score"] for p in off] == [p["score"] for p in plain]  # the plain answer
     assert all("challenger" not in p for p in off)

@@ -159,6 +159,19 @@ async def test_a_tombstone_dead_letter_refused_for_its_key_is_cut_not_a_halt() -
     assert d.halted is None
 
 
+async def test_a_dead_letter_too_large_even_when_cut_to_nothing_halts_bounded() -> None:
+    kafka = FakeKafka()
+    kafka.refuse[b""] = [MessageSizeTooLargeError()] * 10  # a broker limit below any record
+    d = delivery(kafka, max_attempts=3)
+    await d.deliver(batch([("events.dlq", b"", None, [])], 1), kafka.commit)
+    await d.drain()
+    assert d.halted is not None
+    assert d.halted.reason is HaltReason.OUTPUT_REFUSED
+    assert "to events.dlq" in str(d.halted)
+    assert len(kafka.sent) == 3  # bounded, never an endless shrink-and-resend
+    assert kafka.commits == []
+
+
 async def test_a_shutdown_during_a_retry_leaves_the_batch_uncommitted() -> None:
     kafka = FakeKafka()
     kafka.refuse[b"a"] = [KafkaTimeoutError()] * 100

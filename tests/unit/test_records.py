@@ -167,7 +167,7 @@ def test_dropped_headers_and_a_value_still_too_large_are_both_said() -> None:
     assert names["streamscore.value.original_size"] == b"5000"
 
 
-@pytest.mark.parametrize("value", [b"x", None, b"y" * 3_000])
+@pytest.mark.parametrize("value", [b"x", None, b"y" * 3_000, b"z" * 5_000])
 def test_a_key_too_large_for_the_limit_is_cut_and_said_never_left_to_stop_the_scorer(
     value: bytes | None,
 ) -> None:
@@ -184,10 +184,10 @@ def test_a_key_too_large_for_the_limit_is_cut_and_said_never_left_to_stop_the_sc
     assert names["streamscore.key.truncated"] == b"true"
     assert names["streamscore.key.original_size"] == b"10000"
     assert names["streamscore.source.offset"] == b"1234"
-    if value is None:  # a tombstone stays a tombstone
-        assert cut is None
+    if value is None or len(value) < 4_096:  # the key makes room: the value stays whole
+        assert cut == value  # (a tombstone stays a tombstone)
         assert "streamscore.value.truncated" not in names
-    else:
+    else:  # the value alone is over the limit: it is cut, and says so
         assert cut == b""
         assert names["streamscore.value.original_size"] == str(len(value)).encode()
 
@@ -257,3 +257,36 @@ def test_an_event_over_the_features_cap_is_invalid_naming_features() -> None:
     assert result.kind is ErrorKind.INVALID_EVENT
     assert result.message.startswith("features:")
     assert "at most 10 features" in result.message
+
+
+def test_a_producer_header_named_like_ours_is_its_own_and_cannot_break_the_fit() -> None:
+    own: list[tuple[str, bytes | None]] = [
+        ("streamscore.headers.dropped", b"n/a"),
+        ("streamscore.value.truncated", b"true"),
+        ("blob", b"H" * 1_048_400),
+    ]
+    key, value, headers = fit_dead_letter(
+        *dead_letter(_record(b"x", key=None, headers=own), Rejection(ErrorKind.INVALID_JSON, "m")),
+        1_048_576,
+    )
+    assert record_size(key, value, headers) <= 1_048_576
+    names = dict(headers)
+    assert names["streamscore.headers.dropped"] == b"3"
+    assert value == b"x"
+    assert "streamscore.value.truncated" not in names  # the producer's, dropped with the rest
+
+
+def test_a_second_cut_keeps_the_marks_of_an_emptied_value() -> None:
+    first = fit_dead_letter(
+        *dead_letter(
+            _record(b"v" * 5_000, key=b"k" * 10_000), Rejection(ErrorKind.INVALID_JSON, "m")
+        ),
+        4_096,
+    )
+    assert first[1] == b""
+    again = fit_dead_letter(*first, record_size(*first) // 2)
+    assert record_size(*again) <= record_size(*first) // 2
+    names = dict(again[2])
+    assert names["streamscore.value.truncated"] == b"true"
+    assert names["streamscore.value.original_size"] == b"5000"
+    assert names["streamscore.key.original_size"] == b"10000"
