@@ -30,7 +30,7 @@ RUN uv sync --frozen --no-dev --no-install-project --no-editable
 
 # Then the project itself, installed as a regular (non-editable) package into the same venv.
 # Keep this list in step with [tool.hatch.build.targets.wheel] packages in pyproject.toml
-# (tests/test_compose.py checks it).
+# (tests/deploy/test_compose.py checks it).
 COPY streams/ streams/
 COPY scoring/ scoring/
 COPY api/ api/
@@ -64,8 +64,9 @@ COPY --from=builder /app/.venv /app/.venv
 
 USER 10001:10001
 
-# The HTTP sidecar (`streamscore api`); the stream scorer (`streamscore run`) listens on nothing.
-EXPOSE 8000
+# The HTTP sidecar (`streamscore api`) and the stream scorer's Prometheus metrics
+# (`streamscore run`, STREAMSCORE_STREAM__METRICS_PORT).
+EXPOSE 8000 9464
 
 ENTRYPOINT ["streamscore"]
 CMD ["run"]

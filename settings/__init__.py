@@ -9,6 +9,7 @@ from settings.model import (
     ScoringSettings,
     Settings,
     StreamSettings,
+    describe_errors,
     load_settings,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "ScoringSettings",
     "Settings",
     "StreamSettings",
+    "describe_errors",
     "load_settings",
 ]

@@ -11,7 +11,15 @@ import importlib.util
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -309,6 +317,17 @@ class Settings(BaseSettings):
                 "client delivers at least once"
             )
         return self
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per invalid setting, named by its environment variable
+    (``STREAMSCORE_STREAM__MAX_BATCH_SIZE: Input should be ...``); never the value given."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        path = [str(part) for part in error["loc"]]
+        name = "STREAMSCORE_" + "__".join(path).upper() if path else "settings"
+        lines.append(f"{name}: {error['msg']}")
+    return "\n".join(lines)
 
 
 def load_settings(**overrides: object) -> Settings:

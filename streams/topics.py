@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from settings import KafkaSettings, Settings
 from streams.kafka_options import client_options
@@ -49,8 +51,41 @@ async def ensure_topics(kafka: KafkaSettings, names: list[str] | None = None) ->
             )
         except TopicAlreadyExistsError:
             log.info("topics created concurrently by another process: %s", missing)
+        await _wait_for_leaders(admin, missing, kafka.request_timeout_ms / 1000)
         log.info("created topics %s with %d partitions", missing, kafka.topic_partitions)
         return missing
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float
+) -> None:
+    """Wait until every partition of ``topics`` has a leader (a client that reads or writes a
+    topic the moment it is created otherwise meets ``NotLeaderForPartition`` errors and logs
+    them). Gives up quietly after ``timeout_s``: the clients retry on their own."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            described = await admin.describe_topics(topics)
+        except KafkaError:
+            described = []
+        ready = len(described) == len(topics) and all(
+            t.get("error_code", 0) == 0
+            and t.get("partitions")
+            and all(p.get("leader", -1) >= 0 for p in t["partitions"])
+            for t in described
+        )
+        if ready:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def list_topics(kafka: KafkaSettings) -> set[str]:
+    """The names of the topics the cluster has."""
+    admin = await _admin(kafka)
+    try:
+        return set(await admin.list_topics())
     finally:
         await admin.close()
 

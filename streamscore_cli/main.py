@@ -8,8 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from scoring import ModelLoadError
-from settings import Settings, load_settings
+from settings import Settings, describe_errors, load_settings
 from streams.exit_codes import ExitCode
 from streamscore_cli import demo_data, logs
 
@@ -35,19 +37,23 @@ def _cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
-    from streamscore_cli.produce import produce
+    from streamscore_cli.produce import TopicMissing, produce
 
-    sent = asyncio.run(
-        produce(
-            settings.kafka,
-            args.count,
-            rate=args.rate,
-            run_id=args.run_id,
-            unknown_ratio=args.unknown_ratio,
-            bad_ratio=args.bad_ratio,
-            seed=args.seed,
+    try:
+        sent = asyncio.run(
+            produce(
+                settings.kafka,
+                args.count,
+                rate=args.rate,
+                run_id=args.run_id,
+                unknown_ratio=args.unknown_ratio,
+                bad_ratio=args.bad_ratio,
+                seed=args.seed,
+            )
         )
-    )
+    except TopicMissing as exc:
+        print(f"streamscore produce: {exc}", file=sys.stderr)
+        return 1
     print(f"sent {sent} events to {settings.kafka.input_topic}")
     return 0
 
@@ -82,7 +88,16 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from streams.audit import audit
+    from streams.topics import list_topics
 
+    kafka = settings.kafka
+    if kafka.input_topic not in asyncio.run(list_topics(kafka)):
+        print(
+            f"streamscore audit: the input topic {kafka.input_topic} does not exist on "
+            f"{kafka.bootstrap_servers}: nothing to audit (check STREAMSCORE_KAFKA__INPUT_TOPIC)",
+            file=sys.stderr,
+        )
+        return 1
     report = asyncio.run(audit(settings, args.isolation))
     print(report.to_json() if args.json else report.to_text())
     return 0 if report.ok else 1
@@ -98,7 +113,10 @@ def _cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
     main, shadow = promotion.main, promotion.challenger
     print(f"promoted {main.name}:{main.version} -> {settings.model.path}")
     print(f"challenger is now {shadow.name}:{shadow.version} -> {challenger}")
-    print("running scorers and sidecars pick both up within STREAMSCORE_MODEL__RELOAD_INTERVAL_S")
+    print(
+        "running scorers and sidecars pick both up within two "
+        "STREAMSCORE_MODEL__RELOAD_INTERVAL_S (at once on SIGHUP)"
+    )
     return 0
 
 
@@ -192,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+    except ValidationError as exc:
+        print(f"streamscore: invalid configuration:\n{describe_errors(exc)}", file=sys.stderr)
+        return ExitCode.CONFIGURATION
     except ValueError as exc:
         print(f"streamscore: invalid configuration:\n{exc}", file=sys.stderr)
         return ExitCode.CONFIGURATION

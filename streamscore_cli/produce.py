@@ -14,6 +14,7 @@ import numpy as np
 from schemas import format_time
 from settings import KafkaSettings
 from streams.outputs import kafka_outputs
+from streams.topics import ensure_topics, list_topics
 from streamscore_cli import demo_data
 
 BAD_RECORDS: tuple[bytes, ...] = (
@@ -63,6 +64,10 @@ def _progress(done: int, total: int, started: float) -> None:
     sys.stderr.flush()
 
 
+class TopicMissing(Exception):
+    """The topic to produce to does not exist, and topics are not created automatically."""
+
+
 async def produce(
     kafka: KafkaSettings,
     count: int,
@@ -77,6 +82,14 @@ async def produce(
 ) -> int:
     """Send ``count`` events (``rate`` per second, 0 = as fast as possible). Returns the count."""
     client = kafka.model_copy(update={"client_id": "streamscore-produce"})
+    target = topic or kafka.input_topic
+    if kafka.create_topics:  # as the scorer would: the first command run may be this one
+        await ensure_topics(kafka, [target])
+    elif target not in await list_topics(kafka):
+        raise TopicMissing(
+            f"topic {target} does not exist and STREAMSCORE_KAFKA__CREATE_TOPICS is false: "
+            "create it, or start the scorer first"
+        )
     started = time.monotonic()
     sent = 0
     pending: list[Awaitable[object]] = []
@@ -91,7 +104,7 @@ async def produce(
                     delay = due - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                pending.append(await producer.send(topic or kafka.input_topic, value, key, None))
+                pending.append(await producer.send(target, value, key, None))
                 sent += 1
                 if len(pending) >= 1_000:
                     await asyncio.gather(*pending)
