@@ -256,8 +256,8 @@ class Delivery:
         fatal: tuple[int, BaseException] | None = None
         for index, error in zip(failed, errors, strict=True):
             topic, value, key, headers = outputs[index]
-            size = record_size(key, value, headers or [])
             if isinstance(error, _TOO_LARGE) and topic == self._policy.dlq_topic:
+                size = record_size(key, value, headers or [])
                 key, cut, headers = fit_dead_letter(key, value, headers or [], size // 2)
                 outputs[index] = (topic, cut, key, headers)
                 if record_size(key, cut, headers) < size:
