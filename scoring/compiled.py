@@ -16,6 +16,8 @@ import fcntl
 import hashlib
 import math
 import os
+import shlex
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,6 +32,10 @@ from scoring.compiled_library import ZERO_THRESHOLD, CompiledModel, CompileError
 from settings import ModelSettings
 
 Backend = Literal["lightgbm", "compiled"]
+"""What executes a model's predictions."""
+BackendSetting = Literal["auto", "lightgbm", "compiled"]
+"""What is asked for: ``auto`` is ``compiled`` where tl2cgen and a C compiler are found,
+``lightgbm`` elsewhere (see :func:`compiler_missing`)."""
 DEFAULT_CACHE_DIR = Path(".local/compiled-models")
 COMPILER_FLAGS = ("-O1",)
 """tl2cgen builds with ``-O3``; ``-O1`` compiled the demo model 1.5-2.5x faster into a library
@@ -48,12 +54,34 @@ def recipe() -> str:
 class BackendChoice:
     """How a model is executed (``STREAMSCORE_MODEL__BACKEND``, ``__COMPILED_CACHE_DIR``)."""
 
-    backend: Backend = "lightgbm"
+    backend: BackendSetting = "auto"
     cache_dir: Path = DEFAULT_CACHE_DIR
 
     @classmethod
     def of(cls, model: ModelSettings) -> BackendChoice:
         return cls(model.backend, model.compiled_cache_dir)
+
+
+def compiler_command() -> str:
+    """The C compiler tl2cgen runs: ``$CC``, else ``gcc``."""
+    return os.environ.get("CC", "").strip() or "gcc"
+
+
+def compiler_missing() -> str | None:
+    """What this machine lacks to compile a model (None when nothing is missing): the
+    ``tl2cgen``/``treelite`` packages, or the C compiler :func:`compiler_command` names."""
+    try:
+        packages()
+    except (ImportError, OSError) as exc:
+        return f"the tl2cgen and treelite packages ({exc})"
+    command = compiler_command()
+    try:
+        program = shlex.split(command)[0]
+    except (ValueError, IndexError):
+        return f"a C compiler (CC={command!r} cannot be read as a command)"
+    if shutil.which(program) is None:
+        return f"a C compiler ({program!r} not found; set CC)"
+    return None
 
 
 def file_digest(path: Path) -> str:
@@ -142,7 +170,7 @@ def _compile(model_bytes: bytes, library: Path) -> None:
         built = Path(work) / "model.so"
         tl2cgen.export_lib(
             model,
-            toolchain=os.environ.get("CC", "gcc"),
+            toolchain=compiler_command(),
             libpath=built,
             params={"parallel_comp": jobs} if jobs > 1 else {},
             nthread=jobs,

@@ -15,7 +15,7 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-from scoring.compiled import Backend, BackendChoice, compile_model
+from scoring.compiled import Backend, BackendChoice, compile_model, compiler_missing
 from scoring.compiled_library import CompiledModel, CompileError
 from scoring.errors import ModelLoadError
 
@@ -45,7 +45,8 @@ class LoadedModel:
     """The native library that scores instead of the booster (identical scores, see
     :mod:`scoring.compiled`); None: the booster scores."""
     backend_error: str | None = None
-    """Why LightGBM scores although the compiled backend was asked for (None otherwise)."""
+    """Why LightGBM scores although the compiled backend was asked for explicitly (None
+    otherwise, and with ``auto``)."""
 
     @property
     def backend(self) -> Backend:
@@ -105,10 +106,9 @@ def load_model(
 
     The metadata file holds ``name`` and ``version``; ``feature_names``, when present, must
     match the booster's own. Raises :class:`ModelLoadError` with the reason otherwise.
-    With ``backend`` asking for ``compiled``, the model is also compiled (or taken from the
-    cache; seconds the first time, so never on the event loop) and scores through the
-    library; when that fails, the booster scores and ``backend_error`` says why (see
-    :func:`with_backend`).
+    With ``backend`` asking for ``compiled`` or ``auto``, the model is also compiled (or taken
+    from the cache; seconds the first time, so never on the event loop) and scores through the
+    library; when that cannot be done, the booster scores (see :func:`with_backend`).
     """
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
@@ -143,7 +143,7 @@ def load_model(
     probe = model.predict(np.full((1, len(names)), np.nan))
     if probe.shape != (1,) or not math.isfinite(float(probe[0])):
         raise ModelLoadError(f"model {path} does not score an all-missing row to a finite number")
-    if backend is not None and backend.backend == "compiled":
+    if backend is not None and backend.backend != "lightgbm":
         return with_backend(model, backend)
     return model
 
@@ -153,15 +153,24 @@ def with_backend(model: LoadedModel, backend: BackendChoice) -> LoadedModel:
 
     1. The library's scores equal the booster's bit for bit on the model's split thresholds
        (:func:`scoring.compiled.compile_model`), or it is not used.
-    2. Never raises for the backend: when compiling, loading or verifying fails, a warning
-       naming the error is logged (``"event": "compiled_backend_fallback"``) and the model
-       scores with LightGBM, its ``backend_error`` set (the pipeline counts it).
+    2. Never raises for the backend. Asked for ``compiled``: when compiling, loading or
+       verifying fails, a warning naming the error is logged
+       (``"event": "compiled_backend_fallback"``) and the model scores with LightGBM, its
+       ``backend_error`` set (the pipeline counts it). Asked for ``auto``: without tl2cgen or a
+       C compiler nothing is tried; then, or when compiling fails, an info line says why
+       (``"event": "compiled_backend_unused"``) and LightGBM scores, which is no fault.
     """
+    if backend.backend == "auto" and (missing := compiler_missing()) is not None:
+        _log_unused(model, f"this machine lacks {missing}")
+        return model
     try:
         compiled = compile_model(
             model.path, model.booster, cache_dir=backend.cache_dir, threads=model.threads
         )
     except CompileError as exc:
+        if backend.backend == "auto":
+            _log_unused(model, str(exc))
+            return model
         log.warning(
             "compiled backend unavailable for %s:%s, scoring with LightGBM: %s",
             model.name,
@@ -180,3 +189,13 @@ def with_backend(model: LoadedModel, backend: BackendChoice) -> LoadedModel:
         extra={"event": "model_compiled", "path": str(model.path)},
     )
     return dataclasses.replace(model, compiled=compiled.model)
+
+
+def _log_unused(model: LoadedModel, why: str) -> None:
+    log.info(
+        "model %s:%s scores with LightGBM (compiled trees unused: %s)",
+        model.name,
+        model.version,
+        why,
+        extra={"event": "compiled_backend_unused", "path": str(model.path)},
+    )

@@ -156,11 +156,12 @@ class ModelSettings(BaseModel):
     reasons_min_score: float | None = None
     """Compute reason codes only for predictions scoring at least this (the others carry an
     empty list), so their cost follows alerts, not traffic; unset = every prediction."""
-    backend: Literal["lightgbm", "compiled"] = "lightgbm"
-    """What executes predictions (main model and challenger): ``lightgbm`` (``Booster.predict``)
-    or ``compiled`` (the model compiled to a C library by treelite + tl2cgen: the same scores
-    bit for bit, faster per batch; needs a C compiler, ``$CC`` or ``gcc``; when it cannot
-    compile, LightGBM scores and a warning says why). Reason codes always use LightGBM."""
+    backend: Literal["auto", "lightgbm", "compiled"] = "auto"
+    """What executes predictions (main model and challenger): ``compiled`` (the model compiled
+    to a C library by treelite + tl2cgen: the same scores bit for bit, faster per batch; needs
+    a C compiler, ``$CC`` or ``gcc``; when it cannot compile, LightGBM scores and a warning
+    says why), ``lightgbm`` (``Booster.predict``), or ``auto``: compiled where tl2cgen and a C
+    compiler are found, else LightGBM without a warning. Reason codes always use LightGBM."""
     compiled_cache_dir: Path = Path(".local/compiled-models")
     """Where compiled models are kept, one library per model file's SHA-256."""
 

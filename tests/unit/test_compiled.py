@@ -19,7 +19,14 @@ import numpy.typing as npt
 import pytest
 
 from scoring import LoadedModel, ScoringPipeline, load_model
-from scoring.compiled import BackendChoice, compile_model, file_digest, library_path, verify
+from scoring.compiled import (
+    BackendChoice,
+    compile_model,
+    compiler_missing,
+    file_digest,
+    library_path,
+    verify,
+)
 from scoring.compiled_library import CompiledModel, CompileError
 from scoring.model import metadata_path
 from scoring.model_reload import ModelReloader
@@ -259,6 +266,68 @@ def test_without_a_compiler_lightgbm_scores_with_a_warning(
     assert pipeline.metrics.value("streamscore_model_backend_fallbacks_total", role="model") == 1
     assert pipeline.metrics.value("streamscore_model_backend", role="model", backend="lightgbm")
     assert not pipeline.metrics.value("streamscore_model_backend", role="model", backend="compiled")
+
+
+def test_auto_is_the_default_and_compiles_where_a_compiler_is_found(
+    demo: Built, cache_dir: Path, model: LoadedModel
+) -> None:
+    assert load_settings().model.backend == "auto"
+    assert BackendChoice().backend == "auto"
+    loaded = load_model(demo.path, backend=BackendChoice("auto", cache_dir))
+    assert loaded.backend == "compiled"
+    assert loaded.backend_error is None
+    rows = rows_at_thresholds(demo.booster)
+    assert np.array_equal(loaded.predict(rows), model.predict(rows))
+
+
+@pytest.mark.parametrize("missing", ["compiler", "packages"])
+def test_auto_without_a_compiler_or_tl2cgen_scores_with_lightgbm_and_no_warning(
+    missing: str,
+    demo: Built,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if missing == "compiler":
+        monkeypatch.setenv("CC", f"{tmp_path / 'no-such-cc'} -m64")
+        named = "no-such-cc"
+    else:
+
+        def no_packages() -> None:
+            raise ModuleNotFoundError("No module named 'tl2cgen'")
+
+        monkeypatch.setattr("scoring.compiled.packages", no_packages)
+        named = "tl2cgen"
+    assert named in (compiler_missing() or "")
+    with caplog.at_level(logging.INFO, logger="scoring.model"):
+        loaded = load_model(demo.path, backend=BackendChoice("auto", tmp_path / "cache"))
+    assert loaded.backend == "lightgbm"
+    assert loaded.backend_error is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    [record] = [r for r in caplog.records if getattr(r, "event", None)]
+    assert record.event == "compiled_backend_unused"  # type: ignore[attr-defined]
+    assert record.levelno == logging.INFO
+    assert named in record.getMessage()
+    assert not (tmp_path / "cache").exists()  # nothing was tried
+    rows = random_rows(demo.booster.num_feature(), count=100)
+    assert np.array_equal(loaded.predict(rows), expected(demo.booster, rows))
+    pipeline = ScoringPipeline(loaded, MemoryFeatures({}), ThreadPoolExecutor(1))
+    assert pipeline.metrics.value("streamscore_model_backend_fallbacks_total", role="model") == 0
+    assert pipeline.metrics.value("streamscore_model_backend", role="model", backend="lightgbm")
+
+
+def test_auto_with_a_model_that_fails_the_check_scores_with_lightgbm(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _train_with_missing(tmp_path / "zero.txt", zero_as_missing=True)
+    with caplog.at_level(logging.INFO, logger="scoring.model"):
+        loaded = load_model(path, backend=BackendChoice("auto", tmp_path / "cache"))
+    assert loaded.backend == "lightgbm"
+    assert loaded.backend_error is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    [record] = [r for r in caplog.records if getattr(r, "event", None)]
+    assert record.event == "compiled_backend_unused"  # type: ignore[attr-defined]
+    assert "differ from Booster.predict" in record.getMessage()
 
 
 async def test_a_reload_compiles_the_new_model_off_the_event_loop(
