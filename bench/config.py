@@ -11,6 +11,7 @@ import argparse
 from dataclasses import dataclass, fields
 from typing import Any
 
+from scoring.compiled import compiler_missing
 from settings import Settings, load_settings
 
 PHASES = (
@@ -25,7 +26,7 @@ PHASES = (
     "streamscore_2p",
     "streamscore_confluent_1p",
     "streamscore_confluent_2p",
-    "streamscore_compiled_1p",
+    "streamscore_lightgbm_1p",
     "steady",
     "sidecar",
 )
@@ -41,7 +42,7 @@ class Spec:
     worker: str
     processes: int
     client: str = "aiokafka"
-    backend: str = "lightgbm"
+    backend: str = "auto"
 
 
 RELAYS = {
@@ -56,7 +57,7 @@ SCORERS = {
     "streamscore_2p": Spec("streamscore", 2),
     "streamscore_confluent_1p": Spec("streamscore", 1, "confluent"),
     "streamscore_confluent_2p": Spec("streamscore", 2, "confluent"),
-    "streamscore_compiled_1p": Spec("streamscore", 1, backend="compiled"),
+    "streamscore_lightgbm_1p": Spec("streamscore", 1, backend="lightgbm"),
 }
 STREAM_KEYS = (*RELAYS, *BASELINES, *SCORERS)
 
@@ -128,6 +129,7 @@ class BenchConfig:
             quick=self.quick,
             entities=self.entities,
             model=str(self.settings.model.path),
+            model_backend=auto_backend(),
             cache_ttl_s=self.cache_ttl_s or self.settings.scoring.cache_ttl_s,
             steady_s=self.steady_s,
             steady_rate=self.steady_rate,
@@ -137,6 +139,12 @@ class BenchConfig:
             profiled=bool(self.profile_path),
         )
         return out
+
+
+def auto_backend() -> str:
+    """What the default backend (``auto``) runs on this machine, for the report."""
+    missing = compiler_missing()
+    return "compiled trees" if missing is None else f"LightGBM (compiled trees need {missing})"
 
 
 def parse_args(argv: list[str] | None = None) -> BenchConfig:

@@ -25,6 +25,8 @@ from bench.kafka_probe import Template, event_templates, fill
 from bench.offsets import Offsets, Positions, total
 from bench.results import Servers
 from bench.worker_proc import ROOT, Worker, log, start_worker
+from scoring import load_model
+from scoring.compiled import BackendChoice, compiler_missing
 from settings import Settings
 from streams.kafka_options import producer_options
 from streams.topics import ensure_topics
@@ -151,6 +153,17 @@ class RunContext:
         entity_ids = sorted({key.decode() for key, _ in self.templates})
         self.preload_file.write_text("\n".join(entity_ids) + "\n")
         log(f"input touches {len(entity_ids)} distinct entity ids (incl. unknown ones)")
+        await self.compile_model()
+
+    async def compile_model(self) -> None:
+        """Compile the model into the scorers' cache now (when this machine can), so that no
+        scorer pass spends its first seconds in the compiler."""
+        if compiler_missing() is not None:
+            return
+        model = self.settings.model
+        choice = BackendChoice("compiled", ROOT / model.compiled_cache_dir)
+        loaded = await asyncio.to_thread(load_model, ROOT / model.path, backend=choice)
+        log(f"model backend when compiled trees are asked for: {loaded.backend}")
 
     async def lookup_costs(self) -> dict[str, float]:
         """What one lookup by ``_id`` costs on this server, on the seeded collection (median

@@ -22,7 +22,7 @@ COLORS = {
     "relay_confluent_2p": "dimgray",
     "streamscore_confluent_1p": "tab:cyan",
     "streamscore_confluent_2p": "tab:olive",
-    "streamscore_compiled_1p": "tab:brown",
+    "streamscore_lightgbm_1p": "tab:brown",
 }
 
 

@@ -31,7 +31,7 @@ LABELS = {
     "streamscore_2p": "streamscore (aiokafka), 2 processes",
     "streamscore_confluent_1p": "streamscore (librdkafka), 1 process",
     "streamscore_confluent_2p": "streamscore (librdkafka), 2 processes",
-    "streamscore_compiled_1p": "streamscore (aiokafka, compiled trees), 1 process",
+    "streamscore_lightgbm_1p": "streamscore (aiokafka, LightGBM backend), 1 process",
 }
 SAME_RELAY = {
     "relay": "relay",
@@ -39,7 +39,7 @@ SAME_RELAY = {
     "streamscore_2p": "relay_2p",
     "streamscore_confluent_1p": "relay_confluent",
     "streamscore_confluent_2p": "relay_confluent_2p",
-    "streamscore_compiled_1p": "relay",
+    "streamscore_lightgbm_1p": "relay",
     "relay_2p": "relay_2p",
     "relay_confluent": "relay_confluent",
     "relay_confluent_2p": "relay_confluent_2p",
@@ -79,6 +79,7 @@ def header(run: RunResult) -> list[str]:
     m, s, p = run.machine, run.servers, run.params
     load = ", ".join(f"{x:.2f}" for x in m.loadavg_at_start)
     lookups = ", ".join(f"`{k}` {v:,.1f} ms" for k, v in s.lookup_ms.items())
+    backend = p.get("model_backend", "LightGBM")
     return [
         "# streamscore benchmark",
         "",
@@ -88,7 +89,8 @@ def header(run: RunResult) -> list[str]:
         f"{s.kafka_bootstrap}. Machine: {m.nproc} x {m.cpu_model}, {m.mem_total_mb:,} MB, load "
         f"average at start {load} (shared: figures move 10-20 % between runs). Input: "
         f"{p['events']:,} events on 4 partitions, {p['entities']:,} entities, model "
-        f"`{p['model']}`, entity cache TTL {p['cache_ttl_s']:g} s. Stream variants: "
+        f"`{p['model']}` (default backend here: {backend}), entity cache TTL "
+        f"{p['cache_ttl_s']:g} s. Stream variants: "
         f"{len(run.repetitions)} repetition(s); figures are the median [min-max] over them, "
         "ratios taken within each repetition.",
         "",

@@ -69,16 +69,16 @@ def test_zipf_mix_is_skewed_and_keeps_features() -> None:
     assert first["features"] == json.loads(templates[0][1])["features"]
 
 
-def test_compiled_backend_ratios_and_targets_use_its_own_repetition() -> None:
+def test_lightgbm_backend_ratios_and_targets_use_its_own_repetition() -> None:
     reps = [repetition(100, 60, 200), repetition(200, 50, 100), repetition(50, 40, 40)]
     for rep, (eps, cpu_s) in zip(reps, [(90, 0.04), (40, 0.05), (44, 0.06)], strict=True):
-        rep["streamscore_compiled_1p"] = VariantResult(
-            "streamscore_compiled_1p", 1, [drained(eps, cpu_s, "warm")]
+        rep["streamscore_lightgbm_1p"] = VariantResult(
+            "streamscore_lightgbm_1p", 1, [drained(eps, cpu_s, "warm")]
         )
     by_run = [ratios(r) for r in reps]
-    assert [r["compiled_warm_over_warm"] for r in by_run] == [1.5, 0.8, 1.1]
-    assert [r["compiled_cpu_over_relay_cpu"] for r in by_run] == [2.0, 2.5, 3.0]
-    assert [r["compiled_warm_over_fastest_relay"] for r in by_run] == [0.45, 0.2, 0.88]
+    assert [r["lightgbm_warm_over_warm"] for r in by_run] == [1.5, 0.8, 1.1]
+    assert [r["lightgbm_cpu_over_relay_cpu"] for r in by_run] == [2.0, 2.5, 3.0]
+    assert [r["lightgbm_warm_over_fastest_relay"] for r in by_run] == [0.45, 0.2, 0.88]
     run = RunResult(
         "r",
         "now",
@@ -90,8 +90,8 @@ def test_compiled_backend_ratios_and_targets_use_its_own_repetition() -> None:
         ratios=ratio_spreads(by_run),
     )
     found = {t.target: t for t in targets(run)}
-    cpu = found["compiled trees (opt-in): CPU per event ≤ 2.5x the relay's (same client)"]
+    cpu = found["LightGBM backend: CPU per event ≤ 2.5x the relay's (same client)"]
     assert cpu.met
     assert cpu.measured.startswith("2.50x [2.00x")
-    fast = found["compiled trees (opt-in): 1 process warm ≥ 85 % of the fastest relay, 1 process"]
+    fast = found["LightGBM backend: 1 process warm ≥ 85 % of the fastest relay, 1 process"]
     assert not fast.met  # median 0.45
