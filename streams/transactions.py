@@ -27,6 +27,7 @@ from settings import Settings
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Output
 from streams.halts import Halted
 from streams.kafka_options import client_options, record_batch_bytes
+from streams.outputs import ProducerOutputs
 from streams.partitioner import KeyHashPartitioner
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class PartitionProducers:
         self._prefix = kafka.transactional_id_prefix or f"streamscore-{kafka.group_id}"
         self._settings = settings
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._outputs: dict[TopicPartition, ProducerOutputs] = {}
         self._partitioner = KeyHashPartitioner()
 
     def transactional_id(self, tp: TopicPartition) -> str:
@@ -65,6 +67,10 @@ class PartitionProducers:
 
     def get(self, tp: TopicPartition) -> AIOKafkaProducer | None:
         return self._producers.get(tp)
+
+    def outputs(self, tp: TopicPartition) -> ProducerOutputs | None:
+        """Sends through the producer of ``tp`` as record batches (as at-least-once does)."""
+        return self._outputs.get(tp)
 
     async def start(self, tps: Iterable[TopicPartition]) -> None:
         """Start (and so fence every older owner of) the producers of ``tps``."""
@@ -87,6 +93,7 @@ class PartitionProducers:
             )
             await producer.start()  # InitProducerId: bumps the epoch, fences older producers
             self._producers[tp] = producer
+            self._outputs[tp] = ProducerOutputs(producer, self._partitioner)
 
     async def stop_all(self) -> None:
         await self.stop(list(self._producers))
@@ -94,6 +101,7 @@ class PartitionProducers:
     async def stop(self, tps: Iterable[TopicPartition]) -> None:
         for tp in list(tps):
             producer = self._producers.pop(tp, None)
+            self._outputs.pop(tp, None)
             if producer is not None:
                 with contextlib.suppress(Exception):
                     await producer.stop()
@@ -164,8 +172,8 @@ class TransactionalDelivery:
         self, tp: TopicPartition, outputs: list[Output], after: int
     ) -> BaseException | None:
         """One partition's transaction; returns the error that aborted it (None: committed)."""
-        producer = self._producers.get(tp)
-        if producer is None:
+        producer, sender = self._producers.get(tp), self._producers.outputs(tp)
+        if producer is None or sender is None:
             if tp in self._assigned:  # its set-up failed: fence now, then read it again
                 await self._producers.start([tp])
                 return RuntimeError(f"the transactional producer of {tp} was not ready")
@@ -173,11 +181,8 @@ class TransactionalDelivery:
             return None
         try:
             await producer.begin_transaction()
-            pending = [
-                await producer.send(topic, value, key=key, headers=headers)
-                for topic, value, key, headers in outputs
-            ]
-            await asyncio.gather(*pending)
+            handed = await sender.send_many(outputs, range(len(outputs)))
+            await asyncio.gather(*(future for future, _ in handed))
             await producer.send_offsets_to_transaction({tp: after}, self._group)
             await producer.commit_transaction()
         except Exception as exc:
