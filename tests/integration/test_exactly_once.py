@@ -125,6 +125,86 @@ def test_transactional_ids_are_per_input_partition(eos_settings: Settings) -> No
     assert all(i.startswith(f"streamscore-{eos_settings.kafka.group_id}-{topic}-") for i in ids)
 
 
+async def _read(settings: Settings, isolation: str, expected: int) -> list[Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    kafka = settings.kafka
+    consumer = AIOKafkaConsumer(
+        kafka.output_topic,
+        kafka.dlq_topic,
+        bootstrap_servers=kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level=isolation,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        for _ in range(60):  # until expected arrived, then one more empty read
+            got = [r for b in (await consumer.getmany(timeout_ms=500)).values() for r in b]
+            records += got
+            if len(records) >= expected and not got:
+                break
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_a_transaction_sends_record_batches_committed_whole_or_aborted_whole(
+    eos_settings: Settings,
+) -> None:
+    """Predictions go out as record batches inside the partition's transaction: a committed
+    transaction shows every output once, in order per key; an aborted one shows none of its
+    outputs to a read_committed reader (a read_uncommitted one sees them)."""
+    from aiokafka.structs import TopicPartition
+
+    kafka = eos_settings.kafka
+    await ensure_topics(kafka)
+    tp = TopicPartition(kafka.input_topic, 0)
+    producers = PartitionProducers(eos_settings)
+    await producers.start([tp])
+    producer, sender = producers.get(tp), producers.outputs(tp)
+    assert producer is not None
+    assert sender is not None
+
+    def outputs(tag: str, count: int) -> list[Any]:
+        made: list[Any] = [
+            (kafka.output_topic, f'{{"{tag}":{i}}}'.encode(), f"user-{i % 31}".encode(), None)
+            for i in range(count)
+        ]
+        made.insert(count // 2, (kafka.dlq_topic, f"dead {tag}".encode(), b"k", [("h", None)]))
+        return made
+
+    try:
+        committed = outputs("c", 2_000)
+        await producer.begin_transaction()
+        handed = await sender.send_many(committed, range(len(committed)))
+        await asyncio.gather(*(future for future, _ in handed))
+        await producer.commit_transaction()
+        assert len(handed) < len(committed) // 20  # record batches, not a send per record
+        assert sorted(i for _, covered in handed for i in covered) == list(range(len(committed)))
+
+        aborted = outputs("a", 700)
+        await producer.begin_transaction()
+        handed = await sender.send_many(aborted, range(len(aborted)))
+        await asyncio.gather(*(future for future, _ in handed))
+        await producer.abort_transaction()
+    finally:
+        await producers.stop_all()
+
+    seen = await _read(eos_settings, "read_committed", len(committed))
+    assert sorted((r.topic, r.key, r.value) for r in seen) == sorted(
+        (t, k, v) for t, v, k, _ in committed
+    )
+    by_key: dict[bytes, list[int]] = {}
+    for r in sorted(seen, key=lambda r: (r.partition, r.offset)):
+        if r.topic == kafka.output_topic:
+            by_key.setdefault(r.key, []).append(json.loads(r.value)["c"])
+    assert all(values == sorted(values) for values in by_key.values())  # order kept per key
+    everything = await _read(eos_settings, "read_uncommitted", len(committed) + len(aborted))
+    assert len(everything) == len(committed) + len(aborted)
+
+
 @pytest.mark.parametrize("sigkill", [True, False], ids=["kill -9", "SIGTERM"])
 async def test_stopped_mid_stream_then_restarted_nothing_lost_nothing_repeated(
     eos_settings: Settings, names: Names, tmp_path: Path, sigkill: bool
