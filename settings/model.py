@@ -239,6 +239,10 @@ class StreamSettings(BaseModel):
     """Consecutive unexpected failures of one batch, or refusals of an output that retrying
     cannot fix, before the scorer halts with exit code 5. MongoDB outages and retriable Kafka
     errors are waited out without limit."""
+    overlap_batches: bool = True
+    """At-least-once: a parsed batch is scored and delivered in the background while the next
+    one is fetched and parsed (one batch at a time; outputs and commits stay in batch order).
+    ``False``: each batch is finished before the next is fetched. Exactly-once never overlaps."""
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """``exactly_once``: each input partition's share of a batch (its predictions, dead
     letters and offsets) is committed in one Kafka transaction; readers of the output topics

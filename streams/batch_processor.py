@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -130,6 +131,13 @@ class BatchProcessor:
        (``DEAD_LETTER_FLOOD``) before dead-lettering them.
     5. When and in which order offsets are committed is :class:`Delivery`'s (it commits a
        batch only after all its outputs are acknowledged, in batch order, never past a halt).
+    6. With ``overlap``, a batch is scored and handed to delivery in the background once it
+       is parsed, while the caller fetches and parses the next one. One batch at a time is in
+       the background, and it reaches delivery before the next batch does (outputs and
+       commits keep batch order). An unexpected error there is retried in the background with
+       a growing backoff; after ``max_batch_attempts`` in a row it halts
+       (``REPEATED_FAILURE``). A halt in the background reaches :attr:`on_halt` at once and
+       is raised again by the next call.
     """
 
     def __init__(
@@ -153,22 +161,32 @@ class BatchProcessor:
             self._stream.dead_letter_min_records,
         )
         self.stats = StreamStats(delivery=delivery.stats)
+        self.on_halt: Callable[[Halted], None] | None = None
+        """Told when the batch in the background halts (no later call may come soon)."""
+        self._background: asyncio.Task[None] | None = None
 
-    async def process(self, records: Sequence[Record], commit: Commit) -> None:
+    async def process(
+        self, records: Sequence[Record], commit: Commit, *, overlap: bool = False
+    ) -> None:
         self.delivery.check()  # nothing is processed after a halt
         if not records:
             return
         try:
-            await self._process(records, commit)
+            await self._process(records, commit, overlap)
         except Halted as exc:
             self.delivery.halt(exc)
             raise
 
     async def drain(self) -> None:
-        """Wait until the last batch handed over is acknowledged and committed (or failed)."""
+        """Wait until the batch in the background (if any) is handed over, then until the last
+        batch handed over is acknowledged and committed (or failed)."""
+        background = self._background
+        if background is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(background)
         await self.delivery.drain()
 
-    async def _process(self, records: Sequence[Record], commit: Commit) -> None:
+    async def _process(self, records: Sequence[Record], commit: Commit, overlap: bool) -> None:
         clock, observe = time.perf_counter, self._metrics.observe
         started = clock()
         self.stats.consumed += len(records)
@@ -184,13 +202,75 @@ class BatchProcessor:
             self._kafka.dlq_topic,
             self._kafka.max_request_size,
         )
-        rejected = parsed.rejected
+        observe("parse", clock() - started)
+        # The batch before this one reaches delivery first (or its halt is raised here).
+        background = self._background
+        if background is not None:
+            await asyncio.shield(background)
+            self._background = None
         try:
-            self._guard.check(len(parsed.events), len(rejected))
+            self._guard.check(len(parsed.events), len(parsed.rejected))
         except DeadLetterFlood as exc:
             raise Halted(HaltReason.DEAD_LETTER_FLOOD, str(exc)) from exc
+        if not overlap:
+            await self._finish(records, parsed, commit)
+            return
+        task = loop.create_task(self._finish_retrying(records, parsed, commit))
+        task.add_done_callback(self._background_done)
+        self._background = task
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved here; the next call raises it again
+        if isinstance(error, Halted):
+            self.delivery.halt(error)
+            if self.on_halt is not None:
+                self.on_halt(error)
+
+    async def _finish_retrying(
+        self, records: Sequence[Record], parsed: Parsed, commit: Commit
+    ) -> None:
+        """:meth:`_finish` in the background, retried after an unexpected error (as the
+        runtime retries a batch in hand, without reading it again)."""
+        stream = self._stream
+        backoff = Backoff(
+            stream.retry_initial_backoff_s, stream.retry_max_backoff_s, self._stopping
+        )
+        while True:
+            try:
+                await self._finish(records, parsed, commit)
+                return
+            except Halted:
+                raise
+            except Exception as exc:
+                attempt = backoff.attempts + 1
+                self.stats.retries += 1
+                self._metrics.retries.labels("batch").inc()
+                log.error(
+                    "batch of %d records failed (attempt %d of %d); retrying it",
+                    len(records),
+                    attempt,
+                    stream.max_batch_attempts,
+                    exc_info=exc,
+                    extra={"event": "retry", "stage": "batch", "attempt": attempt},
+                )
+                if attempt >= stream.max_batch_attempts:
+                    raise Halted(
+                        HaltReason.REPEATED_FAILURE,
+                        f"the batch starting at {describe_first_offsets(records)} failed "
+                        f"{attempt} times in a row; last error: {exc!r}",
+                    ) from exc
+                if not await backoff.wait():
+                    raise Halted(
+                        HaltReason.STOPPING, "stopping while a batch was being retried"
+                    ) from exc
+
+    async def _finish(self, records: Sequence[Record], parsed: Parsed, commit: Commit) -> None:
+        """Score a parsed batch and hand its outputs to delivery."""
+        clock, observe = time.perf_counter, self._metrics.observe
+        rejected = parsed.rejected
         parse_done = clock()
-        observe("parse", parse_done - started)
         scored = await self._score(parsed.events, parsed.times)
         scored_count = len(scored.main) if scored.main is not None else 0
         observe("score", clock() - parse_done)
@@ -264,6 +344,14 @@ class BatchProcessor:
                     raise Halted(
                         HaltReason.STOPPING, "stopping while scoring was being retried"
                     ) from exc
+
+
+def describe_first_offsets(records: Sequence[Record]) -> str:
+    """``topic[partition]@offset`` of each partition's first record, for messages."""
+    first: dict[tuple[str, int], int] = {}
+    for record in records:
+        first.setdefault((record.topic, record.partition), record.offset)
+    return ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(first.items()))
 
 
 def _offsets(

@@ -18,6 +18,8 @@ class HaltReason(StrEnum):
     """Kafka refused an output for a reason retrying cannot fix, ``max_batch_attempts`` times."""
     DEAD_LETTER_FLOOD = "dead_letter_flood"
     """Most recent records failed validation: a bad producer deploy, not bad records."""
+    REPEATED_FAILURE = "repeated_failure"
+    """A batch failed unexpectedly ``max_batch_attempts`` times in a row."""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -26,6 +28,7 @@ class HaltReason(StrEnum):
             HaltReason.PREVIOUS_BATCH_FAILED: ExitCode.BATCH_FAILED,
             HaltReason.OUTPUT_REFUSED: ExitCode.REPEATED_FAILURE,
             HaltReason.DEAD_LETTER_FLOOD: ExitCode.DEAD_LETTER_FLOOD,
+            HaltReason.REPEATED_FAILURE: ExitCode.REPEATED_FAILURE,
         }[self]
 
 

@@ -21,7 +21,7 @@ from scoring.model_reload import ModelReloader
 from scoring.service import PipelineFactory, ScoringService, open_scoring
 from settings import Settings
 from streams.backoff import Backoff
-from streams.batch_processor import BatchProcessor
+from streams.batch_processor import BatchProcessor, describe_first_offsets
 from streams.delivery import Delivery, DeliveryPolicy
 from streams.delivery_types import BatchDelivery, Commit
 from streams.exit_codes import ExitCode
@@ -79,6 +79,8 @@ class StreamRuntime:
             on_failure=self.metrics.retries.labels("fetch").inc,
         )
         self.started: Started | None = None
+        self._overlap = False
+        """Whether batches are scored in the background (:meth:`start` decides)."""
         self._resources = AsyncExitStack()
         self._metrics_server: Any = None
 
@@ -109,6 +111,10 @@ class StreamRuntime:
         self.delivery = delivery
         processor = BatchProcessor(
             scoring.pipeline, delivery, settings, self.stopping, self.metrics
+        )
+        processor.on_halt = self._halted_in_background
+        self._overlap = (
+            settings.stream.overlap_batches and settings.stream.delivery == "at_least_once"
         )
         self.started = Started(scoring, processor)
         self._serve_metrics()
@@ -216,6 +222,7 @@ class StreamRuntime:
             await nack()
             return
         commit: Commit
+        overlap = self._overlap
         if isinstance(consumer, AIOKafkaConsumer):
             self.consumer = consumer
             commit = consumer.commit
@@ -223,12 +230,13 @@ class StreamRuntime:
             self.consumer = consumer
             commit = consumer.commit_offsets
         else:  # FastStream's in-memory consumer: acknowledging the message is the commit
+            overlap = False  # the message is acknowledged within this call
 
             async def commit(_offsets: dict[TopicPartition, int]) -> None:
                 await ack()
 
         try:
-            await started.processor.process(records, commit)
+            await started.processor.process(records, commit, overlap=overlap)
             self.failed_attempts = self.transaction_retries = 0
         except Halted as exc:
             log.warning("%s: %d records left uncommitted for redelivery", exc, len(records))
@@ -250,6 +258,12 @@ class StreamRuntime:
             await nack()
             await self._retry_later(records, exc)
 
+    def _halted_in_background(self, exc: Halted) -> None:
+        """The batch scored in the background halted: stop now, as for the batch in hand."""
+        log.warning("%s: the batch in the background is left uncommitted for redelivery", exc)
+        if not self.stopping.is_set():
+            self.halt(exc.exit_code, str(exc))
+
     async def _retry_later(self, records: tuple[Any, ...], exc: Exception) -> None:
         self.failed_attempts += 1
         attempts, limit = self.failed_attempts, self.settings.stream.max_batch_attempts
@@ -267,7 +281,7 @@ class StreamRuntime:
         if attempts >= limit:
             self.halt(
                 ExitCode.REPEATED_FAILURE,
-                f"the batch starting at {_first_offsets(records)} failed {attempts} times "
+                f"the batch starting at {describe_first_offsets(records)} failed {attempts} times "
                 f"in a row; last error: {exc!r}",
             )
             return
@@ -286,10 +300,3 @@ class StreamRuntime:
             self.stopping,
             attempts=max(0, attempts - 1),
         ).wait()
-
-
-def _first_offsets(records: tuple[Any, ...]) -> str:
-    first: dict[tuple[str, int], int] = {}
-    for r in records:
-        first.setdefault((r.topic, r.partition), r.offset)
-    return ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(first.items()))

@@ -87,6 +87,7 @@ EVERY_FIELD_CHANGED: dict[str, object] = {
         "max_features_per_event": 7,
         "max_fetch_attempts": 2,
         "max_batch_attempts": 3,
+        "overlap_batches": False,
         "delivery": "exactly_once",
     },
     "api": {
