@@ -45,6 +45,9 @@ class KafkaSettings(BaseModel):
     group_id: str = "streamscore"
     client_id: str = "streamscore"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    input_isolation: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    """How the scorer reads the input topic. ``read_committed``: records of aborted
+    transactions are never scored, and those of an open transaction wait for its commit."""
     create_topics: bool = True
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)

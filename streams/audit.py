@@ -126,7 +126,9 @@ def _examples(values: list[str], limit: int = 10) -> list[str]:
 async def audit(settings: Settings, isolation: Isolation | None = None) -> AuditReport:
     kafka = settings.kafka
     level = isolation or default_isolation(settings)
-    inputs = await _read_all(settings, kafka.input_topic, level)
+    # The input is read as the scorer reads it: with read_committed, aborted records are not
+    # events (nothing is owed for them).
+    inputs = await _read_all(settings, kafka.input_topic, kafka.input_isolation)
     outputs = await _read_all(settings, kafka.output_topic, level)
     dead = await _read_all(settings, kafka.dlq_topic, level)
     return reconcile(

@@ -25,6 +25,7 @@ async def run_relay(settings: Settings, rep: Reporter) -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=max_batch,
+        isolation_level=kafka.input_isolation,  # as the scorer reads its input
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap_servers,

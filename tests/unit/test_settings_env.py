@@ -20,6 +20,7 @@ EVERY_FIELD_CHANGED: dict[str, object] = {
         "group_id": "g-7",
         "client_id": "c-7",
         "auto_offset_reset": "latest",
+        "input_isolation": "read_uncommitted",
         "create_topics": False,
         "topic_partitions": 12,
         "topic_replication_factor": 3,
