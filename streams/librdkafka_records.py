@@ -8,6 +8,7 @@ UTF-8 (it raises); such a record keeps its key, value and place, and its dead le
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from confluent_kafka import Message
@@ -15,6 +16,13 @@ from confluent_kafka import Message
 from streams.dead_letters import Headers
 
 UNREADABLE_HEADERS = "streamscore.headers.unreadable"
+
+_read_headers = operator.methodcaller("headers")
+"""``Message.headers()`` through the generic call path, which checks what it returns. For a
+header name that is not UTF-8, confluent-kafka returns a list *and* leaves the
+``UnicodeDecodeError`` set; a call site that Python has specialised (after a few calls) does not
+check, and the pending error then surfaces later, anywhere (it halted a scorer after a handful
+of such records)."""
 
 
 class LibrdkafkaRecord:
@@ -34,7 +42,7 @@ class LibrdkafkaRecord:
     @property
     def headers(self) -> Headers:
         try:
-            raw: Any = self._message.headers()
+            raw: Any = _read_headers(self._message)
         except (SystemError, UnicodeDecodeError):
             return [(UNREADABLE_HEADERS, b"header names that are not UTF-8")]
         return list(raw or ())

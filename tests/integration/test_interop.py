@@ -171,3 +171,52 @@ async def test_foreign_producers_every_codec_and_odd_records_nothing_lost(
     assert report.ok, report.to_text()
     assert (report.lost, report.duplicated_predictions) == (0, 0)
     assert report.events_in == len(sent)
+
+
+def kcat_produce_odd_names(bootstrap: str, topic: str, count: int) -> None:
+    """``count`` invalid events (keys k0, k1, ...) in one kcat call, each with a header name
+    that is not UTF-8 and one that is."""
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat (Debian package kcat) is needed for the interoperability tests"
+    lines = b"".join(b'k%d\t{"event_id": "h-%d", "entity_id": 7}\n' % (i, i) for i in range(count))
+    args = [kcat.encode(), b"-P", b"-b", bootstrap.encode(), b"-t", topic.encode()]
+    args += [b"-K", b"\t", b"-H", b"\xff\xfename=v", b"-H", b"ok=1"]
+    subprocess.run(args, input=lines, check=True, capture_output=True, timeout=60)
+
+
+async def test_many_records_with_header_names_that_are_not_utf8_are_each_dead_lettered(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    mongo_db: Any,
+    names: Names,
+    model_path: Path,
+    kafka_client: str,
+) -> None:
+    """Dozens of them in one process (confluent-kafka's header error once escaped a call site
+    Python had specialised after a few such records, and halted the scorer)."""
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        kafka={"topic_partitions": 1, "client": kafka_client},
+    )
+    await ensure_topics(settings.kafka)
+    count = 40
+    kcat_produce_odd_names(kafka_bootstrap, names.input_topic, count)
+
+    outputs, runtime = await score_until(settings, count, timeout_s=90)
+    assert runtime.exit_code == 0
+    assert len(outputs) == count
+    assert all(r.topic == names.dlq_topic for r in outputs)
+    assert sorted(r.key for r in outputs) == sorted(b"k%d" % i for i in range(count))
+    for record in outputs:
+        headers = dict(record.headers)
+        assert headers["streamscore.error.kind"] == b"invalid_event"
+        if kafka_client == "confluent":  # its client cannot give such names back
+            assert "streamscore.headers.unreadable" in headers
+        else:  # aiokafka keeps the original headers
+            assert headers["ok"] == b"1"
+    report = await audit(settings)
+    assert report.ok, report.to_text()
+    assert (report.events_in, report.dead_letters, report.lost) == (count, count, 0)
