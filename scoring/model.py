@@ -19,6 +19,8 @@ from scoring.compiled import Backend, BackendChoice, compile_model, compiler_mis
 from scoring.compiled_library import CompiledModel, CompileError
 from scoring.errors import ModelLoadError
 
+_DOUBLE_MAX = float(np.finfo(np.float64).max)
+
 log = logging.getLogger(__name__)
 
 Matrix = npt.NDArray[np.float64]
@@ -58,7 +60,19 @@ class LoadedModel:
         if matrix.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
         if self.compiled is not None:
-            return self.compiled.predict(matrix)
+            # A value of exactly ±DBL_MAX falls the other way at a split whose threshold is
+            # infinite in the compiled trees: LightGBM scores the rows holding one.
+            extreme = (np.abs(matrix) == _DOUBLE_MAX).any(axis=1)
+            if not extreme.any():
+                return self.compiled.predict(matrix)
+            scores = np.empty(matrix.shape[0], dtype=np.float64)
+            scores[extreme] = self._booster_predict(matrix[extreme])
+            if not extreme.all():
+                scores[~extreme] = self.compiled.predict(matrix[~extreme])
+            return scores
+        return self._booster_predict(matrix)
+
+    def _booster_predict(self, matrix: Matrix) -> npt.NDArray[np.float64]:
         params: dict[str, Any] = {}
         if self.threads > 0:
             params["num_threads"] = self.threads

@@ -383,3 +383,30 @@ async def test_the_service_opens_main_and_challenger_compiled(
         m = service.metrics
         assert m.value("streamscore_model_backend", role="challenger", backend="compiled") == 1
         assert m.value("streamscore_model_backend_fallbacks_total", role="model") == 0
+
+
+def test_rows_holding_the_largest_double_score_as_booster_predict(
+    demo: Built, cache_dir: Path
+) -> None:
+    """±DBL_MAX goes the other way at a split on an infinite threshold in the compiled trees;
+    such rows are scored by LightGBM, the rest of their batch by the library."""
+    width = demo.booster.num_feature()
+    top = float(np.finfo(np.float64).max)
+    extreme = []
+    for feature in range(width):
+        for value in (top, -top):
+            row = np.full(width, np.nan)
+            row[feature] = value
+            extreme.append(row)
+    extreme_rows = np.array(extreme)
+    # The library alone differs on them (what this guards against).
+    assert not np.array_equal(
+        demo.compiled.predict(extreme_rows), expected(demo.booster, extreme_rows)
+    )
+    compiled = load_model(demo.path, backend=BackendChoice("compiled", cache_dir))
+    assert compiled.backend == "compiled"
+    for rows in (
+        extreme_rows,
+        np.vstack([random_rows(width, 40), extreme_rows, random_rows(width, 40, seed=5)]),
+    ):
+        assert np.array_equal(compiled.predict(rows), expected(demo.booster, rows))
