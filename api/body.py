@@ -50,14 +50,17 @@ class BodyReader:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamscore-parse")
         self._large = 0
 
-    async def read(self, request: Request) -> tuple[list[PredictEvent], bool]:
-        """(events, was_a_list)."""
+    async def receive(self, request: Request) -> bytes:
+        """The whole body, or :class:`Refused` (413) once it grows past the limit."""
         body = bytearray()
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > self._api.max_body_bytes:
                 raise Refused(too_large(self._api.max_body_bytes))
-        raw = bytes(body)
+        return bytes(body)
+
+    async def parse(self, raw: bytes) -> tuple[list[PredictEvent], bool]:
+        """(events, was_a_list)."""
         if len(raw) < self._api.parse_in_thread_bytes:
             return parse_body(raw, self._limits)
         if self._large >= LARGE_BODIES_AT_ONCE:

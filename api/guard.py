@@ -7,12 +7,14 @@ extra task and a body copy per request, which shows at thousands of requests per
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
+from starlette.requests import ClientDisconnect
 
 from api.metrics import ApiMetrics, method_label
 from api.requests import error_body
@@ -30,10 +32,20 @@ ADMIN_PREFIX = "/admin/"
 SHED_PATHS = frozenset({"/predict"})
 """Routes whose work is bounded by ``max_in_flight`` (the others answer at once)."""
 UNMATCHED = "unmatched"
+CLIENT_CLOSED = 499
+"""The status counted for a request whose client went away before its body arrived (as
+nginx counts it; nothing is sent)."""
+
+log = logging.getLogger(__name__)
 
 
 def too_large(limit: int) -> JSONResponse:
-    return JSONResponse(error_body(f"the body is larger than {limit} bytes"), status_code=413)
+    """413, and the connection closed after it: the rest of the body is never read."""
+    return JSONResponse(
+        error_body(f"the body is larger than {limit} bytes"),
+        status_code=413,
+        headers={"Connection": "close"},
+    )
 
 
 def unavailable(detail: str, retry_after_s: int) -> JSONResponse:
@@ -114,6 +126,16 @@ class Guard:
                 await rejection(scope, receive, send_and_watch)
             else:
                 await self._app(scope, receive, send_and_watch)
+        except ClientDisconnect:
+            # The client closed the connection (or sent a broken body) mid-request: nobody
+            # is left to answer, and it is not the server's error.
+            status = CLIENT_CLOSED
+            log.info(
+                "%s %s: the client went away before its request was read",
+                scope["method"],
+                scope["path"],
+                extra={"event": "client_disconnected"},
+            )
         finally:
             if counted:
                 self.in_flight -= 1

@@ -26,14 +26,33 @@ log = logging.getLogger(__name__)
 
 
 async def predict(request: Request, sidecar: SidecarDep) -> Response:
-    """Score one event or a list of events, within ``request_timeout_s``."""
+    """Score one event or a list of events, within ``request_timeout_s`` (reading the body
+    included: a body that has not arrived by then is a 408, the client's delay)."""
     api = sidecar.settings.api
+    progress = _Progress()
     try:
         async with asyncio.timeout(api.request_timeout_s):
-            return await _predict(request, sidecar)
+            return await _predict(request, sidecar, progress)
     except TimeoutError:
+        if not progress.body_read:
+            return JSONResponse(
+                error_body(
+                    f"the request body did not arrive within {api.request_timeout_s:g} s"
+                ),
+                status_code=408,
+                headers={"Connection": "close"},
+            )
         sidecar.metrics.shed.labels("deadline").inc()
         return unavailable("scoring took too long: try again later", api.retry_after_s)
+
+
+class _Progress:
+    """How far a request got (what a timeout interrupted)."""
+
+    __slots__ = ("body_read",)
+
+    def __init__(self) -> None:
+        self.body_read = False
 
 
 _YES = frozenset({"true", "1", "yes", "on"})
@@ -48,7 +67,7 @@ def _challenger_wanted(request: Request) -> bool | None:
     return wanted.pop() if len(wanted) == 1 else None
 
 
-async def _predict(request: Request, sidecar: Sidecar) -> Response:
+async def _predict(request: Request, sidecar: Sidecar, progress: _Progress) -> Response:
     retry_after_s = sidecar.settings.api.retry_after_s
     with_challenger = _challenger_wanted(request)
     if with_challenger is None:
@@ -61,7 +80,9 @@ async def _predict(request: Request, sidecar: Sidecar) -> Response:
             status_code=422,
         )
     try:
-        events, many = await sidecar.bodies.read(request)
+        raw = await sidecar.bodies.receive(request)
+        progress.body_read = True
+        events, many = await sidecar.bodies.parse(raw)
     except Refused as exc:
         return exc.response
     except InvalidBody as exc:

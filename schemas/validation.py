@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+MAX_NAME_CHARS = 64
+"""A location part (a feature name, a field name) longer than this is cut in messages: a
+producer's 1 MB feature name is not repeated back."""
+
 NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type"})
 """Error types that mean the value as a whole is not a JSON object."""
 
@@ -39,6 +43,10 @@ def _message(error: ErrorDetails) -> str:
     return str(error["msg"]).removeprefix("Value error, ")
 
 
+def _short(name: str) -> str:
+    return name if len(name) <= MAX_NAME_CHARS else f"{name[: MAX_NAME_CHARS - 3]}..."
+
+
 def field_problems(exc: ValidationError) -> list[FieldProblem]:
     """Every error of ``exc`` without the input it rejected (inputs may hold secrets or be
     huge) and without pydantic's ``Value error, `` prefix on our own validators' messages.
@@ -46,7 +54,7 @@ def field_problems(exc: ValidationError) -> list[FieldProblem]:
     is named, a non-finite input shown)."""
     return [
         FieldProblem(
-            location=".".join(str(part) for part in error["loc"]),
+            location=".".join(_short(str(part)) for part in error["loc"]),
             message=_message(error),
             kind=error["type"],
         )

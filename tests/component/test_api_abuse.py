@@ -435,3 +435,98 @@ async def test_health_probes_answer_head(names: Names, model_path: Path) -> None
     assert live.status_code == 200
     assert ready.status_code in {200, 503}  # as GET would say; never 405
     assert live.content == b""
+
+
+# ------------------------------------------------------------------------------ slow or gone
+
+
+async def test_a_client_that_goes_away_mid_body_is_counted_499_not_a_server_error(
+    names: Names, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_api(names, model_path) as running:
+        incoming: list[dict[str, Any]] = [
+            {"type": "http.request", "body": b'{"entity_id": "us', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            sent.append(dict(message))
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict",
+            "raw_path": b"/predict",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        with caplog.at_level(logging.INFO, logger="api.guard"):
+            await asyncio.wait_for(running.app(scope, receive, send), timeout=10)  # no raise
+        assert sent == []  # nobody to answer
+        text = (await running.client.get("/metrics")).text
+    assert sample(text, "streamscore_http_requests_total", route="/predict", status="499") == 1
+    assert 'status="500"' not in text
+    assert any(getattr(r, "event", None) == "client_disconnected" for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_a_408_not_a_503(
+    names: Names, model_path: Path
+) -> None:
+    async def slowly() -> Any:
+        yield b'{"entity_id": '
+        await asyncio.sleep(1.0)
+        yield b'"user-1"}'
+
+    settings = {"request_timeout_s": 0.3}
+    async with running_api(names, model_path, api=settings) as running:
+        response = await asyncio.wait_for(
+            running.client.post("/predict", content=slowly(), headers=JSON), timeout=10
+        )
+        assert response.status_code == 408
+        assert response.headers["connection"] == "close"
+        assert "did not arrive within 0.3 s" in response.json()["detail"]
+        # A body that arrives in time is scored as usual.
+        assert (
+            await running.client.post("/predict", json={"entity_id": "user-1"})
+        ).status_code == 200
+        text = (await running.client.get("/metrics")).text
+    assert sample(text, "streamscore_http_shed_total", reason="deadline") == 0
+
+
+async def test_a_long_feature_name_is_cut_in_the_422(names: Names, model_path: Path) -> None:
+    name = "k" * 100_000
+    async with running_api(names, model_path) as running:
+        response = await running.client.post(
+            "/predict", json={"entity_id": "user-1", "features": {name: "x", "ok": True}}
+        )
+    assert response.status_code == 422
+    assert len(response.content) < 2_000
+    fields = [e["field"] for e in response.json()["errors"]]
+    assert f"body.features.{'k' * 61}..." in fields
+    assert "body.features.ok" in fields
+
+
+async def test_a_413_closes_the_connection(names: Names, model_path: Path) -> None:
+    async def chunked() -> Any:  # no Content-Length: refused while reading
+        for _ in range(4):
+            yield b"u" * 2_000
+
+    async with running_api(names, model_path, api={"max_body_bytes": 4_096}) as running:
+        declared = await running.client.post(
+            "/predict", content=b'{"entity_id": "' + b"u" * 5_000 + b'"}', headers=JSON
+        )
+        streamed = await running.client.post("/predict", content=chunked(), headers=JSON)
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.headers["connection"] == "close"
