@@ -36,9 +36,7 @@ async def predict(request: Request, sidecar: SidecarDep) -> Response:
     except TimeoutError:
         if not progress.body_read:
             return JSONResponse(
-                error_body(
-                    f"the request body did not arrive within {api.request_timeout_s:g} s"
-                ),
+                error_body(f"the request body did not arrive within {api.request_timeout_s:g} s"),
                 status_code=408,
                 headers={"Connection": "close"},
             )
