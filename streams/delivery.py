@@ -32,6 +32,7 @@ from streams.delivery_types import (
     Observe,
     Output,
     Outputs,
+    Unacknowledged,
 )
 from streams.halts import Halted, HaltReason
 
@@ -241,7 +242,10 @@ class Delivery:
             errors.extend([TimeoutError("not acknowledged in time")] * len(covers[future]))
         for future in done:
             error = future.exception()
-            if error is not None:
+            if isinstance(error, Unacknowledged):  # only these of the future's outputs
+                failed.extend(error.failed)
+                errors.extend(error.failed.values())
+            elif error is not None:
                 if not isinstance(error, KafkaError):
                     raise error
                 failed.extend(covers[future])

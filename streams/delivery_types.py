@@ -30,7 +30,17 @@ class Outputs(Protocol):
 
 Handed = list[tuple[asyncio.Future[Any], list[int]]]
 """Outputs handed over: each acknowledgement future with the indexes of the outputs it
-acknowledges (one output, or a whole record batch)."""
+acknowledges (one output, or a whole record batch). A future that fails with
+:class:`Unacknowledged` names which of its outputs failed; any other error fails them all."""
+
+
+class Unacknowledged(Exception):
+    """Some of the outputs one future covers were not acknowledged (the others were)."""
+
+    def __init__(self, failed: dict[int, BaseException]) -> None:
+        super().__init__(f"{len(failed)} outputs not acknowledged")
+        self.failed = failed
+        """The index of each output that failed, with its error."""
 
 
 @runtime_checkable

@@ -1,10 +1,12 @@
 """Outputs through one librdkafka producer (``STREAMSCORE_KAFKA__CLIENT=confluent``).
 
 ``send`` enqueues the record in librdkafka (a C call, no I/O on the event loop) and returns a
-future that the producer's delivery report resolves. Delivery reports are served by a poll
-thread; it hands a whole poll's reports to the event loop at once (one wake-up per poll, not
-per record). Errors reach the delivery layer as the Kafka errors it decides on
-(:mod:`streams.librdkafka_errors`): too large, retriable, or not.
+future that the producer's delivery report resolves. ``send_many`` enqueues a batch's records
+with one future per :data:`GROUP` records, resolved once every report of the group is in (and
+naming the records that failed, if any): no future, callback and wake-up per record. Delivery
+reports are served by a poll thread; it hands a whole poll's reports to the event loop at once
+(one wake-up per poll, not per record). Errors reach the delivery layer as the Kafka errors it
+decides on (:mod:`streams.librdkafka_errors`): too large, retriable, or not.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError as LibrdkafkaError
@@ -21,6 +24,7 @@ from confluent_kafka import KafkaException, Message, Producer
 
 from settings import KafkaSettings, Settings
 from streams.dead_letters import Headers
+from streams.delivery_types import Handed, Output, Unacknowledged
 from streams.librdkafka_errors import to_kafka_error
 from streams.librdkafka_options import producer_config
 
@@ -29,6 +33,55 @@ _QUEUE_FULL_WAIT_S = 0.002
 _CLOSE_FLUSH_S = 30.0
 RESOLVE_SLICE = 128
 """Delivery reports resolved per event-loop pass (each wakes its waiters)."""
+GROUP = 128
+"""Records of a ``send_many`` behind one future (a timeout re-sends the group's records)."""
+
+Report = tuple[asyncio.Future[None], LibrdkafkaError | dict[int, LibrdkafkaError] | None]
+"""A future and how it ends: acknowledged (None), one error, or the failed records of a group."""
+
+
+class _Group:
+    """The delivery reports of up to :data:`GROUP` records behind one future. Reports come in
+    on the poll thread (or the thread flushing at close), records are added on the loop."""
+
+    __slots__ = (
+        "_done",
+        "_failed",
+        "_lock",
+        "_received",
+        "_reports",
+        "_sealed",
+        "future",
+        "indexes",
+    )
+
+    def __init__(self, future: asyncio.Future[None], reports: deque[Report]) -> None:
+        self.future = future
+        self.indexes: list[int] = []
+        self._reports = reports
+        self._failed: dict[int, LibrdkafkaError] = {}
+        self._received = 0
+        self._sealed = False
+        self._done = False
+        self._lock = threading.Lock()
+
+    def delivered(self, index: int, error: LibrdkafkaError | None, _message: Message) -> None:
+        with self._lock:
+            if error is not None:
+                self._failed[index] = error
+            self._received += 1
+            self._finish_if_complete()
+
+    def seal(self) -> None:
+        """No more records join: the future ends once the last report is in."""
+        with self._lock:
+            self._sealed = True
+            self._finish_if_complete()
+
+    def _finish_if_complete(self) -> None:
+        if self._sealed and not self._done and self._received == len(self.indexes):
+            self._done = True
+            self._reports.append((self.future, self._failed or None))
 
 
 class LibrdkafkaOutputs:
@@ -37,7 +90,7 @@ class LibrdkafkaOutputs:
     def __init__(self, producer: Producer, loop: asyncio.AbstractEventLoop) -> None:
         self._producer = producer
         self._loop = loop
-        self._reports: deque[tuple[asyncio.Future[None], LibrdkafkaError | None]] = deque()
+        self._reports: deque[Report] = deque()
         self._stopped = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
         self._poller.start()
@@ -67,6 +120,46 @@ class LibrdkafkaOutputs:
                 raise to_kafka_error(exc.args[0]) from exc
             return future
 
+    async def send_many(self, outputs: Sequence[Output], indexes: Sequence[int]) -> Handed:
+        """Enqueue ``outputs[i]`` for each ``i`` of ``indexes``, in that order, behind one future
+        per :data:`GROUP` records; a record refused at once gets an already-failed future."""
+        handed: Handed = []
+        loop, produce = self._loop, self._producer.produce
+        group: _Group | None = None
+        for index in indexes:
+            if group is None:
+                group = _Group(loop.create_future(), self._reports)
+            topic, value, key, headers = outputs[index]
+            while True:
+                try:
+                    produce(
+                        topic,
+                        value=value,
+                        key=key,
+                        headers=headers,  # type: ignore[arg-type]
+                        on_delivery=partial(group.delivered, index),
+                    )
+                except BufferError:  # librdkafka's queue is full: let the poll thread drain it
+                    await asyncio.sleep(_QUEUE_FULL_WAIT_S)
+                    continue
+                except KafkaException as exc:
+                    refused: asyncio.Future[None] = loop.create_future()
+                    refused.set_exception(to_kafka_error(exc.args[0]))
+                    handed.append((refused, [index]))
+                else:
+                    group.indexes.append(index)  # before its report can be counted
+                break
+            if len(group.indexes) >= GROUP:
+                group.seal()
+                handed.append((group.future, group.indexes))
+                group = None
+        if group is not None and group.indexes:
+            group.seal()
+            handed.append((group.future, group.indexes))
+        if self._reports:
+            self._hand_over()  # groups whose reports all came in before they were sealed
+        return handed
+
     def _poll(self) -> None:
         while not self._stopped.is_set():
             if self._producer.poll(_POLL_S) and self._reports:
@@ -87,6 +180,9 @@ class LibrdkafkaOutputs:
                 continue
             if error is None:
                 future.set_result(None)
+            elif isinstance(error, dict):
+                failed: dict[int, BaseException] = {i: to_kafka_error(e) for i, e in error.items()}
+                future.set_exception(Unacknowledged(failed))
             else:
                 future.set_exception(to_kafka_error(error))
         if reports:

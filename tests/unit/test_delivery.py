@@ -15,7 +15,7 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from streams.delivery import SEND_SLICE, Delivery, DeliveryPolicy
-from streams.delivery_types import Batch, Handed, Output
+from streams.delivery_types import Batch, Handed, Output, Unacknowledged
 from streams.exit_codes import ExitCode
 from streams.halts import Halted, HaltReason
 
@@ -255,3 +255,15 @@ async def test_a_batch_refused_for_good_halts_without_commit() -> None:
     assert halted.value.reason is HaltReason.OUTPUT_REFUSED
     assert kafka.commits == []
     assert kafka.groups == [[b"a", b"b"]] * 3
+
+
+async def test_only_the_outputs_a_group_names_as_unacknowledged_are_re_sent() -> None:
+    kafka = FakeBatchKafka(size=3)
+    # Of the first group (a, b, c) only b failed; of the second (d, e) none.
+    kafka.fail_groups = [Unacknowledged({1: KafkaTimeoutError()})]
+    d = delivery(kafka)
+    await d.deliver(batch(outs(b"a", b"b", b"c", b"d", b"e"), 5), kafka.commit)
+    await d.drain()
+    assert kafka.groups == [[b"a", b"b", b"c"], [b"d", b"e"], [b"b"]]
+    assert kafka.commits == [{TP: 5}]
+    assert d.stats.resends == 1

@@ -12,9 +12,10 @@ from aiokafka.errors import MessageSizeTooLargeError
 from confluent_kafka import KafkaError, Producer
 
 from settings import load_settings
+from streams.delivery_types import Output, Unacknowledged
 from streams.librdkafka_errors import to_kafka_error
 from streams.librdkafka_options import producer_config
-from streams.librdkafka_outputs import LibrdkafkaOutputs
+from streams.librdkafka_outputs import GROUP, LibrdkafkaOutputs
 
 
 def test_errors_map_to_what_delivery_decides_on() -> None:
@@ -53,5 +54,31 @@ async def test_an_unacknowledged_record_fails_retriably_through_its_delivery_rep
             with pytest.raises(AiokafkaError) as failed:
                 await asyncio.wait_for(future, 10)
             assert failed.value.retriable
+    finally:
+        await outputs.close()
+
+
+async def test_send_many_hands_over_groups_that_name_the_records_that_failed() -> None:
+    outputs = LibrdkafkaOutputs(unreachable_producer(), asyncio.get_running_loop())
+    records: list[Output] = [("t", b"v%d" % i, b"k", None) for i in range(300)]
+    records[7] = ("t", b"x" * 4_096, b"k", None)  # over the limit: refused at once
+    try:
+        handed = await outputs.send_many(records, range(300))
+        refused = [(future, covered) for future, covered in handed if covered == [7]]
+        groups = [(future, covered) for future, covered in handed if covered != [7]]
+        assert [len(covered) for _, covered in groups] == [GROUP, GROUP, 299 - 2 * GROUP]
+        assert sorted(i for _, covered in groups for i in covered) == [
+            i for i in range(300) if i != 7
+        ]
+        assert len(refused) == 1
+        with pytest.raises(MessageSizeTooLargeError):
+            await refused[0][0]
+        for future, covered in groups:  # nobody acknowledges: every record is named, retriable
+            with pytest.raises(Unacknowledged) as failed:
+                await asyncio.wait_for(future, 10)
+            assert sorted(failed.value.failed) == covered
+            assert all(
+                isinstance(e, AiokafkaError) and e.retriable for e in failed.value.failed.values()
+            )
     finally:
         await outputs.close()
