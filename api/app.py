@@ -10,13 +10,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from api.deps import open_sidecar
 from api.direct import PATH, DirectPredict
 from api.guard import Guard
 from api.metrics import ApiMetrics
 from api.openapi import document
+from api.requests import error_body
 from api.routes import add_routes
 from scoring.resources import open_pipeline
 from scoring.service import PipelineFactory, open_scoring
@@ -52,6 +55,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
         lifespan=lifespan,
     )
     add_routes(app, settings.api)
+    app.add_exception_handler(HTTPException, _http_error)
     known_paths = {getattr(route, "path", "") for route in app.routes}
     (predict_route,) = [r for r in app.routes if getattr(r, "path", "") == PATH]
     app.add_middleware(DirectPredict, route=predict_route)  # inside the guard
@@ -66,3 +70,12 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
     )
     document(app)
     return app
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """The framework's own errors (404 for an unknown path, 405 for a method a route does not
+    take) in the body every other error has."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )

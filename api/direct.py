@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute
 
 from api.deps import sidecar_of
 from api.guard import ASGIApp, Receive, Scope, Send
+from api.requests import error_body
 from api.routes import predict
 
 PATH = "/predict"
@@ -23,7 +24,7 @@ PATH = "/predict"
 
 class DirectPredict:
     """Answers ``POST /predict`` with :func:`api.routes.predict` and the same responses the
-    routed call gives: the handler's, or ``{"detail": ...}`` with 503 while the sidecar is
+    routed call gives: the handler's, or the error body with 503 while the sidecar is
     not running. Anything else goes on to ``app``. The request's ``scope["route"]`` is the
     registered route, as routing would have set it (the guard labels metrics with it)."""
 
@@ -41,7 +42,7 @@ class DirectPredict:
         try:
             sidecar = sidecar_of(scope["app"])
         except HTTPException as exc:
-            await JSONResponse({"detail": exc.detail}, status_code=exc.status_code)(
+            await JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code)(
                 scope, receive, send
             )
             return

@@ -27,17 +27,18 @@ class FieldError(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error response: a readable message, plus the offending fields for 422 (the first
-    ``STREAMSCORE_API__MAX_ERRORS_REPORTED`` of them, and how many there are in all)."""
+    """Every error response, whatever its status: a readable message, plus the offending
+    fields for 422 (the first ``STREAMSCORE_API__MAX_ERRORS_REPORTED`` of them, and how many
+    there are in all; none and 0 for other statuses)."""
 
     detail: str
     errors: list[FieldError] = Field(default_factory=list)
-    error_count: int | None = None
+    error_count: int = 0
 
 
 def error_body(
     detail: str, errors: list[FieldError] | None = None, error_count: int | None = None
 ) -> dict[str, Any]:
-    return ErrorBody(detail=detail, errors=errors or [], error_count=error_count).model_dump(
-        exclude_none=True
-    )
+    listed = errors or []
+    count = len(listed) if error_count is None else error_count
+    return ErrorBody(detail=detail, errors=listed, error_count=count).model_dump()

@@ -198,6 +198,7 @@ def add_routes(routes: FastAPI, api: ApiSettings) -> None:
     for path, probe in (("/healthz", healthz), ("/readyz", readyz)):
         routes.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
     routes.add_api_route("/model", model_info, summary="The model in use")
+    admin = api.api_key is not None  # served (and documented) only with a key
     routes.add_api_route(
         "/admin/reload-model",
         reload_model,
@@ -205,6 +206,7 @@ def add_routes(routes: FastAPI, api: ApiSettings) -> None:
         summary="Load the model file now (validated; the old model keeps serving if refused). "
         "Served only when an API key is configured.",
         responses=RELOAD_ERRORS,
+        include_in_schema=admin,
     )
     routes.add_api_route(
         "/admin/promote-challenger",
@@ -214,6 +216,7 @@ def add_routes(routes: FastAPI, api: ApiSettings) -> None:
         "main becomes the challenger) and every scorer picks them up. Served only when an API "
         "key is configured.",
         responses=RELOAD_ERRORS,
+        include_in_schema=admin,
     )
     routes.add_api_route(
         "/metrics", prometheus, summary="Prometheus metrics", response_class=Response

@@ -305,7 +305,7 @@ async def test_errors_give_generic_reasons_and_details_go_to_the_log(
         ready = await running.client.get("/readyz")
         model = await running.client.get("/model")
     assert predict.status_code == ready.status_code == 503
-    assert predict.json() == {"detail": "MongoDB unavailable", "errors": []}
+    assert predict.json() == {"detail": "MongoDB unavailable", "errors": [], "error_count": 0}
     assert ready.json()["detail"] == "not ready: MongoDB unavailable"
     for response in (predict, ready):
         assert "simulated" not in response.text

@@ -26,14 +26,28 @@ async def test_predict_before_the_lifespan_started_is_the_same_503(
     async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as client:
         response = await client.post("/predict", json={"entity_id": "user-1"})
     assert response.status_code == 503
-    assert response.json() == {"detail": "not ready: the model is not loaded"}
+    assert response.json() == {
+        "detail": "not ready: the model is not loaded",
+        "errors": [],
+        "error_count": 0,
+    }
 
 
 async def test_other_methods_and_paths_still_go_through_the_router(
     names: Names, model_path: Path
 ) -> None:
     async with running_api(names, model_path) as api:
-        assert (await api.client.get("/predict")).status_code == 405
+        wrong_method = await api.client.get("/predict")
+        assert wrong_method.status_code == 405
+        assert wrong_method.json() == {
+            "detail": "Method Not Allowed",
+            "errors": [],
+            "error_count": 0,
+        }
+        assert wrong_method.headers["allow"] == "POST"
+        unknown = await api.client.get("/nowhere")
+        assert unknown.status_code == 404
+        assert unknown.json() == {"detail": "Not Found", "errors": [], "error_count": 0}
         slash = await api.client.post("/predict/", json={"entity_id": "user-1"})
         assert slash.status_code == 307  # the router's redirect to /predict
         routed = await api.client.post("/predict?challenger=true", json={"entity_id": "user-1"})

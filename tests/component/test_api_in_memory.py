@@ -478,6 +478,16 @@ async def test_openapi_documents_predict(api: Api) -> None:
     # Every reference resolves.
     refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec)))
     assert refs <= set(components)
+    # The admin routes are documented only where they are served (with an API key).
+    assert not [path for path in spec["paths"] if path.startswith("/admin/")]
+
+
+async def test_openapi_documents_the_admin_routes_with_a_key(
+    names: Names, model_path: Path
+) -> None:
+    async with running_api(names, model_path, api={"api_key": KEY}) as running:
+        spec = (await running.client.get("/openapi.json", headers={"X-API-Key": KEY})).json()
+    assert {"/admin/reload-model", "/admin/promote-challenger"} <= set(spec["paths"])
 
 
 # ------------------------------------------------------------------------------ fuzz

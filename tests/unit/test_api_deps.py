@@ -20,5 +20,9 @@ async def test_routes_answer_503_not_500_before_the_lifespan_started(
         for path in ("/readyz", "/model", "/metrics"):
             response = await client.get(path)
             assert response.status_code == 503, path
-            assert response.json() == {"detail": "not ready: the model is not loaded"}
+            assert response.json() == {
+                "detail": "not ready: the model is not loaded",
+                "errors": [],
+                "error_count": 0,
+            }
         assert (await client.get("/healthz")).status_code == 200
