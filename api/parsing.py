@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from api.requests import FieldError, PredictEvent
-from schemas import event_limits
+from schemas import capped, too_many_features
 from schemas.json_text import load_json, without_bom
 from schemas.validation import field_problems
 
@@ -35,17 +35,20 @@ class Limits:
     """Bodies shorter than this holding one event are parsed and validated in one pass."""
 
 
-def _field_errors(exc: ValidationError, prefix: str, room: int) -> list[FieldError]:
+def _field_errors(
+    exc: ValidationError, item: object, prefix: str, room: int, max_features: int
+) -> tuple[list[FieldError], int]:
+    """The first ``room`` errors of ``item`` (one decoded event) and how many it has in all.
+    An event over the features cap has that one error, whatever else is wrong with it."""
+    over = too_many_features(item, max_features)
+    if over is not None:
+        return [FieldError(field=f"{prefix}.features", message=over)][: max(room, 0)], 1
     out: list[FieldError] = []
-    if room <= 0:
-        return out
-    for problem in field_problems(exc):
+    for problem in field_problems(exc, room) if room > 0 else []:
         field = f"{prefix}.{problem.location}" if problem.location else prefix
         message = "each event must be a JSON object" if problem.not_an_object else problem.message
         out.append(FieldError(field=field, message=message))
-        if len(out) >= room:
-            break
-    return out
+    return out, exc.error_count()
 
 
 def _one(field: str, message: str, detail: str) -> InvalidBody:
@@ -59,18 +62,18 @@ def parse_body(raw: bytes, limits: Limits) -> tuple[list[PredictEvent], bool]:
     in one pass; one that fails it is read again to name its errors (larger bodies, hostile
     ones among them, are read once).
 
-    The cheap caps come first: the number of events, then (in each event, before any of its
-    values is validated) the number of features. A 422 lists at most ``max_errors`` field
-    errors and counts them all.
+    The cheap caps come first: the number of events, then (in each event) the number of
+    features: an event over it has that one error, whatever else is wrong with it. A 422
+    lists at most ``max_errors`` field errors and counts them all.
     """
-    context = event_limits(limits.max_features)
+    model = capped(PredictEvent, limits.max_features)
     text = without_bom(raw)  # read as the stream reads a record (schemas.json_text)
     if text[:1] == b"{" and len(text) < limits.one_pass_below:
         # One event, the common case: parsed and validated in one pass (pydantic's own JSON
         # parser, as the stream reads records). Anything it refuses takes the path below,
         # which names the errors.
         try:
-            return [PredictEvent.model_validate_json(text, context=context)], False
+            return [model.model_validate_json(text)], False
         except (ValidationError, ValueError, RecursionError):
             pass
     try:
@@ -79,10 +82,11 @@ def parse_body(raw: bytes, limits: Limits) -> tuple[list[PredictEvent], bool]:
         raise _one("body", "not valid JSON", f"the body is not valid JSON: {exc}") from None
     if isinstance(payload, dict):
         try:
-            return [PredictEvent.model_validate(payload, context=context)], False
+            return [model.model_validate(payload)], False
         except ValidationError as exc:
-            shown = _field_errors(exc, "body", limits.max_errors)
-            count = exc.error_count()
+            shown, count = _field_errors(
+                exc, payload, "body", limits.max_errors, limits.max_features
+            )
             raise InvalidBody(_summary(shown, count), shown, count) from None
     if not isinstance(payload, list):
         raise _one(
@@ -104,10 +108,12 @@ def parse_body(raw: bytes, limits: Limits) -> tuple[list[PredictEvent], bool]:
     count = 0
     for i, item in enumerate(payload):
         try:
-            events.append(PredictEvent.model_validate(item, context=context))
+            events.append(model.model_validate(item))
         except ValidationError as exc:
-            count += exc.error_count()
-            errors.extend(_field_errors(exc, f"body[{i}]", limits.max_errors - len(errors)))
+            room = limits.max_errors - len(errors)
+            shown, found = _field_errors(exc, item, f"body[{i}]", room, limits.max_features)
+            count += found
+            errors.extend(shown)
     if count:
         raise InvalidBody(_summary(errors, count), errors, count)
     return events, True

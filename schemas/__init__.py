@@ -2,7 +2,7 @@
 
 from schemas.dead_letter import DeadLetterHeader, ErrorKind
 from schemas.entity import EntityFeatures
-from schemas.events import FeatureValue, InputEvent, event_limits, format_time
+from schemas.events import FeatureValue, InputEvent, capped, format_time, too_many_features
 from schemas.prediction import Enrichment, ModelRef, Prediction, Reason
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "ModelRef",
     "Prediction",
     "Reason",
-    "event_limits",
+    "capped",
     "format_time",
+    "too_many_features",
 ]

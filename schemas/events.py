@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from functools import lru_cache
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
     PlainValidator,
     StringConstraints,
-    ValidationInfo,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
-    field_validator,
+    WithJsonSchema,
+    create_model,
 )
+from pydantic_core import CoreSchema, core_schema
 
 MAX_ID_LENGTH = 128
-MAX_FEATURES = "max_features"
-"""Validation-context key of the features-per-event cap (see :func:`event_limits`)."""
 
 Identifier = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_ID_LENGTH)]
 """A plain string of 1-128 characters. Objects such as ``{"$ne": null}`` never pass."""
@@ -43,28 +42,64 @@ def _as_utc(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
-_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
-"""What pydantic would read as Unix seconds from a string ("1764064800", "-5", ".5",
-"1.5e9")."""
+ISO_START = r"^[0-9]{4}-"
+"""How an ISO-8601 date-time string begins: a four-digit year and a dash. What pydantic would
+read as Unix seconds from a string ("1764064800", "-5", ".5", "1.5e9", the ISO-8601 basic
+date "20261125", which it would read as 1970-08-23) never does."""
+
+EVENT_TIME_FORMAT = "event_time_format"
+"""Error type of an ``event_time`` that is not an ISO-8601 string (a number, a boolean, an
+object, a string of digits): :func:`schemas.validation.field_problems` words it."""
+
+EVENT_TIME_RANGE = "event_time_range"
+"""Error type of an ``event_time`` with an offset that takes it past year 1 or 9999 in UTC."""
 
 
-def _event_time(value: Any, handler: ValidatorFunctionWrapHandler) -> datetime | None:
-    """An ISO-8601 string (or a datetime) as a UTC time; a naive time is taken as UTC.
-    Numbers, and strings of digits, are refused rather than read as Unix times: pydantic would
-    read "20261125" (an ISO-8601 basic date) as 1970-08-23."""
-    if value is None:
-        return None
-    if not isinstance(value, str | datetime):
-        raise ValueError("must be an ISO-8601 date-time string")
-    if isinstance(value, str) and _NUMBER.fullmatch(value):
-        raise ValueError(
-            "must be an ISO-8601 date-time string such as 2026-11-25T10:00:00Z, not a number"
-        )
-    parsed: datetime = handler(value)
-    return _as_utc(parsed)
+def _event_time_schema(_source: Any, _handler: GetCoreSchemaHandler) -> CoreSchema:
+    """An ISO-8601 string (or, from Python, a datetime) as a UTC time; a naive time is taken as
+    UTC, an offset converted. Numbers, and strings of digits, are refused rather than read as
+    Unix times.
+
+    Built from pydantic-core's own validators, so an event in UTC (a ``Z`` or ``+00:00``
+    suffix) costs no Python call: only a naive time or another offset is converted by
+    :func:`_as_utc`.
+    """
+    shaped = core_schema.custom_error_schema(
+        core_schema.json_or_python_schema(
+            json_schema=core_schema.str_schema(pattern=ISO_START),
+            python_schema=core_schema.union_schema(
+                [
+                    core_schema.is_instance_schema(datetime),
+                    core_schema.str_schema(strict=True, pattern=ISO_START),
+                ]
+            ),
+        ),
+        custom_error_type=EVENT_TIME_FORMAT,
+        custom_error_message="must be an ISO-8601 date-time string",
+    )
+    in_utc = core_schema.custom_error_schema(
+        core_schema.union_schema(
+            [
+                core_schema.datetime_schema(tz_constraint=0),  # already UTC: kept as parsed
+                core_schema.no_info_plain_validator_function(_as_utc),
+            ],
+            mode="left_to_right",
+        ),
+        custom_error_type=EVENT_TIME_RANGE,
+        custom_error_message="is out of range once converted to UTC",
+    )
+    return core_schema.nullable_schema(
+        core_schema.chain_schema([shaped, core_schema.datetime_schema(), in_utc])
+    )
 
 
-EventTime = Annotated[datetime | None, WrapValidator(_event_time)]
+EventTime = Annotated[
+    datetime | None,
+    GetPydanticSchema(_event_time_schema),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}),
+]
+
+SentFeatures = dict[str, FeatureValue] | None
 
 _Ignored = Annotated[None, PlainValidator(lambda _value: None)]
 """An extra field's value: whatever it is, dropped (the name stays, to be counted)."""
@@ -73,7 +108,11 @@ _Ignored = Annotated[None, PlainValidator(lambda _value: None)]
 class InputEvent(BaseModel):
     """One event as producers send it. Extra top-level fields are ignored: only their names
     are kept (in ``model_extra``, each mapped to None) so that the pipeline can count them;
-    their values are dropped as they are read, never held with the event."""
+    their values are dropped as they are read, never held with the event.
+
+    Validated by pydantic-core alone (no Python call per event) unless its time has to be
+    converted to UTC. :func:`capped` gives the class that also caps features per event.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
     __pydantic_extra__: dict[str, _Ignored] = Field(init=False)
@@ -81,32 +120,48 @@ class InputEvent(BaseModel):
     event_id: Identifier
     entity_id: Identifier
     event_time: EventTime = None
-    features: dict[str, FeatureValue] = Field(default_factory=dict)
-    """Names the model does not use are accepted and ignored (a tolerant reader), up to the
-    features-per-event cap given in the validation context (:func:`event_limits`). Absent or
-    null: the event has no features of its own."""
+    sent_features: SentFeatures = Field(default=None, alias="features")
+    """The ``features`` object as sent; None when it is absent or null (read it through
+    :attr:`features`)."""
 
-    @field_validator("features", mode="before")
-    @classmethod
-    def _at_most_max_features(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None:  # null means none, as an absent field does
-            return {}
-        # Counted before any value is validated: an event over the cap costs one len().
-        cap = info.context.get(MAX_FEATURES) if isinstance(info.context, dict) else None
-        if cap is not None and isinstance(value, dict) and len(value) > cap:
-            raise ValueError(f"at most {cap} features per event, got {len(value)}")
-        return value
+    @property
+    def features(self) -> dict[str, float | None]:
+        """The event's own features; names the model does not use are accepted and ignored (a
+        tolerant reader). Absent or null: none."""
+        sent = self.sent_features
+        return sent if sent is not None else {}
 
 
-def event_limits(max_features: int) -> dict[str, int]:
-    """The validation context that caps features per event, for both doors::
+Event = TypeVar("Event", bound=InputEvent)
 
-        InputEvent.model_validate_json(raw, context=event_limits(settings.max_features_per_event))
 
-    An event over the cap fails validation with one error at ``features``. Without a context
-    there is no cap.
+@lru_cache(maxsize=32)
+def capped(model: type[Event], max_features: int) -> type[Event]:
+    """``model`` taking at most ``max_features`` features per event, for both doors::
+
+        capped(InputEvent, settings.max_features_per_event).model_validate_json(raw)
+
+    An event over the cap fails validation with one ``too_long`` error at ``features``
+    (:func:`schemas.validation.field_problems` words it). One class per cap, made once.
     """
-    return {MAX_FEATURES: max_features}
+    limited = Annotated[SentFeatures, Field(max_length=max_features)]
+    return create_model(
+        model.__name__,
+        __base__=model,
+        __module__=model.__module__,
+        __doc__=model.__doc__,
+        sent_features=(limited, Field(default=None, alias="features")),
+    )
+
+
+def too_many_features(event: object, max_features: int) -> str | None:
+    """Why a decoded event (a JSON object) is over the features-per-event cap; None when it
+    is not. A failed validation asks this first: the cap is the reason that matters, however
+    many of the features are invalid too, and it costs one ``len()``."""
+    features = event.get("features") if isinstance(event, dict) else None
+    if isinstance(features, dict) and len(features) > max_features:
+        return f"at most {max_features} features per event, got {len(features)}"
+    return None
 
 
 _last_formatted: tuple[datetime, str] | None = None
@@ -120,7 +175,10 @@ def format_time(value: datetime) -> str:
     last = _last_formatted
     if last is not None and last[0] is value:
         return last[1]
-    if value.tzinfo is UTC:  # what validation and the scorer produce: no conversion
+    zone = value.tzinfo
+    # What validation and the scorer produce (``UTC``, or pydantic's own zero offset for a
+    # ``Z`` suffix): no conversion.
+    if zone is UTC or (zone is not None and not zone.utcoffset(value)):
         text = value.isoformat(timespec="milliseconds")[:-6] + "Z"
     else:
         utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

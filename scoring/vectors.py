@@ -57,12 +57,14 @@ def assemble(
     start = 0
     for event in events:
         extend(entity_rows.get(event.entity_id, missing))
-        for name, value in event.features.items():
-            col = columns.get(name)
-            if col is None:
-                ignored += 1
-            elif value is not None:
-                flat[start + col] = value
+        sent = event.sent_features  # the field itself: None when the event has none
+        if sent:
+            for name, value in sent.items():
+                col = columns.get(name)
+                if col is None:
+                    ignored += 1
+                elif value is not None:
+                    flat[start + col] = value
         start += width
     matrix: Matrix = np.array(flat, dtype=np.float64).reshape(len(events), width)
     return matrix, ignored

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 
+import pydantic_core
 from pydantic import ValidationError
 
 from schemas import ErrorKind, InputEvent
-from schemas.events import event_limits
+from schemas.events import capped, too_many_features
 from schemas.json_text import utf8_problem, without_bom
 from schemas.validation import field_problems
 
@@ -24,8 +24,13 @@ class Rejection:
     message: str
 
 
+MAX_PROBLEMS = 100
+"""Problems put into a message: more would not fit in ``MAX_MESSAGE_CHARS`` (each one is at
+least a location, a colon and a message), and a hostile record can hold 100,000 of them."""
+
+
 def _describe(exc: ValidationError) -> Rejection:
-    problems = field_problems(exc)
+    problems = field_problems(exc, MAX_PROBLEMS)
     if any(p.kind == "json_invalid" for p in problems):
         reason = problems[0].message.removeprefix("Invalid JSON: ")
         return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {reason}")
@@ -55,23 +60,30 @@ def parse_record(
             ErrorKind.TOO_LARGE, f"the value is {len(value)} bytes; the limit is {max_bytes}"
         )
     try:
-        context = _limits(max_features) if max_features is not None else None
+        model = InputEvent if max_features is None else capped(InputEvent, max_features)
         # Validated from the bytes (no decoded copy): invalid UTF-8 fails as invalid JSON,
         # and is then told apart below. A UTF-8 byte order mark is ignored, as over HTTP
         # (schemas.json_text: both doors read the same bytes the same way).
-        return InputEvent.model_validate_json(without_bom(value), context=context)
+        return model.model_validate_json(without_bom(value))
     except ValidationError as exc:
-        return _not_utf8(value) or _describe(exc)
+        return _not_utf8(value) or _over_cap(value, max_features) or _describe(exc)
     except (ValueError, RecursionError) as exc:  # e.g. nesting too deep for the parser
         return _not_utf8(value) or Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {exc}")
     except Exception as exc:  # never let one record's content stop the consumer
         return Rejection(ErrorKind.INVALID_EVENT, f"cannot be read as an event: {exc!r}")
 
 
-@lru_cache(maxsize=8)
-def _limits(max_features: int) -> dict[str, int]:
-    """One validation context per cap, not one per record (pydantic never changes it)."""
-    return event_limits(max_features)
+def _over_cap(value: bytes, max_features: int | None) -> Rejection | None:
+    """The rejection of an event over the features cap, whatever else is wrong with it (only
+    asked once validation has failed); None when it is not over."""
+    if max_features is None:
+        return None
+    try:
+        decoded = pydantic_core.from_json(without_bom(value))
+    except ValueError:
+        return None
+    problem = too_many_features(decoded, max_features)
+    return None if problem is None else Rejection(ErrorKind.INVALID_EVENT, f"features: {problem}")
 
 
 def _not_utf8(value: bytes) -> Rejection | None:

@@ -7,8 +7,10 @@ import importlib.util
 import pytest
 from pydantic import ValidationError
 
-from schemas import InputEvent, event_limits
+from schemas import ErrorKind, InputEvent, capped
+from schemas.validation import field_problems
 from settings import load_settings
+from streams.records import Rejection, parse_record
 
 PASSWORD = "hunter2-very-secret"
 
@@ -113,15 +115,20 @@ def test_the_features_cap_is_the_same_rule_on_both_doors() -> None:
     assert load_settings().api.max_features_per_event == 1_000
     assert load_settings().stream.max_features_per_event == 1_000
     raw = '{"event_id": "e", "entity_id": "u", "features": {"a": "x", "b": "y", "c": "z"}}'
+    valid = raw.replace('"x"', "1").replace('"y"', "2").replace('"z"', "3")
     with pytest.raises(ValidationError) as info:
-        InputEvent.model_validate_json(raw, context=event_limits(2))
-    assert [(e["loc"], e["msg"]) for e in info.value.errors()] == [
-        (("features",), "Value error, at most 2 features per event, got 3")
+        capped(InputEvent, 2).model_validate_json(valid)
+    assert [(p.location, p.message) for p in field_problems(info.value)] == [
+        ("features", "at most 2 features per event, got 3")
     ]
-    ok = InputEvent.model_validate_json(
-        raw.replace('"x"', "1").replace('"y"', "2").replace('"z"', "3"), context=event_limits(3)
+    # Over the cap and invalid too: the cap is the one reason given.
+    rejected = parse_record(raw.encode(), 1_000, max_features=2)
+    assert rejected == Rejection(
+        ErrorKind.INVALID_EVENT, "features: at most 2 features per event, got 3"
     )
+    ok = capped(InputEvent, 3).model_validate_json(valid)
     assert ok.features == {"a": 1.0, "b": 2.0, "c": 3.0}
+    assert capped(InputEvent, 3) is capped(InputEvent, 3)  # one class per cap
     with pytest.raises(ValidationError) as uncapped:
-        InputEvent.model_validate_json(raw)  # no context: no cap, every value is checked
+        InputEvent.model_validate_json(raw)  # no cap: every value is checked
     assert uncapped.value.error_count() == 3
