@@ -157,6 +157,25 @@ def test_every_score_equals_booster_predict_at_thresholds_missing_and_random(
     assert np.array_equal(demo.compiled.predict(rows), expected(demo.booster, rows))
 
 
+def test_special_doubles_beside_thresholds_score_identically(demo: Built) -> None:
+    """Quantized splits turn each value into its place among the thresholds: infinities,
+    subnormals, -0.0, the zero bounds and huge magnitudes must land where LightGBM's
+    comparisons send them, in any mix with thresholds and their neighbours."""
+    rng = np.random.default_rng(7)
+    special = [math.inf, -math.inf, 5e-324, -5e-324, -0.0, 1e-35, -1e-35, 1e-36, 1e300, -1e300]
+    columns = []
+    for thresholds in split_thresholds(demo.booster):
+        near = [
+            v
+            for t in thresholds
+            for v in (t, math.nextafter(t, -math.inf), math.nextafter(t, math.inf))
+        ]
+        columns.append(rng.choice(np.array(near + special + [math.nan]), size=20_000))
+    rows = np.column_stack(columns)
+    assert np.isinf(rows).any()
+    assert np.array_equal(demo.compiled.predict(rows), expected(demo.booster, rows))
+
+
 def test_a_model_trained_with_missing_values_scores_identically(with_missing: Built) -> None:
     booster = with_missing.booster
     rows = np.vstack([rows_at_thresholds(booster), random_rows(booster.num_feature())])
