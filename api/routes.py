@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
@@ -194,9 +195,6 @@ def add_routes(routes: FastAPI, api: ApiSettings) -> None:
         summary="Readiness: model loaded and MongoDB answering",
         responses={503: {"model": ErrorBody}},
     )
-    # HEAD too (load balancers and some orchestrators probe with it); the GET documents both.
-    for path, probe in (("/healthz", healthz), ("/readyz", readyz)):
-        routes.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
     routes.add_api_route("/model", model_info, summary="The model in use")
     admin = api.api_key is not None  # served (and documented) only with a key
     routes.add_api_route(
@@ -221,3 +219,13 @@ def add_routes(routes: FastAPI, api: ApiSettings) -> None:
     routes.add_api_route(
         "/metrics", prometheus, summary="Prometheus metrics", response_class=Response
     )
+    # HEAD too, on every GET route (load balancers, orchestrators and ``curl -I`` probe with
+    # it): the same status and headers, no body; the GET documents both.
+    head: tuple[tuple[str, Callable[..., Any]], ...] = (
+        ("/healthz", healthz),
+        ("/readyz", readyz),
+        ("/model", model_info),
+        ("/metrics", prometheus),
+    )
+    for path, endpoint in head:
+        routes.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)

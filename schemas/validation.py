@@ -38,6 +38,16 @@ _NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\
 "1.5e9")."""
 
 
+TIME_SHAPE = (
+    "must be an ISO-8601 date-time such as 2026-11-25T10:00:00Z or 2026-11-25T10:00:00+05:00 "
+    "(hours 00-23, seconds 00-59, an offset as +HH:MM or -HH:MM)"
+)
+"""What a valid ``event_time`` looks like, said with every reason it is not one."""
+
+DATE_TIME_PARSING = frozenset({"datetime_parsing", "datetime_from_date_parsing"})
+"""pydantic's error types of a string shaped like a date that is not a valid date-time."""
+
+
 def _time_message(value: object) -> str:
     """Why an ``event_time`` is not a date-time: a number (or a string of one) is said so."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -53,6 +63,11 @@ def _message(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind == EVENT_TIME_FORMAT:
         return _time_message(error.get("input"))
+    if kind in DATE_TIME_PARSING:
+        # pydantic's reason alone ("unexpected extra characters at the end of the input" for
+        # "+05" or a leap second) does not say what a valid time looks like.
+        reason = str((error.get("ctx") or {}).get("error") or error["msg"])
+        return f"{TIME_SHAPE}: {reason}"
     if kind == "too_long" and error["loc"][-1:] == ("features",):
         cap = (error.get("ctx") or {}).get("max_length")
         given = error.get("input")

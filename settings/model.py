@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -234,7 +235,7 @@ class StreamSettings(BaseModel):
     """The ratio is only judged once the window holds at least this many records."""
     max_features_per_event: int = Field(default=1_000, ge=1)
     """An event with more features than this is invalid (dead-lettered, message names
-    ``features``); counted before any feature value is validated."""
+    ``features``: that one reason, whatever else is wrong with the event)."""
     max_fetch_attempts: int = Field(default=5, ge=1)
     """Consecutive failed fetches of the same place in the input topic (an unreadable batch)
     before the scorer halts with exit code 4, naming topic, partition and offset."""
@@ -270,10 +271,12 @@ class ApiSettings(BaseModel):
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
     api_key: SecretStr | None = None
     """When set (at least 16 characters), every route but ``/healthz`` needs the header
-    ``X-API-Key``. Without it the admin routes are not served at all."""
+    ``X-API-Key``. Without it the admin routes are not served at all. Whitespace around it
+    (a secret file's trailing newline) is dropped: HTTP cannot carry it in a header value."""
     retry_after_s: int = Field(default=5, ge=1)
     max_features_per_event: int = Field(default=1_000, ge=1)
-    """More features in one event is a 422 naming ``features``, before any value is checked."""
+    """More features in one event is a 422 naming ``features`` (that one error, whatever else
+    is wrong with the event)."""
     max_errors_reported: int = Field(default=20, ge=1)
     """A 422 lists at most this many field errors, plus the total count."""
     parse_in_thread_bytes: int = Field(default=32_768, ge=0)
@@ -284,6 +287,13 @@ class ApiSettings(BaseModel):
     """Events waiting for or in a pipeline call; a request that would exceed it gets 503."""
     request_timeout_s: float = Field(default=5.0, gt=0)
     """Deadline of one ``/predict`` request (reading, parsing, scoring); after it, 503."""
+
+    @field_validator("api_key", mode="after")
+    @classmethod
+    def _without_surrounding_whitespace(cls, key: SecretStr | None) -> SecretStr | None:
+        # Header values lose their surrounding whitespace on the way in (RFC 9110 5.5), so a
+        # key configured with it could never match.
+        return None if key is None else SecretStr(key.get_secret_value().strip())
 
     @model_validator(mode="after")
     def _check_limits(self) -> ApiSettings:

@@ -428,13 +428,21 @@ async def test_a_compressed_body_is_415_naming_the_encoding(names: Names, model_
     assert plain.status_code == 200
 
 
-async def test_health_probes_answer_head(names: Names, model_path: Path) -> None:
-    async with running_api(names, model_path) as running:
+async def test_every_get_route_answers_head(names: Names, model_path: Path) -> None:
+    async with running_api(names, model_path, api={"api_key": KEY}) as running:
         live = await running.client.head("/healthz")
-        ready = await running.client.head("/readyz")
+        ready = await running.client.head("/readyz", headers={"X-API-Key": KEY})
+        model = await running.client.head("/model", headers={"X-API-Key": KEY})
+        metrics = await running.client.head("/metrics", headers={"X-API-Key": KEY})
+        model_get = await running.client.get("/model", headers={"X-API-Key": KEY})
+        anonymous = await running.client.head("/model")
     assert live.status_code == 200
     assert ready.status_code in {200, 503}  # as GET would say; never 405
-    assert live.content == b""
+    assert model.status_code == metrics.status_code == 200
+    assert live.content == model.content == metrics.content == b""
+    assert model.headers["content-length"] == model_get.headers["content-length"]
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert anonymous.status_code == 401  # HEAD needs the key as GET does
 
 
 # ------------------------------------------------------------------------------ slow or gone

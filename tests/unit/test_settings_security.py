@@ -29,6 +29,14 @@ def test_an_empty_api_key_from_the_environment_is_refused(
         load_settings()
 
 
+def test_whitespace_around_the_key_is_dropped_before_its_length_is_checked() -> None:
+    api = load_settings(api={"api_key": f"  {'k' * 16}\n"}).api
+    assert api.api_key is not None
+    assert api.api_key.get_secret_value() == "k" * 16
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        load_settings(api={"api_key": " " * 12 + "kkkk" + "\n" * 4})
+
+
 def test_a_long_enough_key_is_taken() -> None:
     assert load_settings(api={"api_key": "k" * 16}).api.api_key is not None
     assert load_settings().api.api_key is None

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas import InputEvent, capped, format_time
-from schemas.validation import FieldProblem, field_problems
+from schemas.validation import TIME_SHAPE, FieldProblem, field_problems
 
 
 def _problems(raw: object) -> list[FieldProblem]:
@@ -92,11 +92,28 @@ def test_event_time_problems_say_what_a_time_must_be(event_time: object, message
         assert [(p.location, p.message) for p in problems] == [("event_time", message)]
 
 
-def test_a_malformed_date_keeps_pydantics_reason() -> None:
-    (problem,) = _json_problems({"event_id": "e", "entity_id": "u", "event_time": "2026-13-01"})
-
-    assert problem.location == "event_time"
-    assert "month value is outside expected range of 1-12" in problem.message
+@pytest.mark.parametrize(
+    ("event_time", "reason"),
+    [
+        ("2026-13-01", "month value is outside expected range of 1-12"),
+        ("2026-02-30", "day value is outside expected range"),
+        ("2026-11-25T10:00:00+05", "unexpected extra characters at the end of the input"),
+        ("2026-12-31T23:59:60Z", "unexpected extra characters at the end of the input"),
+        ("2026-11-25T24:00:00Z", "unexpected extra characters at the end of the input"),
+    ],
+)
+def test_a_malformed_time_says_what_a_time_looks_like_and_why_not(
+    event_time: str, reason: str
+) -> None:
+    for problems in (
+        _problems({"event_id": "e", "entity_id": "u", "event_time": event_time}),
+        _json_problems({"event_id": "e", "entity_id": "u", "event_time": event_time}),
+    ):
+        [problem] = problems
+        assert problem.location == "event_time"
+        assert problem.message == f"{TIME_SHAPE}: {reason}"
+        assert "seconds 00-59" in problem.message
+        assert "+HH:MM" in problem.message
 
 
 @pytest.mark.parametrize(
