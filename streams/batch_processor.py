@@ -179,11 +179,13 @@ class BatchProcessor:
 
     async def drain(self) -> None:
         """Wait until the batch in the background (if any) is handed over, then until the last
-        batch handed over is acknowledged and committed (or failed)."""
-        background = self._background
-        if background is not None:
+        batch handed over is acknowledged and committed (or failed). Called once ``stopping``
+        is set: no batch goes to the background after that (see :meth:`_process`)."""
+        while (background := self._background) is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(background)
+            if self._background is background:
+                break
         await self.delivery.drain()
 
     async def _process(self, records: Sequence[Record], commit: Commit, overlap: bool) -> None:
@@ -212,7 +214,10 @@ class BatchProcessor:
             self._guard.check(len(parsed.events), len(parsed.rejected))
         except DeadLetterFlood as exc:
             raise Halted(HaltReason.DEAD_LETTER_FLOOD, str(exc)) from exc
-        if not overlap:
+        if not overlap or self._stopping.is_set():
+            # Once shutdown has begun, a batch is delivered and committed within this call:
+            # the consumer is closed as soon as the handler returns, so a batch left in the
+            # background then would be delivered but never committed, and read again.
             await self._finish(records, parsed, commit)
             return
         task = loop.create_task(self._finish_retrying(records, parsed, commit))

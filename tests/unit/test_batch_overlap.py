@@ -141,6 +141,36 @@ async def test_the_next_batch_is_parsed_while_one_is_scored_and_order_is_kept(
     assert batches.stats.retries == 0
 
 
+async def test_once_stopping_a_batch_is_committed_within_the_call_not_in_the_background(
+    names: Names, model_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """Shutdown closes the consumer when the handler returns: a batch that arrives while it
+    drains must be delivered and committed before the call returns, or it would be read
+    again after a restart (a SIGTERM must repeat nothing)."""
+    features, delivery = HeldFeatures(), RecordingDelivery()
+    commits: list[dict[TopicPartition, int]] = []
+
+    async def commit(offsets: dict[TopicPartition, int]) -> None:
+        commits.append(offsets)
+
+    stopping = asyncio.Event()
+    batches = processor(names, model_path, features, delivery, executor)
+    batches._stopping = stopping
+    await asyncio.wait_for(batches.process([record(0)], commit, overlap=True), 5)
+    assert delivery.delivered == []  # in the background
+    stopping.set()
+    draining = asyncio.create_task(batches.drain())
+    late = asyncio.create_task(batches.process([record(1)], commit, overlap=True))
+    await asyncio.sleep(0.2)
+    assert not late.done()  # waits for its own delivery, not only for the first batch's
+    features.release.set()
+    await asyncio.wait_for(late, 5)
+    assert delivery.delivered == [["e-0-0"], ["e-0-1"]]
+    assert commits == [{TopicPartition(TOPIC, 0): 1}, {TopicPartition(TOPIC, 0): 2}]
+    await asyncio.wait_for(draining, 5)
+    assert batches._background is None or batches._background.done()
+
+
 async def test_without_overlap_the_call_returns_once_the_batch_is_delivered(
     names: Names, model_path: Path, executor: ThreadPoolExecutor
 ) -> None:
