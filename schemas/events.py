@@ -111,7 +111,8 @@ class InputEvent(BaseModel):
     their values are dropped as they are read, never held with the event.
 
     Validated by pydantic-core alone (no Python call per event) unless its time has to be
-    converted to UTC. :func:`capped` gives the class that also caps features per event.
+    converted to UTC or it has extra fields (each one's value is dropped by a small
+    function). :func:`capped` gives the class that also caps features per event.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
