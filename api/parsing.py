@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from api.requests import FieldError, PredictEvent
 from schemas import capped, too_many_features
-from schemas.json_text import load_json, without_bom
+from schemas.json_text import load_json, non_json_numbers, without_bom
 from schemas.validation import field_problems
 
 
@@ -68,6 +68,16 @@ def parse_body(raw: bytes, limits: Limits) -> tuple[list[PredictEvent], bool]:
     """
     model = capped(PredictEvent, limits.max_features)
     text = without_bom(raw)  # read as the stream reads a record (schemas.json_text)
+    events, was_a_list = _events(raw, text, model, limits)
+    problem = non_json_numbers(text)  # valid events but for a NaN in an extra field
+    if problem is not None:
+        raise _one("body", "not valid JSON", f"the body is not valid JSON: {problem}")
+    return events, was_a_list
+
+
+def _events(
+    raw: bytes, text: bytes, model: type[PredictEvent], limits: Limits
+) -> tuple[list[PredictEvent], bool]:
     if text[:1] == b"{" and len(text) < limits.one_pass_below:
         # One event, the common case: parsed and validated in one pass (pydantic's own JSON
         # parser, as the stream reads records). Anything it refuses takes the path below,

@@ -5,6 +5,12 @@ mark is ignored, as that section allows; any other encoding (UTF-16, UTF-32, Lat
 refused. The parser is pydantic-core's on both doors, so its limits are the same on both:
 nesting deeper than about 200 levels, integers of more than 4,300 digits and lone surrogate
 escapes (``"\\ud800"``, not Unicode) make the text invalid JSON, wherever they are.
+
+The literals ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON either (RFC 8259, section 6),
+though Python's ``json.dumps`` writes them. The parser reads them, so that one in a feature is
+refused naming the feature (it is not a finite number); an event that is valid but for such a
+literal elsewhere (an extra field) is then refused as invalid JSON, with its line and column
+(:func:`non_json_numbers`), on both doors.
 """
 
 from __future__ import annotations
@@ -27,6 +33,27 @@ def utf8_problem(raw: bytes) -> str | None:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"{exc.reason} at byte {exc.start}"
+    return None
+
+
+NOT_JSON_NUMBERS = "NaN and Infinity are not JSON numbers"
+
+
+def may_hold_non_json_numbers(text: bytes) -> bool:
+    """Whether ``text`` may hold a ``NaN`` or ``Infinity`` literal (a quick byte search: the
+    strict parse of :func:`non_json_numbers` decides)."""
+    return b"NaN" in text or b"Infinity" in text
+
+
+def non_json_numbers(text: bytes) -> str | None:
+    """Why ``text`` (without a BOM) is not JSON when the only reason is a ``NaN`` or
+    ``Infinity`` literal outside strings, with line and column; None otherwise."""
+    if not may_hold_non_json_numbers(text):
+        return None
+    try:
+        pydantic_core.from_json(text, allow_inf_nan=False)
+    except ValueError as exc:
+        return f"{NOT_JSON_NUMBERS}: {exc}"
     return None
 
 

@@ -49,8 +49,12 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
 
 def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
     """Safe producer defaults: every write acknowledged by all in-sync replicas, idempotent,
-    with the delivery bounded by ``delivery_timeout_s`` (the delivery layer re-sends after)."""
+    with the delivery bounded by ``delivery_timeout_s`` (the delivery layer re-sends after).
+    A keyed record goes to the partition of Java's default partitioner (murmur2 of the key),
+    as from aiokafka (:mod:`streams.partitioner`); librdkafka's own default hashes keys with
+    CRC32, which would put an entity's predictions elsewhere."""
     return client_config(kafka) | {
+        "partitioner": "murmur2_random",
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": kafka.linger_ms,

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from schemas import ErrorKind, InputEvent
 from schemas.events import capped, too_many_features
-from schemas.json_text import utf8_problem, without_bom
+from schemas.json_text import may_hold_non_json_numbers, non_json_numbers, utf8_problem, without_bom
 from schemas.validation import field_problems
 
 MAX_MESSAGE_CHARS = 1_000
@@ -59,18 +59,22 @@ def parse_record(
         return Rejection(
             ErrorKind.TOO_LARGE, f"the value is {len(value)} bytes; the limit is {max_bytes}"
         )
+    text = without_bom(value)
     try:
         model = InputEvent if max_features is None else capped(InputEvent, max_features)
         # Validated from the bytes (no decoded copy): invalid UTF-8 fails as invalid JSON,
         # and is then told apart below. A UTF-8 byte order mark is ignored, as over HTTP
         # (schemas.json_text: both doors read the same bytes the same way).
-        return model.model_validate_json(without_bom(value))
+        event = model.model_validate_json(text)
     except ValidationError as exc:
         return _not_utf8(value) or _over_cap(value, max_features) or _describe(exc)
     except (ValueError, RecursionError) as exc:  # e.g. nesting too deep for the parser
         return _not_utf8(value) or Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {exc}")
     except Exception as exc:  # never let one record's content stop the consumer
         return Rejection(ErrorKind.INVALID_EVENT, f"cannot be read as an event: {exc!r}")
+    if may_hold_non_json_numbers(text) and (problem := non_json_numbers(text)) is not None:
+        return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {problem}")
+    return event
 
 
 def _over_cap(value: bytes, max_features: int | None) -> Rejection | None:

@@ -1,19 +1,25 @@
 """Outputs handed over as record batches, on the real broker: every record arrives once, in
 the partition Kafka's default partitioner gives its key, in order, with the dead letters and a
-record too large for a batch handed over one by one beside them."""
+record too large for a batch handed over one by one beside them. The partition of a key is the
+same from both clients (librdkafka's own default would hash keys differently)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from settings import KafkaSettings
 from streams.delivery_types import Output
+from streams.librdkafka_outputs import librdkafka_outputs
 from streams.outputs import aiokafka_outputs
 from streams.topics import ensure_topics
 from tests.support.kafka_io import read_until
@@ -24,8 +30,15 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 4
 
 
+@pytest.mark.parametrize(
+    "open_outputs", [aiokafka_outputs, librdkafka_outputs], ids=["aiokafka", "librdkafka"]
+)
 async def test_batches_keep_partition_order_and_lose_nothing(
-    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
+    kafka_bootstrap: str,
+    mongo_url: str,
+    names: Names,
+    model_path: Path,
+    open_outputs: Callable[[KafkaSettings], AbstractAsyncContextManager[Any]],
 ) -> None:
     settings = settings_for(
         names, model_path, bootstrap=kafka_bootstrap, mongo_url=mongo_url, kafka={}
@@ -44,7 +57,7 @@ async def test_batches_keep_partition_order_and_lose_nothing(
         if i == 2_000:
             outputs.append((kafka.output_topic, b'{"no key":1}', None, None))
     before_ms = time.time() * 1000
-    async with aiokafka_outputs(kafka) as sink:
+    async with open_outputs(kafka) as sink:
         handed = await sink.send_many(outputs, range(len(outputs)))
         await asyncio.gather(*(future for future, _ in handed))
     after_ms = time.time() * 1000

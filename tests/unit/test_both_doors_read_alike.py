@@ -23,7 +23,7 @@ ACCEPTED = {
     "plain": TEXT.encode(),
     "utf-8 byte order mark": b"\xef\xbb\xbf" + TEXT.encode(),
     "extra field nested 150 deep": _with_extra("[" * 150 + "]" * 150),
-    "NaN in an extra field": _with_extra("NaN"),
+    "NaN and Infinity as strings": _with_extra('["NaN", "-Infinity", "Infinity"]'),
     "duplicate key: the last wins": TEXT[:-1].encode() + b', "event_id": "e-2"}',
     "unicode escapes in an extra field": _with_extra('"\\ud83d\\ude00 \\u00e9"'),
 }
@@ -31,6 +31,11 @@ NO_FEATURES = {
     "features absent": b'{"event_id": "e-1", "entity_id": "user-1"}',
     "features null": b'{"event_id": "e-1", "entity_id": "user-1", "features": null}',
     "features empty": b'{"event_id": "e-1", "entity_id": "user-1", "features": {}}',
+}
+NOT_JSON_NUMBERS = {  # RFC 8259 has no such numbers; Python's json.dumps writes them
+    "NaN in an extra field": _with_extra("NaN"),
+    "Infinity nested in an extra field": _with_extra('{"a": [1, Infinity]}'),
+    "-Infinity in an extra field": _with_extra("-Infinity"),
 }
 REFUSED = {
     "utf-16 with its byte order mark": TEXT.encode("utf-16"),
@@ -43,6 +48,11 @@ REFUSED = {
     "an integer of 5,000 digits": TEXT.replace("5.0", "1" * 5_000).encode(),
     "trailing characters": TEXT.encode() + b" x",
     "two byte order marks": b"\xef\xbb\xbf" * 2 + TEXT.encode(),
+    **NOT_JSON_NUMBERS,
+}
+FEATURE_NOT_A_NUMBER = {
+    "NaN as a feature": TEXT.replace("5.0", "NaN").encode(),
+    "-Infinity as a feature": TEXT.replace("5.0", "-Infinity").encode(),
 }
 LIMITS = Limits(max_events=1_000, max_features=1_000, max_errors=20)
 
@@ -86,3 +96,26 @@ def test_absent_null_and_empty_features_are_alike(raw: bytes) -> None:
     assert isinstance(record, InputEvent)
     assert isinstance(body, InputEvent)
     assert record.features == body.features == {}
+
+
+@pytest.mark.parametrize("raw", NOT_JSON_NUMBERS.values(), ids=NOT_JSON_NUMBERS.keys())
+def test_nan_and_infinity_literals_are_not_json_on_either_door(raw: bytes) -> None:
+    record = parse_record(raw, 1 << 20, 1_000)
+    body = _http(raw)
+    assert isinstance(record, Rejection)
+    assert record.kind is ErrorKind.INVALID_JSON
+    assert "NaN and Infinity are not JSON numbers" in record.message
+    assert isinstance(body, InvalidBody)
+    assert "NaN and Infinity are not JSON numbers" in body.detail
+    assert "line 1 column" in record.message
+
+
+@pytest.mark.parametrize("raw", FEATURE_NOT_A_NUMBER.values(), ids=FEATURE_NOT_A_NUMBER.keys())
+def test_nan_or_infinity_as_a_feature_names_the_feature_on_both_doors(raw: bytes) -> None:
+    record = parse_record(raw, 1 << 20, 1_000)
+    body = _http(raw)
+    assert isinstance(record, Rejection)
+    assert record.kind is ErrorKind.INVALID_EVENT
+    assert record.message.startswith("features.amount: ")
+    assert isinstance(body, InvalidBody)
+    assert [e.field for e in body.errors] == ["body.features.amount"]

@@ -59,6 +59,7 @@ def test_producer_defaults_are_the_safe_ones() -> None:
     kafka = load_settings(kafka={"max_request_size": 2_000_000, "linger_ms": 7}).kafka
     config = producer_config(kafka)
     assert config["acks"] == "all"
+    assert config["partitioner"] == "murmur2_random"  # Java's default, as aiokafka's
     assert config["enable.idempotence"] is True
     assert config["compression.type"] == "none"
     assert config["message.max.bytes"] == 2_000_000
