@@ -13,7 +13,7 @@ from typing import Any, TypeAlias
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from schemas import InputEvent
+from schemas import ErrorKind, InputEvent
 from scoring import EnrichmentUnavailable, ScoringPipeline, ScoringTimeout
 from scoring.pipeline import Scored
 from settings import Settings, StreamSettings
@@ -28,6 +28,10 @@ from streams.records import Rejection, read_record
 log = logging.getLogger(__name__)
 
 Record: TypeAlias = ConsumerRecord[Any, Any]
+
+NOT_FAILED_VALIDATION = frozenset({ErrorKind.TOMBSTONE, ErrorKind.EMPTY_VALUE})
+"""Dead letters that do not count towards a dead-letter flood: a tombstone or an empty value
+is no event by design (compacted and shared topics hold them), not a producer's bad deploy."""
 
 
 @dataclass
@@ -128,7 +132,8 @@ class BatchProcessor:
     3. MongoDB outages and scoring timeouts are retried with backoff until they succeed; a
        shutdown meanwhile leaves the batch uncommitted (:class:`Halted`, ``STOPPING``).
     4. When too many recent records fail validation (a bad producer deploy) it halts
-       (``DEAD_LETTER_FLOOD``) before dead-lettering them.
+       (``DEAD_LETTER_FLOOD``) before dead-lettering them. Tombstones and empty values are
+       dead-lettered, and never count as failed (:data:`NOT_FAILED_VALIDATION`).
     5. When and in which order offsets are committed is :class:`Delivery`'s (it commits a
        batch only after all its outputs are acknowledged, in batch order, never past a halt).
     6. With ``overlap``, a batch is scored and handed to delivery in the background once it
@@ -210,8 +215,9 @@ class BatchProcessor:
         if background is not None:
             await asyncio.shield(background)
             self._background = None
+        failed = sum(1 for _, r in parsed.rejected if r.kind not in NOT_FAILED_VALIDATION)
         try:
-            self._guard.check(len(parsed.events), len(parsed.rejected))
+            self._guard.check(len(records) - failed, failed)
         except DeadLetterFlood as exc:
             raise Halted(HaltReason.DEAD_LETTER_FLOOD, str(exc)) from exc
         if not overlap or self._stopping.is_set():

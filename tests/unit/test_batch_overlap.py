@@ -233,3 +233,51 @@ async def test_repeated_failures_in_the_background_halt_and_nothing_later_is_del
         await batches.process([record(7, partition=2)], commit, overlap=True)
     assert delivery.delivered == []
     assert delivery.calls == 3
+
+
+class CountingDelivery(RecordingDelivery):
+    """Counts each batch's outputs by topic (dead letters hold any bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_topic: dict[str, int] = {}
+
+    async def deliver(self, batch: Batch, commit: Commit, on_acked: Acked | None = None) -> None:
+        self.check()
+        for topic, _, _, _ in batch.outputs:
+            self.by_topic[topic] = self.by_topic.get(topic, 0) + 1
+        if on_acked is not None:
+            on_acked()
+        await commit(batch.after)
+
+
+def raw_record(offset: int, value: bytes | None) -> ConsumerRecord[bytes, bytes]:
+    size = -1 if value is None else len(value)
+    return ConsumerRecord(TOPIC, 0, offset, 1_764_064_800_000, 0, b"k", value, None, 1, size, ())
+
+
+async def test_tombstones_and_empty_values_are_dead_lettered_and_never_make_a_flood(
+    names: Names, model_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    features = MemoryFeatures({"user-1": {"account_age_days": 3.0}})
+    delivery = CountingDelivery()
+
+    async def commit(_offsets: dict[TopicPartition, int]) -> None:
+        return None
+
+    flood = {"dead_letter_window": 100, "dead_letter_min_records": 20}
+    batches = processor(names, model_path, features, delivery, executor, **flood)
+    settings = settings_for(names, model_path)
+    for start in range(0, 600, 150):  # 600 records, none of them an event
+        await batches.process(
+            [raw_record(i, None if i % 2 else b"") for i in range(start, start + 150)], commit
+        )
+    await batches.process([record(600)], commit)
+    assert delivery.by_topic == {settings.kafka.dlq_topic: 600, settings.kafka.output_topic: 1}
+    assert batches.stats.dead_lettered == {"tombstone": 300, "empty_value": 300}
+
+    # The same share of records that fail validation is a flood (a bad producer deploy).
+    broken = processor(names, model_path, features, CountingDelivery(), executor, **flood)
+    with pytest.raises(Halted) as halted:
+        await broken.process([raw_record(i, b"{not json") for i in range(150)], commit)
+    assert halted.value.reason is HaltReason.DEAD_LETTER_FLOOD
