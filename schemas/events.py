@@ -171,18 +171,22 @@ _last_formatted: tuple[datetime, str] | None = None
 
 
 def format_time(value: datetime) -> str:
-    """ISO-8601 in UTC with millisecond precision and a ``Z`` suffix."""
+    """ISO-8601 in UTC with a ``Z`` suffix, as precise as the time itself: whole seconds
+    without a fraction (``2026-11-25T10:00:00Z``, as the input event's example), then
+    milliseconds, then microseconds. Parsed back, it is the same instant."""
     global _last_formatted
     last = _last_formatted
     if last is not None and last[0] is value:
         return last[1]
+    micro = value.microsecond
+    spec = "seconds" if not micro else "milliseconds" if not micro % 1000 else "microseconds"
     zone = value.tzinfo
     # What validation and the scorer produce (``UTC``, or pydantic's own zero offset for a
     # ``Z`` suffix): no conversion.
     if zone is UTC or (zone is not None and not zone.utcoffset(value)):
-        text = value.isoformat(timespec="milliseconds")[:-6] + "Z"
+        text = value.isoformat(timespec=spec)[:-6] + "Z"
     else:
         utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-        text = utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+        text = utc.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
     _last_formatted = (value, text)
     return text

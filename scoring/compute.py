@@ -42,6 +42,12 @@ class Shadow:
     threshold: float
 
 
+def scoring_time() -> datetime:
+    """Now, in UTC, to the millisecond (``scored_at``, as the contract shows it)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
 def _enrichment(events: Sequence[InputEvent], stored: Lookup, failed: bool) -> list[Enrichment]:
     if failed:
         return [Enrichment.ERROR] * len(events)
@@ -96,7 +102,7 @@ def compute(
     matrix, ignored = assemble(events, stored, model.feature_names)
     extra = sum(len(e.model_extra) for e in events if e.model_extra)
     scores = model.predict(matrix)
-    now = datetime.now(UTC)
+    now = scoring_time()
     enrichment = _enrichment(events, stored, failed)
     times = [
         event.event_time or (fallback_times[i] if fallback_times is not None else None) or now

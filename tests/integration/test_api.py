@@ -161,7 +161,7 @@ async def test_http_and_stream_give_the_offline_score(
         ), event_id
         assert http[event_id]["entity_id"] == stream[event_id]["entity_id"] == event["entity_id"]
         assert http[event_id]["model"] == stream[event_id]["model"]
-    assert http["p-6"]["event_time"] == stream["p-6"]["event_time"] == "2026-11-25T10:00:00.000Z"
+    assert http["p-6"]["event_time"] == stream["p-6"]["event_time"] == "2026-11-25T10:00:00Z"
 
 
 async def test_concurrent_requests_share_pipeline_calls(

@@ -180,7 +180,7 @@ async def test_every_event_has_both_predictions_each_equal_to_its_own_model_offl
         assert c["model"] == {"name": CHALLENGER_NAME, "version": "c1"}
         assert c["enrichment"] == p["enrichment"]
         assert p["enrichment"] == ("hit" if event["entity_id"] in stored else "miss")
-        assert c["event_time"] == p["event_time"] == "2026-11-25T10:00:00.000Z"
+        assert c["event_time"] == p["event_time"] == "2026-11-25T10:00:00Z"
         assert c["entity_id"] == p["entity_id"] == event["entity_id"]
         assert p["reasons"] == want
         assert "reasons" not in c

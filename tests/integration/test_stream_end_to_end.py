@@ -132,7 +132,7 @@ async def test_stream_scores_every_valid_event_once_and_dead_letters_the_rest(
         assert p["enrichment"] == ("hit" if event["entity_id"] in stored else "miss")
         assert p["model"] == {"name": model.name, "version": model.version}
         if "event_time" in event:
-            assert p["event_time"] == "2026-11-25T10:00:00.000Z"
+            assert p["event_time"] == "2026-11-25T10:00:00Z"
     keys = {r.key.decode() for r in outputs if r.topic == names.output_topic}
     assert keys == {e["entity_id"] for e in valid}
 

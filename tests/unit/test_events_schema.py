@@ -107,7 +107,7 @@ def test_null_feature_is_allowed() -> None:
     assert parsed.features == {"amount": None}
 
 
-def test_prediction_serialises_times_with_z_and_milliseconds() -> None:
+def test_prediction_serialises_times_in_utc_with_z_as_precise_as_they_are() -> None:
     prediction = Prediction.model_validate(
         {
             "event_id": "e",
@@ -120,7 +120,7 @@ def test_prediction_serialises_times_with_z_and_milliseconds() -> None:
         }
     )
     out = json.loads(prediction.model_dump_json())
-    assert out["event_time"] == "2026-11-25T10:00:00.012Z"
-    assert out["scored_at"] == "2026-11-25T10:00:01.000Z"
+    assert out["event_time"] == "2026-11-25T10:00:00.012345Z"
+    assert out["scored_at"] == "2026-11-25T10:00:01Z"
     assert out["model"] == {"name": "fraud", "version": "3"}
     assert out["enrichment"] == "hit"

@@ -12,9 +12,13 @@ from schemas.events import format_time
 
 
 def reference(value: datetime) -> str:
-    """The contract: ISO-8601 in UTC, milliseconds, ``Z``."""
+    """The contract: ISO-8601 in UTC, ``Z``, as precise as the time (seconds, milliseconds
+    or microseconds)."""
     utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    text = utc.replace(tzinfo=None).isoformat()  # microseconds only when there are some
+    if "." in text and text.endswith("000"):
+        text = text[:-3]
+    return text + "Z"
 
 
 EDGES = [
@@ -50,7 +54,7 @@ def test_random_times_match_the_contract_in_any_order() -> None:
 
 
 def test_a_predictions_json_is_byte_for_byte_the_contract() -> None:
-    scored_at = datetime(2026, 11, 25, 10, 0, 0, 12_345, tzinfo=UTC)
+    scored_at = datetime(2026, 11, 25, 10, 0, 0, 12_000, tzinfo=UTC)  # scoring_time()
     prediction = Prediction(
         event_id="e-000123",
         entity_id="usér-42",
@@ -65,6 +69,37 @@ def test_a_predictions_json_is_byte_for_byte_the_contract() -> None:
         == (
             '{"event_id":"e-000123","entity_id":"usér-42","score":0.9731,'
             '"model":{"name":"fraud","version":"3"},"enrichment":"hit",'
-            '"event_time":"2026-11-25T10:00:00.000Z","scored_at":"2026-11-25T10:00:00.012Z"}'
+            '"event_time":"2026-11-25T10:00:00Z","scored_at":"2026-11-25T10:00:00.012Z"}'
         ).encode()
     )
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed"),
+    [
+        ("2026-11-25T10:00:00Z", "2026-11-25T10:00:00Z"),
+        ("2026-11-25T10:00:00.5Z", "2026-11-25T10:00:00.500Z"),
+        ("2026-11-25T10:00:00.123456Z", "2026-11-25T10:00:00.123456Z"),
+        ("2026-11-25T12:00:00.000+02:00", "2026-11-25T10:00:00Z"),
+        ("2026-11-25T10:00:00.000100", "2026-11-25T10:00:00.000100Z"),
+    ],
+)
+def test_an_event_time_comes_back_as_the_same_instant(sent: str, echoed: str) -> None:
+    from schemas import InputEvent
+
+    event = InputEvent.model_validate({"event_id": "e", "entity_id": "u", "event_time": sent})
+    assert event.event_time is not None
+    text = format_time(event.event_time)
+    assert text == echoed
+    assert datetime.fromisoformat(text) == event.event_time.astimezone(UTC)
+
+
+def test_scored_at_is_taken_to_the_millisecond_in_utc() -> None:
+    from scoring.compute import scoring_time
+
+    for _ in range(100):
+        now = scoring_time()
+        assert now.tzinfo is UTC
+        assert now.microsecond % 1_000 == 0
+        assert format_time(now).count(".") in (0, 1)
+        assert len(format_time(now).partition(".")[2]) in (0, 4)  # "SSSZ" or no fraction

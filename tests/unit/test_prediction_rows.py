@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from schemas import Enrichment, InputEvent, ModelRef, Prediction, Reason
 from scoring.rows import PredictionRows, no_rows
 
-NOW = datetime(2026, 11, 28, 15, 0, 0, 123_456, tzinfo=UTC)
+NOW = datetime(2026, 11, 28, 15, 0, 0, 123_000, tzinfo=UTC)  # scoring_time(): milliseconds
 
 AWKWARD_IDS = [
     "plain",
