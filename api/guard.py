@@ -39,6 +39,11 @@ nginx counts it; nothing is sent)."""
 log = logging.getLogger(__name__)
 
 
+def is_open(path: str) -> bool:
+    """Whether ``path`` needs no key: ``/healthz``, and ``/healthz/`` (redirected to it)."""
+    return path in OPEN_PATHS or (path.endswith("/") and path[:-1] in OPEN_PATHS)
+
+
 def too_large(limit: int) -> JSONResponse:
     """413, and the connection closed after it: the rest of the body is never read."""
     return JSONResponse(
@@ -159,19 +164,37 @@ class Guard:
             self._observers[labels] = found
         return found
 
+    def _key_problem(self, raw_headers: list[tuple[bytes, bytes]]) -> str | None:
+        """Why the request's credentials do not pass; None when they do. The key is sent as
+        ``X-API-Key`` or as ``Authorization: Bearer`` (what Prometheus' ``authorization`` block
+        sends); either matching passes. Several values of one header are refused: which one
+        counts would depend on the proxy in between."""
+        keys = [v for k, v in raw_headers if k == b"x-api-key"]
+        bearers = [
+            v[7:].strip()
+            for k, v in raw_headers
+            if k == b"authorization" and v[:7].lower() == b"bearer "
+        ]
+        if len(keys) > 1 or len(bearers) > 1:
+            return f"more than one API key sent (header {API_KEY_HEADER} or Authorization)"
+        key = self._key
+        assert key is not None
+        # Both compared, whatever the first gives: the time taken says nothing about either.
+        matches = [hmac.compare_digest(given, key) for given in (*keys, *bearers)]
+        if any(matches):
+            return None
+        return f"missing or wrong API key (header {API_KEY_HEADER})"
+
     def _reject(self, scope: Scope) -> JSONResponse | None:
         headers = dict(scope["headers"])
         path: str = scope["path"]
         if path.startswith(ADMIN_PREFIX) and self._key is None:
             return JSONResponse(error_body("not found"), status_code=404)
-        if self._key is not None and path not in OPEN_PATHS:
-            given = headers.get(b"x-api-key", b"")
-            bearer = headers.get(b"authorization", b"")
-            if not given and bearer[:7].lower() == b"bearer ":
-                given = bearer[7:].strip()  # what Prometheus' `authorization` block sends
-            if not hmac.compare_digest(given, self._key):
+        if self._key is not None and not is_open(path):
+            problem = self._key_problem(scope["headers"])
+            if problem is not None:
                 return JSONResponse(
-                    error_body(f"missing or wrong API key (header {API_KEY_HEADER})"),
+                    error_body(problem),
                     status_code=401,
                     headers={"WWW-Authenticate": API_KEY_HEADER},
                 )

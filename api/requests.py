@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from schemas import InputEvent
 from schemas.events import Identifier
@@ -15,10 +15,17 @@ def _new_event_id() -> str:
     return f"http-{uuid.uuid4().hex}"
 
 
-class PredictEvent(InputEvent):
-    """An input event as ``/predict`` takes it: ``event_id`` may be omitted (one is generated)."""
+def _null_is_absent(value: Any) -> Any:
+    return _new_event_id() if value is None else value
 
-    event_id: Identifier = Field(default_factory=_new_event_id)
+
+class PredictEvent(InputEvent):
+    """An input event as ``/predict`` takes it: ``event_id`` may be omitted or ``null`` (one is
+    generated), as ``null`` means absent for ``event_time`` and ``features``."""
+
+    event_id: Annotated[Identifier, BeforeValidator(_null_is_absent)] = Field(
+        default_factory=_new_event_id
+    )
 
 
 class FieldError(BaseModel):

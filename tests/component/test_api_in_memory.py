@@ -588,3 +588,42 @@ async def test_no_caller_input_gets_a_500(names: Names, model_path: Path) -> Non
                 assert response.json()["detail"], raw[:200]
     assert failures == []
     assert {200, 422} <= statuses  # the fuzz reached both the happy and the invalid paths
+
+
+async def test_a_null_event_id_is_generated_like_an_absent_one(api: Api) -> None:
+    response = await api.client.post(
+        "/predict", json=[{"event_id": None, "entity_id": "u"}, {"entity_id": "v"}]
+    )
+    assert response.status_code == 200, response.text
+    ids = [p["event_id"] for p in response.json()]
+    assert all(i.startswith("http-") and len(i) == 37 for i in ids)
+    assert len(set(ids)) == 2
+    wrong = await api.client.post("/predict", json={"event_id": 5, "entity_id": "u"})
+    assert wrong.status_code == 422
+    assert [e["field"] for e in wrong.json()["errors"]] == ["body.event_id"]
+
+
+async def test_either_key_header_passes_and_several_keys_are_refused(
+    names: Names, model_path: Path
+) -> None:
+    async with running_api(names, model_path, api={"api_key": KEY}) as running:
+        client, event = running.client, {"entity_id": "user-1"}
+        bearer = {"Authorization": f"Bearer {KEY}"}
+        passing = [
+            bearer,
+            {"X-API-Key": "wrong", **bearer},
+            {"X-API-Key": KEY, "Authorization": "Bearer x"},
+        ]
+        for headers in passing:
+            response = await client.post("/predict", json=event, headers=headers)
+            assert response.status_code == 200, (headers, response.text)
+        for pairs in (
+            [("X-API-Key", KEY), ("X-API-Key", "wrong")],
+            [("X-API-Key", "wrong"), ("X-API-Key", KEY)],
+            [("Authorization", f"Bearer {KEY}"), ("Authorization", f"Bearer {KEY}")],
+        ):
+            refused = await client.post("/predict", json=event, headers=pairs)
+            assert refused.status_code == 401
+            assert "more than one API key" in refused.json()["detail"]
+        assert (await client.get("/healthz/", follow_redirects=True)).status_code == 200
+        assert (await client.get("/healthzz")).status_code == 401
