@@ -136,12 +136,19 @@ class ScoringService:
         )
 
 
+SIDECAR_SWITCH_INTERVAL_MS = 0.5
+STREAM_SWITCH_INTERVAL_MS = 0.2
+"""The GIL switch interval of each door when ``STREAMSCORE_SCORING__SWITCH_INTERVAL_MS`` is
+unset (the measured best of each: README, configuration)."""
+
+
 @asynccontextmanager
 async def open_scoring(
     settings: Settings,
     *,
     pipeline_factory: PipelineFactory = open_pipeline,
     registry: CollectorRegistry | None = None,
+    switch_interval_ms: float = SIDECAR_SWITCH_INTERVAL_MS,
 ) -> AsyncIterator[ScoringService]:
     """Open the scoring core for one process; close it at exit.
 
@@ -156,6 +163,8 @@ async def open_scoring(
        be, the main model scores alone) and has its own reloader on the same interval.
     4. At exit the reloader and the monitor stop before the pipeline closes, so no reload or
        sample outlives the pipeline it observes.
+    5. While open, the GIL switch interval is ``STREAMSCORE_SCORING__SWITCH_INTERVAL_MS``, or
+       when unset the door's ``switch_interval_ms``; Python's own is restored at exit.
     """
     registry = registry if registry is not None else CollectorRegistry()
     async with pipeline_factory(settings) as pipeline:
@@ -177,7 +186,8 @@ async def open_scoring(
                 challenger.start()
             loop_lag.start()
             tune_gc()
-            sys.setswitchinterval(settings.scoring.switch_interval_ms / 1000)
+            chosen = settings.scoring.switch_interval_ms
+            sys.setswitchinterval((chosen or switch_interval_ms) / 1000)
             yield ScoringService(
                 pipeline, reloader, loop_lag, metrics, registry, challenger, settings
             )

@@ -18,7 +18,12 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
 from scoring.model_reload import ModelReloader
-from scoring.service import PipelineFactory, ScoringService, open_scoring
+from scoring.service import (
+    STREAM_SWITCH_INTERVAL_MS,
+    PipelineFactory,
+    ScoringService,
+    open_scoring,
+)
 from settings import Settings
 from streams.backoff import Backoff
 from streams.batch_processor import BatchProcessor, describe_first_offsets
@@ -105,7 +110,12 @@ class StreamRuntime:
         if kafka.create_topics and (created := await ensure_topics(kafka, scorer_topics(settings))):
             log.info("created topics: %s", ", ".join(created))
         scoring = await self._resources.enter_async_context(
-            open_scoring(settings, pipeline_factory=self._pipeline_factory, registry=self.registry)
+            open_scoring(
+                settings,
+                pipeline_factory=self._pipeline_factory,
+                registry=self.registry,
+                switch_interval_ms=STREAM_SWITCH_INTERVAL_MS,
+            )
         )
         delivery = await self._open_delivery(broker)
         self.delivery = delivery

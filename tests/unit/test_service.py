@@ -113,3 +113,15 @@ async def test_the_gil_switch_interval_is_the_settings_while_open(
     async with open_scoring(settings, pipeline_factory=in_memory):
         assert sys.getswitchinterval() == pytest.approx(0.0025)
     assert sys.getswitchinterval() == before
+
+
+@pytest.mark.parametrize("door_ms", [0.2, 0.5])
+async def test_without_a_setting_the_switch_interval_is_the_doors_own(
+    names: Names, model_path: Path, door_ms: float
+) -> None:
+    before = sys.getswitchinterval()
+    settings = settings_for(names, model_path, model={"reload_interval_s": 0})
+    assert settings.scoring.switch_interval_ms is None
+    async with open_scoring(settings, pipeline_factory=in_memory, switch_interval_ms=door_ms):
+        assert sys.getswitchinterval() == pytest.approx(door_ms / 1000)
+    assert sys.getswitchinterval() == before
