@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from api.requests import FieldError, PredictEvent
 from schemas import capped, too_many_features
+from schemas.events import hour_offset_written_out
 from schemas.json_text import load_json, non_json_numbers, without_bom
 from schemas.validation import field_problems
 
@@ -92,7 +93,7 @@ def _events(
         raise _one("body", "not valid JSON", f"the body is not valid JSON: {exc}") from None
     if isinstance(payload, dict):
         try:
-            return [model.model_validate(payload)], False
+            return [_validate(model, payload)], False
         except ValidationError as exc:
             shown, count = _field_errors(
                 exc, payload, "body", limits.max_errors, limits.max_features
@@ -118,7 +119,7 @@ def _events(
     count = 0
     for i, item in enumerate(payload):
         try:
-            events.append(model.model_validate(item))
+            events.append(_validate(model, item))
         except ValidationError as exc:
             room = limits.max_errors - len(errors)
             shown, found = _field_errors(exc, item, f"body[{i}]", room, limits.max_features)
@@ -127,6 +128,18 @@ def _events(
     if count:
         raise InvalidBody(_summary(errors, count), errors, count)
     return events, True
+
+
+def _validate(model: type[PredictEvent], item: object) -> PredictEvent:
+    """One decoded event; one whose ``event_time`` has an offset of hours alone (``+05``) is
+    validated again with it written out (``+05:00``), as the stream does."""
+    try:
+        return model.model_validate(item)
+    except ValidationError:
+        fixed = hour_offset_written_out(item)
+        if fixed is None:
+            raise
+    return model.model_validate(fixed)
 
 
 def _summary(errors: list[FieldError], count: int) -> str:

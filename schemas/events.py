@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, TypeVar
@@ -91,6 +92,23 @@ def _event_time_schema(_source: Any, _handler: GetCoreSchemaHandler) -> CoreSche
     return core_schema.nullable_schema(
         core_schema.chain_schema([shaped, core_schema.datetime_schema(), in_utc])
     )
+
+
+HOUR_OFFSET = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9:.,]+)([+-][0-9]{2})")
+"""A date-time ending in an offset of hours alone (``+05``): ISO-8601's short form, as
+PostgreSQL prints ``timestamptz``. pydantic reads only ``+05:00`` and ``+0500``."""
+
+
+def hour_offset_written_out(event: object) -> dict[str, Any] | None:
+    """``event`` (one decoded JSON event) with an ``event_time`` offset of hours alone written
+    out (``+05`` as ``+05:00``); None when it has none. Asked only once validation has failed:
+    an event in any other form costs nothing more."""
+    if not isinstance(event, dict):
+        return None
+    sent = event.get("event_time")
+    if not isinstance(sent, str) or (match := HOUR_OFFSET.fullmatch(sent)) is None:
+        return None
+    return {**event, "event_time": f"{match[1]}{match[2]}:00"}
 
 
 EventTime = Annotated[

@@ -40,7 +40,7 @@ _NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\
 
 TIME_SHAPE = (
     "must be an ISO-8601 date-time such as 2026-11-25T10:00:00Z or 2026-11-25T10:00:00+05:00 "
-    "(hours 00-23, seconds 00-59, an offset as +HH:MM or -HH:MM)"
+    "(hours 00-23, seconds 00-59, an offset as +HH:MM, -HH:MM, +HHMM or +HH)"
 )
 """What a valid ``event_time`` looks like, said with every reason it is not one."""
 

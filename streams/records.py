@@ -9,7 +9,7 @@ import pydantic_core
 from pydantic import ValidationError
 
 from schemas import ErrorKind, InputEvent
-from schemas.events import capped, too_many_features
+from schemas.events import capped, hour_offset_written_out, too_many_features
 from schemas.json_text import may_hold_non_json_numbers, non_json_numbers, utf8_problem, without_bom
 from schemas.validation import field_problems
 
@@ -67,7 +67,11 @@ def parse_record(
         # (schemas.json_text: both doors read the same bytes the same way).
         event = model.model_validate_json(text)
     except ValidationError as exc:
-        return _not_utf8(value) or _over_cap(value, max_features) or _describe(exc)
+        retried = _with_hour_offset(text, model)
+        if not isinstance(retried, InputEvent):
+            failure = exc if retried is None else retried
+            return _not_utf8(value) or _over_cap(value, max_features) or _describe(failure)
+        event = retried
     except (ValueError, RecursionError) as exc:  # e.g. nesting too deep for the parser
         return _not_utf8(value) or Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {exc}")
     except Exception as exc:  # never let one record's content stop the consumer
@@ -75,6 +79,21 @@ def parse_record(
     if may_hold_non_json_numbers(text) and (problem := non_json_numbers(text)) is not None:
         return Rejection(ErrorKind.INVALID_JSON, f"not valid JSON: {problem}")
     return event
+
+
+def _with_hour_offset(text: bytes, model: type[InputEvent]) -> InputEvent | ValidationError | None:
+    """The event validated again with an ``event_time`` offset of hours alone (``+05``)
+    written out, or why it still fails; None when its time has no such offset."""
+    try:
+        fixed = hour_offset_written_out(pydantic_core.from_json(text))
+    except ValueError:
+        return None
+    if fixed is None:
+        return None
+    try:
+        return model.model_validate(fixed)
+    except ValidationError as exc:
+        return exc
 
 
 def _over_cap(value: bytes, max_features: int | None) -> Rejection | None:

@@ -119,3 +119,22 @@ def test_nan_or_infinity_as_a_feature_names_the_feature_on_both_doors(raw: bytes
     assert record.message.startswith("features.amount: ")
     assert isinstance(body, InvalidBody)
     assert [e.field for e in body.errors] == ["body.features.amount"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "utc"),
+    [
+        ("2026-11-25T10:00:00+05", "2026-11-25T05:00:00+00:00"),
+        ("2026-11-25 10:00:00.5-03", "2026-11-25T13:00:00.500000+00:00"),
+        ("2026-11-25T10:00:00+0530", "2026-11-25T04:30:00+00:00"),
+    ],
+)
+def test_an_offset_of_hours_alone_is_read_on_both_doors(sent: str, utc: str) -> None:
+    raw = json.dumps({**EVENT, "event_time": sent}).encode()
+    record = parse_record(raw, 1 << 20, 1_000)
+    body = _http(raw)
+    listed, _ = parse_body(b"[" + raw + b"]", LIMITS)
+    for event in (record, body, listed[0]):
+        assert isinstance(event, InputEvent), event
+        assert event.event_time is not None
+        assert event.event_time.isoformat() == utc
