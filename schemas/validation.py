@@ -74,7 +74,10 @@ def _message(error: ErrorDetails) -> str:
         count = f", got {len(given)}" if isinstance(given, dict) else ""
         return f"at most {cap} features per event{count}"
     if kind == "finite_number":
-        return f"must be a finite number, got {error.get('input')}"
+        value = error.get("input")
+        if isinstance(value, int) and not isinstance(value, bool):  # from JSON: 400 digits
+            return "must be a finite number (integer too large)"
+        return f"must be a finite number, got {value}"
     if kind == "float_type":
         value = error.get("input")
         if isinstance(value, int) and not isinstance(value, bool):

@@ -138,3 +138,13 @@ def test_an_offset_of_hours_alone_is_read_on_both_doors(sent: str, utc: str) -> 
         assert isinstance(event, InputEvent), event
         assert event.event_time is not None
         assert event.event_time.isoformat() == utc
+
+
+def test_an_integer_too_large_for_a_double_is_worded_alike_on_both_doors() -> None:
+    raw = TEXT.replace("5.0", "9" * 400).encode()
+    record = parse_record(raw, 1 << 20, 1_000)
+    body = _http(raw)
+    assert isinstance(record, Rejection)
+    assert record.message == "features.amount: must be a finite number (integer too large)"
+    assert isinstance(body, InvalidBody)
+    assert body.errors[0].message == "must be a finite number (integer too large)"
