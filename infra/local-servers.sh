@@ -17,7 +17,7 @@
 #   STREAMSCORE_MONGO_PORT     MongoDB-compatible server's port           default: 27017
 #   STREAMSCORE_LOCAL_MONGO    mongo-java-server | ferretdb               default: mongo-java-server
 #   STREAMSCORE_MONGO_HEAP     JVM heap for mongo-java-server             default: 512m
-#   STREAMSCORE_UP_TIMEOUT     seconds to wait for each server            default: 90
+#   STREAMSCORE_UP_TIMEOUT     seconds to wait for each server            default: 240
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,7 +28,7 @@ KAFKA_HEAP="${STREAMSCORE_KAFKA_HEAP:-768m}"
 MONGO_PORT="${STREAMSCORE_MONGO_PORT:-27017}"
 LOCAL_MONGO="${STREAMSCORE_LOCAL_MONGO:-mongo-java-server}"
 MONGO_HEAP="${STREAMSCORE_MONGO_HEAP:-512m}"
-UP_TIMEOUT="${STREAMSCORE_UP_TIMEOUT:-90}"
+UP_TIMEOUT="${STREAMSCORE_UP_TIMEOUT:-240}"
 FERRETDB_VERSION="v1.24.2"
 
 KAFKA_DIR="$LOCAL_DIR/kafka"
@@ -244,7 +244,7 @@ wait_for() {  # name port pidfile logfile [ready-pattern, searched in the log fr
     fi
     sleep 0.5
   done
-  die "$name did not answer on 127.0.0.1:$port within ${UP_TIMEOUT}s; see $log"
+  die "$name did not answer on 127.0.0.1:$port within ${UP_TIMEOUT}s (a data folder holding thousands of partitions takes minutes to load: raise STREAMSCORE_UP_TIMEOUT, or make clean); see $log"
 }
 
 stop_one() {  # name pidfile
