@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 UV_VERSION := 0.13.8
-UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+UV_BOOTSTRAP := .local/uv-bootstrap
 VENV := .venv
 BIN := $(VENV)/bin
 SERVERS := infra/local-servers.sh
@@ -14,15 +14,27 @@ PYTEST_ARGS ?=
 FERRETDB_PORT ?= 27018
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status lint format test test-unit test-integration test-ferretdb demo train seed run api bench clean
+.PHONY: help install up down status lint format test test-unit test-ferretdb demo train seed run api bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
+# uv: the one on the PATH, else Python's, else installed with pip, else (a system Python that
+# refuses pip installs, PEP 668, or has no pip) into a private virtualenv under .local/.
 $(BIN)/streamscore: pyproject.toml uv.lock
-	@$(PYTHON) -m uv --version >/dev/null 2>&1 || command -v uv >/dev/null 2>&1 \
-		|| $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --frozen
+	@set -e; \
+	if command -v uv >/dev/null 2>&1; then uv=uv; \
+	elif $(PYTHON) -m uv --version >/dev/null 2>&1; then uv="$(PYTHON) -m uv"; \
+	elif $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)" >/dev/null 2>&1 \
+		&& $(PYTHON) -m uv --version >/dev/null 2>&1; then uv="$(PYTHON) -m uv"; \
+	elif [ -x $(UV_BOOTSTRAP)/bin/uv ]; then uv=$(UV_BOOTSTRAP)/bin/uv; \
+	else \
+		echo "installing uv $(UV_VERSION) into $(UV_BOOTSTRAP) (this Python takes no pip installs)"; \
+		$(PYTHON) -m venv $(UV_BOOTSTRAP) || { echo "cannot make a virtualenv: install python3-venv, or uv (https://docs.astral.sh/uv/)" >&2; exit 1; }; \
+		$(UV_BOOTSTRAP)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"; \
+		uv=$(UV_BOOTSTRAP)/bin/uv; \
+	fi; \
+	echo "$$uv sync --frozen"; $$uv sync --frozen
 	@touch $@
 
 install: $(BIN)/streamscore ## Install Python deps (uv, locked), fetch Kafka and mongo-java-server jars, kcat
@@ -31,7 +43,8 @@ install: $(BIN)/streamscore ## Install Python deps (uv, locked), fetch Kafka and
 		echo "installing kcat (Debian package; a producer the interoperability tests use)"; \
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get install -y -qq kcat >/dev/null 2>&1 \
-		|| { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq kcat; }; }
+		|| { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq kcat; } \
+		|| echo "WARNING: kcat could not be installed (no apt-get or no root): the demo runs without it, make test needs it"; }
 
 up: install ## Start Kafka (KRaft) and mongo-java-server locally; idempotent, waits until both answer
 	$(SERVERS) up
@@ -53,6 +66,8 @@ format: $(BIN)/streamscore ## Apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 test: up ## Run every test (unit, in-memory, integration on the real local servers)
+	@command -v kcat >/dev/null 2>&1 || { echo "make test needs kcat (Debian/Ubuntu: apt-get install kcat)" >&2; exit 1; }
+	@command -v "$${CC:-gcc}" >/dev/null 2>&1 || { echo "make test needs a C compiler (gcc, or \$$CC): the compiled-trees tests build the model" >&2; exit 1; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-ferretdb: up ## The MongoDB-touching integration tests again, on FerretDB (port FERRETDB_PORT)

@@ -224,7 +224,8 @@ async def peek(settings: Settings, topic: str, count: int) -> list[str]:
         lines = []
         for r in records[-count:]:
             value = r.value.decode(errors="replace") if r.value is not None else None
-            headers = {k: v.decode(errors="replace") if v else v for k, v in r.headers}
+            # As pairs, in order: a record may repeat a header name; a value may be null or empty.
+            headers = [[k, None if v is None else v.decode(errors="replace")] for k, v in r.headers]
             lines.append(
                 json.dumps(
                     {

@@ -43,3 +43,41 @@ def test_produce_creates_a_missing_topic_and_audit_refuses_one(
     assert main(["produce", "--count", "5"]) == 0
     assert f"sent 5 events to {names.input_topic}" in capsys.readouterr().out
     assert names.input_topic in asyncio.run(list_topics(settings.kafka))
+
+
+async def test_peek_shows_every_header_as_sent(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
+) -> None:
+    """``demo peek`` (what the demo summary suggests) prints null, empty, binary and repeated
+    header values, each as sent, in order."""
+    import json
+
+    from aiokafka import AIOKafkaProducer
+
+    from streams.topics import ensure_topics
+    from streamscore_cli.demo import peek
+
+    settings = settings_for(names, model_path, bootstrap=kafka_bootstrap, mongo_url=mongo_url)
+    await ensure_topics(settings.kafka)
+    headers = [("empty", b""), ("none", None), ("bin", b"\xff\x00"), ("empty", b"again")]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.kafka.input_topic,
+            b"{}",
+            key=b"k",
+            headers=headers,
+        )
+    finally:
+        await producer.stop()
+    [line] = await peek(settings, settings.kafka.input_topic, 3)
+    shown = json.loads(line)
+    assert shown["key"] == "k"
+    assert shown["value"] == "{}"
+    assert shown["headers"] == [
+        ["empty", ""],
+        ["none", None],
+        ["bin", "\ufffd\x00"],
+        ["empty", "again"],
+    ]
