@@ -26,6 +26,24 @@ from streams.runtime import StreamRuntime
 
 log = logging.getLogger(__name__)
 
+_NOT_CREATING = ("Auto create topics is disabled", "Topic creation is skipped")
+
+
+class TopicsCreatedFilter(logging.Filter):
+    """FastStream warns at every start that it does not create topics. With
+    ``STREAMSCORE_KAFKA__CREATE_TOPICS`` (the default) the scorer creates its topics itself
+    before it consumes (:func:`streams.topics.ensure_topics`), so the warning says nothing
+    true: it is logged at DEBUG instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.getMessage().startswith(_NOT_CREATING):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return log.isEnabledFor(logging.DEBUG)
+        return True
+
+
+TOPICS_CREATED = TopicsCreatedFilter()
+
 
 async def headerless_batch_parser(records: tuple[Any, ...], original: Any) -> Any:
     """Build FastStream's batch message without letting it read any header.
@@ -62,6 +80,10 @@ def build_app(
     FastStream's in-memory broker and :func:`streams.testing.broker_outputs`.
     """
     confluent = broker is None and settings.kafka.client == "confluent"
+    if settings.kafka.create_topics:
+        log.addFilter(TOPICS_CREATED)
+    else:
+        log.removeFilter(TOPICS_CREATED)
     if outputs is None:
         outputs = librdkafka_producer_outputs if confluent else kafka_producer_outputs
     runtime = StreamRuntime(settings, pipeline_factory, outputs, exit_app=lambda: app.exit())

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
 from streams.dead_letter_guard import DeadLetterFlood, DeadLetterGuard
 from streamscore_cli.logs import JsonLines
+from tests.support.names import Names, settings_for
 
 
 def test_json_lines_carry_extra_fields_on_one_line() -> None:
@@ -61,3 +63,22 @@ def test_guard_window_slides() -> None:
     guard.check(valid=0, rejected=45)  # 45 of 100
     with pytest.raises(DeadLetterFlood):
         guard.check(valid=0, rejected=10)  # 55 of 100
+
+
+def test_fast_streams_topic_creation_warning_is_debug_when_the_scorer_creates_them(
+    names: Names, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streams.app import build_app
+    from streams.app import log as app_log
+
+    for create, expected in ((True, []), (False, ["WARNING"])):
+        build_app(settings_for(names, model_path, kafka={"create_topics": create}))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=app_log.name):
+            app_log.warning("Auto create topics is disabled. Make sure the topics exist.")
+            app_log.warning("something else")
+        levels = [r.levelname for r in caplog.records if "Auto create" in r.getMessage()]
+        assert levels == expected
+        assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"][-1] == (
+            "something else"
+        )
