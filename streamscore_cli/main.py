@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -69,11 +70,19 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run_scorer(settings))
 
 
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     if not settings.model.path.is_file():
         raise ModelLoadError(f"model file not found: {settings.model.path}")
+    # uvicorn raises SIGTERM/SIGINT again once it has shut down gracefully, with the handlers
+    # it found: these make that an exit with code 0, as the scorer's (not 143 or 130).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     uvicorn.run(
         "api.main:app_from_environment",
         factory=True,

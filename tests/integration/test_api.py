@@ -10,6 +10,7 @@ import math
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -394,3 +395,17 @@ async def test_the_sidecar_process_stays_responsive_under_hostile_requests(
     assert "unmatched" in {s["route"] for s in series}
     assert not any(s["route"].startswith("/x/") for s in series)
     assert len(series) <= 40  # 200 requests with random methods and paths made a bounded few
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_the_sidecar_process_exits_with_code_0_when_stopped(
+    mongo_url: str, names: Names, model_path: Path, tmp_path: Path, signum: int
+) -> None:
+    """A graceful stop is a success (as the scorer's), not 128 + the signal's number."""
+    log_path = tmp_path / "sidecar.log"
+    async with sidecar_process(mongo_url, names, model_path, log_path) as (base, process):
+        async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+            assert (await client.get("/healthz")).status_code == 200
+        process.send_signal(signum)
+        code = await asyncio.to_thread(process.wait, 30)
+    assert code == 0, _read(log_path)
