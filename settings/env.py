@@ -7,8 +7,9 @@ its variable by hand: ``load_settings()`` in a process whose environment is
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from enum import Enum
 from pathlib import Path
 
@@ -87,3 +88,34 @@ def to_env(settings: Settings, **overrides: object) -> dict[str, str]:
         if text is not None:
             env[env_name(path)] = text
     return env
+
+
+def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``STREAMSCORE_*`` variable that looks meant for a setting but is none
+    (the settings loader ignores such names silently): a nested name that no setting has
+    (``STREAMSCORE_KAFKA__INPUT_TOPC``), or one written with a single ``_`` where the section
+    ends (``STREAMSCORE_KAFKA_INPUT_TOPIC``). Other ``STREAMSCORE_*`` names (the local servers'
+    ports and folders) are not settings and are left alone."""
+    known = env_names()
+    known_set = set(known)
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known_set:
+            continue
+        rest = upper[len(ENV_PREFIX) :]
+        if NESTED_DELIMITER in rest:
+            names = [k[len(ENV_PREFIX) :] for k in known]
+            close = difflib.get_close_matches(rest, names, n=1, cutoff=0.8)
+            hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+            warnings.append(f"{name} is not a setting, and is ignored{hint}")
+            continue
+        meant = [
+            candidate
+            for i, char in enumerate(rest)
+            if char == "_"
+            and (candidate := ENV_PREFIX + rest[:i] + NESTED_DELIMITER + rest[i + 1 :]) in known_set
+        ]
+        if meant:
+            warnings.append(f"{name} is not a setting, and is ignored; did you mean {meant[0]}?")
+    return warnings

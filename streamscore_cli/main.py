@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from scoring import ModelLoadError
 from settings import Settings, describe_errors, load_settings
+from settings.env import misspelt_variables
 from streams.exit_codes import ExitCode
 from streamscore_cli import demo_data, logs
 
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streamscore: invalid configuration:\n{exc}", file=sys.stderr)
         return ExitCode.CONFIGURATION
     logs.configure(settings.log_level)
+    for warning in misspelt_variables(os.environ):
+        logging.getLogger("settings").warning(warning)
     try:
         code: int = args.func(settings, args)
     except ModelLoadError as exc:

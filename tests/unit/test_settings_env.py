@@ -219,3 +219,26 @@ def test_client_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_confluent_client_refuses_exactly_once() -> None:
     with pytest.raises(ValueError, match=r"exactly_once needs kafka\.client=aiokafka"):
         load_settings(kafka={"client": "confluent"}, stream={"delivery": "exactly_once"})
+
+
+def test_misspelt_setting_variables_are_named_with_what_was_meant() -> None:
+    from settings.env import misspelt_variables
+
+    environ = {
+        "STREAMSCORE_KAFKA_INPUT_TOPIC": "a",  # one underscore where the section ends
+        "STREAMSCORE_KAFKA__INPUT_TOPC": "b",  # a typo in the field
+        "STREAMSCORE_FOO__BAR": "c",  # no such section, nothing close
+        "STREAMSCORE_KAFKA__INPUT_TOPIC": "ok",
+        "streamscore_stream__max_batch_size": "5",  # names are not case-sensitive
+        "STREAMSCORE_LOG_LEVEL": "INFO",
+        "STREAMSCORE_KAFKA_PORT": "9092",  # the local servers' own variables
+        "STREAMSCORE_LOCAL_MONGO": "ferretdb",
+        "PATH": "/bin",
+    }
+    assert misspelt_variables(environ) == [
+        "STREAMSCORE_FOO__BAR is not a setting, and is ignored",
+        "STREAMSCORE_KAFKA_INPUT_TOPIC is not a setting, and is ignored; "
+        "did you mean STREAMSCORE_KAFKA__INPUT_TOPIC?",
+        "STREAMSCORE_KAFKA__INPUT_TOPC is not a setting, and is ignored; "
+        "did you mean STREAMSCORE_KAFKA__INPUT_TOPIC?",
+    ]
