@@ -8,6 +8,12 @@ assigned a partition starts its producer first, which fences every older produce
 (a process that lost the partition can no longer commit anything for it), and only then reads
 the partition's committed offset. A rebalance waits for the open transaction before the
 partitions are released.
+
+A producer is started only when the group assigns its partition (:meth:`on_assigned`), never
+to recover from an error: a process paused past its session timeout does not know yet that it
+lost a partition, and a producer it started then would fence the partition's new owner. A
+fenced or broken producer instead gives the partition up and asks the group for a new
+assignment; the partition's producer is started again only if the group assigns it here again.
 """
 
 from __future__ import annotations
@@ -122,6 +128,9 @@ class TransactionalDelivery:
        then closes the revoked partitions' producers.
     5. Batches are delivered one at a time (no pipelining): :meth:`drain` returns at once
        after the last :meth:`deliver` returned.
+    6. A producer is started only by :meth:`on_assigned`. One that is fenced, cannot abort or
+       cannot start gives its partition up: nothing more is committed for it until the group
+       assigns it here again, which it is asked for at once (see the module).
     """
 
     def __init__(
@@ -133,6 +142,9 @@ class TransactionalDelivery:
         self._observe = observe
         self._lock = asyncio.Lock()
         self._assigned: set[TopicPartition] = set()
+        self._consumer: Any = None
+        """The consumer of the latest assignment (asked to rejoin when a partition is given
+        up)."""
         self.halted: Halted | None = None
         self.stats = DeliveryStats()
 
@@ -174,10 +186,10 @@ class TransactionalDelivery:
         """One partition's transaction; returns the error that aborted it (None: committed)."""
         producer, sender = self._producers.get(tp), self._producers.outputs(tp)
         if producer is None or sender is None:
-            if tp in self._assigned:  # its set-up failed: fence now, then read it again
-                await self._producers.start([tp])
+            if tp in self._assigned:  # its set-up failed: ask the group again (see the module)
+                self._give_up(tp)
                 return RuntimeError(f"the transactional producer of {tp} was not ready")
-            log.warning("not committing %s: this process no longer owns it", tp)
+            log.warning("not committing %s: this process does not own it now", tp)
             return None
         try:
             await producer.begin_transaction()
@@ -198,14 +210,30 @@ class TransactionalDelivery:
             exc,
             extra={"event": "retry", "stage": "transaction", "partition": tp.partition},
         )
-        if isinstance(exc, ProducerFenced):
-            await self._producers.stop([tp])  # another process owns the partition now
+        if isinstance(exc, ProducerFenced):  # a newer producer of this partition exists
+            await self._producers.stop([tp])
+            self._give_up(tp)
             return
         try:
             await producer.abort_transaction()
-        except Exception:
-            await self._producers.stop([tp])  # unusable: a fresh one is started on retry
-            await self._producers.start([tp])
+        except Exception:  # unusable: the next one is started by an assignment, not here
+            await self._producers.stop([tp])
+            self._give_up(tp)
+
+    def _give_up(self, tp: TopicPartition) -> None:
+        """Commit nothing more for ``tp`` until the group assigns it here again (its producer
+        is started then, and its committed offset read), and ask the group for that now."""
+        self._assigned.discard(tp)
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        request_rejoin = getattr(coordinator, "request_rejoin", None)
+        if request_rejoin is not None:
+            request_rejoin()  # aiokafka: rejoin at the next heartbeat, then a new assignment
+        log.warning(
+            "gave up %s until the group assigns it again: its transactional producer was "
+            "fenced or broken",
+            tp,
+            extra={"event": "rejoin", "partition": tp.partition},
+        )
 
     async def drain(self) -> None:
         async with self._lock:
@@ -218,9 +246,16 @@ class TransactionalDelivery:
             await self._producers.stop(tps)
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: Iterable[Any]) -> None:
+        self._consumer = consumer
         tps = list(assigned)
         self._assigned |= set(tps)
-        await self._producers.start(tps)
+        try:
+            await self._producers.start(tps)
+        except Exception:
+            for tp in tps:  # not fenced: nothing of them may be committed from here
+                if self._producers.get(tp) is None:
+                    self._give_up(tp)
+            raise
         for tp in tps:  # read committed offsets only now that older owners are fenced
             committed = await consumer.committed(tp)
             if committed is not None:
