@@ -98,26 +98,27 @@ def test_absent_null_and_empty_features_are_alike(raw: bytes) -> None:
     assert record.features == body.features == {}
 
 
+def _refused_on_both(raw: bytes) -> tuple[Rejection, InvalidBody]:
+    record, body = parse_record(raw, 1 << 20, 1_000), _http(raw)
+    assert isinstance(record, Rejection)
+    assert isinstance(body, InvalidBody)
+    return record, body
+
+
 @pytest.mark.parametrize("raw", NOT_JSON_NUMBERS.values(), ids=NOT_JSON_NUMBERS.keys())
 def test_nan_and_infinity_literals_are_not_json_on_either_door(raw: bytes) -> None:
-    record = parse_record(raw, 1 << 20, 1_000)
-    body = _http(raw)
-    assert isinstance(record, Rejection)
+    record, body = _refused_on_both(raw)
     assert record.kind is ErrorKind.INVALID_JSON
     assert "NaN and Infinity are not JSON numbers" in record.message
-    assert isinstance(body, InvalidBody)
     assert "NaN and Infinity are not JSON numbers" in body.detail
     assert "line 1 column" in record.message
 
 
 @pytest.mark.parametrize("raw", FEATURE_NOT_A_NUMBER.values(), ids=FEATURE_NOT_A_NUMBER.keys())
 def test_nan_or_infinity_as_a_feature_names_the_feature_on_both_doors(raw: bytes) -> None:
-    record = parse_record(raw, 1 << 20, 1_000)
-    body = _http(raw)
-    assert isinstance(record, Rejection)
+    record, body = _refused_on_both(raw)
     assert record.kind is ErrorKind.INVALID_EVENT
     assert record.message.startswith("features.amount: ")
-    assert isinstance(body, InvalidBody)
     assert [e.field for e in body.errors] == ["body.features.amount"]
 
 
@@ -141,10 +142,6 @@ def test_an_offset_of_hours_alone_is_read_on_both_doors(sent: str, utc: str) -> 
 
 
 def test_an_integer_too_large_for_a_double_is_worded_alike_on_both_doors() -> None:
-    raw = TEXT.replace("5.0", "9" * 400).encode()
-    record = parse_record(raw, 1 << 20, 1_000)
-    body = _http(raw)
-    assert isinstance(record, Rejection)
+    record, body = _refused_on_both(TEXT.replace("5.0", "9" * 400).encode())
     assert record.message == "features.amount: must be a finite number (integer too large)"
-    assert isinstance(body, InvalidBody)
     assert body.errors[0].message == "must be a finite number (integer too large)"
