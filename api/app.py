@@ -6,9 +6,12 @@ parts around it; the app mounts the guard, the routes and the OpenAPI document.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -22,7 +25,7 @@ from api.openapi import document
 from api.requests import error_body
 from api.routes import add_routes
 from scoring.resources import open_pipeline
-from scoring.service import PipelineFactory, open_scoring
+from scoring.service import PipelineFactory, ScoringService, open_scoring
 from settings import Settings
 from telemetry.logs import ThrottledLog
 
@@ -43,9 +46,11 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
             open_sidecar(settings, service, metrics, ThrottledLog(log)) as sidecar,
         ):
             app.state.sidecar = sidecar
+            hangup = _reload_on_hangup(service)
             try:
                 yield
             finally:
+                hangup()
                 del app.state.sidecar
 
     app = FastAPI(
@@ -70,6 +75,36 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
     )
     document(app)
     return app
+
+
+def _reload_on_hangup(service: ScoringService) -> Callable[[], None]:
+    """SIGHUP reloads the model files at once, as in the scorer (uvicorn handles only SIGINT
+    and SIGTERM: without this, SIGHUP would end the process). Returns the undo."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def reload_now() -> None:
+        task = loop.create_task(service.reload_models())
+        tasks.add(task)
+        task.add_done_callback(_forget_from(tasks))
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload_now)
+    except (NotImplementedError, RuntimeError, ValueError):  # no signals here (not main thread)
+        return lambda: None
+    return undo
+
+
+def _forget_from(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a refusal is logged and counted by the reloader
+
+    return done
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

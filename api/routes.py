@@ -143,9 +143,10 @@ async def model_info(service: ServiceDep) -> dict[str, Any]:
 
 
 async def reload_model(service: ServiceDep) -> Any:
-    """Load the model file now; 409 when refused (the reason, with paths, goes to the log)."""
+    """Load the model file now (and the challenger's); 409 when the model is refused (the
+    reason, with paths, goes to the log)."""
     try:
-        model = await service.reloader.reload()
+        model = await service.reload_models()
     except ModelLoadError:
         return JSONResponse(
             error_body("model refused; the current model keeps serving (reason in the log)"),

@@ -113,6 +113,43 @@ def _check_metadata(metadata: Any, meta_file: Path) -> None:
         )
 
 
+def model_text(path: Path) -> str:
+    """The text of the LightGBM model file ``path``, read once, when it is whole.
+
+    LightGBM does not refuse a model file cut inside its trees (a copy or write still under
+    way, a full disk): it aborts or crashes the process. So a file is loaded only when it is a
+    text model whose trees end (``end of trees``) and fill exactly the bytes its
+    ``tree_sizes`` line gives; the very text checked is what is loaded.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ModelLoadError(f"model file unreadable: {path}: {exc}") from exc
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{path} is not a LightGBM text model (not UTF-8)") from None
+    if not text.startswith("tree\n"):
+        raise ModelLoadError(f"{path} is not a LightGBM text model (it must start with 'tree')")
+    first, end = text.find("\nTree="), text.find("\nend of trees")
+    if first < 0 or end < first:
+        raise ModelLoadError(
+            f"{path} is incomplete: its trees do not end ('end of trees' missing; a copy or "
+            "write still under way?)"
+        )
+    sizes_at = text.find("\ntree_sizes=")
+    if 0 <= sizes_at < first:
+        line = text[sizes_at + len("\ntree_sizes=") : text.index("\n", sizes_at + 1)]
+        try:
+            expected = sum(int(size) for size in line.split())
+        except ValueError:
+            raise ModelLoadError(f"{path}: its tree_sizes line is not a list of sizes") from None
+        if end - first != expected:
+            raise ModelLoadError(
+                f"{path} is damaged: its trees take {end - first} bytes, its tree_sizes line "
+                f"says {expected}"
+            )
+    return text
+
+
 def load_model(
     path: Path, *, threads: int = 1, backend: BackendChoice | None = None
 ) -> LoadedModel:
@@ -134,9 +171,10 @@ def load_model(
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"model metadata unreadable: {meta_file}: {exc}") from exc
     _check_metadata(metadata, meta_file)
+    text = model_text(path)
     try:
-        booster = lgb.Booster(model_file=str(path))
-    except lgb.basic.LightGBMError as exc:
+        booster = lgb.Booster(model_str=text)
+    except (lgb.basic.LightGBMError, ValueError) as exc:
         raise ModelLoadError(f"LightGBM could not load {path}: {exc}") from exc
     names = tuple(str(n) for n in booster.feature_name())
     declared = metadata.get("feature_names")

@@ -8,6 +8,7 @@ metrics in the door's registry, and closes it all at exit. A door adds only its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -103,6 +104,23 @@ class ScoringService:
             await self.reloader.reload()
             await reloader.reload()
             return promotion
+
+    async def reload_models(self) -> LoadedModel:
+        """SIGHUP and ``POST /admin/reload-model``: read the main model's file now, then the
+        challenger's (after ``streamscore promote`` both changed). A refused challenger is
+        logged and counted by its reloader; a refused main model raises
+        :class:`ModelLoadError` once the challenger has been looked at too."""
+        refused: ModelLoadError | None = None
+        try:
+            model = await self.reloader.reload()
+        except ModelLoadError as exc:
+            refused, model = exc, self.pipeline.model
+        if self.challenger is not None:
+            with contextlib.suppress(ModelLoadError):
+                await self.challenger.reload()
+        if refused is not None:
+            raise refused
+        return model
 
     def snapshot(self) -> ScoringSnapshot:
         m, cache = self.metrics, self.pipeline.cache

@@ -187,10 +187,12 @@ def reconcile(
     dead_at = Counter(dead_letters)
 
     lost: list[str] = []
-    for position, event_id in positions.items():
+    unmatched = Counter(predicted)  # each input record is matched to a prediction of its own:
+    for position, event_id in positions.items():  # an id sent twice needs two predictions
         if dead_at.get(position):
             continue
-        if event_id is not None and predicted.get(event_id):
+        if event_id is not None and unmatched[event_id] > 0:
+            unmatched[event_id] -= 1
             continue
         lost.append(event_id or position_label(*position))
     report.lost = len(lost)

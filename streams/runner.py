@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def _reload_now(runtime: StreamRuntime) -> None:
-    """SIGHUP: look at the model file now instead of waiting for the next poll."""
-    if runtime.reloader is not None:
-        task = asyncio.get_running_loop().create_task(runtime.reloader.reload())
+    """SIGHUP: look at the model files (the main model's, the challenger's) now instead of
+    waiting for the next poll."""
+    if runtime.started is not None:
+        task = asyncio.get_running_loop().create_task(runtime.started.scoring.reload_models())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 

@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -79,8 +81,11 @@ def _exit_cleanly(_signum: int, _frame: object) -> None:
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    if not settings.model.path.is_file():
-        raise ModelLoadError(f"model file not found: {settings.model.path}")
+    from scoring import load_model
+
+    # A model that cannot be loaded is a configuration error (exit 2, one line), as in the
+    # scorer, not uvicorn's "application startup failed" (exit 3) with a traceback.
+    load_model(settings.model.path, threads=settings.model.threads)
     # uvicorn raises SIGTERM/SIGINT again once it has shut down gracefully, with the handlers
     # it found: these make that an exit with code 0, as the scorer's (not 143 or 130).
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -137,6 +142,21 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(demo(settings, events=args.events, rate=args.rate))
 
 
+def _at_least(low: float, kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` of the text, refused (a usage error) below ``low``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value >= low:  # NaN too
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamscore",
@@ -165,8 +185,10 @@ def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=_cmd_seed)
 
     p = sub.add_parser("produce", help="send synthetic events to the input topic")
-    p.add_argument("--count", type=int, default=10_000)
-    p.add_argument("--rate", type=float, default=0.0, help="events per second (0 = max)")
+    p.add_argument("--count", type=_at_least(1, int), default=10_000)
+    p.add_argument(
+        "--rate", type=_at_least(0, float), default=0.0, help="events per second (0 = max)"
+    )
     p.add_argument("--run-id", default="demo", help="event_id prefix")
     p.add_argument("--unknown-ratio", type=float, default=0.05)
     p.add_argument("--bad-ratio", type=float, default=0.0)
@@ -212,8 +234,8 @@ def _add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.set_defaults(func=_cmd_promote)
 
     p = sub.add_parser("demo", help="train if needed, seed, score a burst of events, summarise")
-    p.add_argument("--events", type=int, default=10_000)
-    p.add_argument("--rate", type=float, default=2_000.0)
+    p.add_argument("--events", type=_at_least(1, int), default=10_000)
+    p.add_argument("--rate", type=_at_least(0.001, float), default=2_000.0)
     p.set_defaults(func=_cmd_demo)
 
 

@@ -163,3 +163,28 @@ async def test_promote_without_a_challenger_is_409(names: Names, model_path: Pat
             "/admin/promote-challenger", headers={**JSON, "X-API-Key": KEY}
         )
     assert response.status_code == 409
+
+
+async def test_reload_over_admin_reads_the_challengers_file_too(
+    names: Names, model_path: Path, challenger_path: Path, tmp_path: Path
+) -> None:
+    """After ``streamscore promote`` both files changed: one reload picks both up."""
+    main = copy_model(model_path, tmp_path / "models" / "model.txt")
+    shadow = copy_model(challenger_path, tmp_path / "shadow" / "challenger.txt")
+    settings = settings_for(
+        names,
+        main,
+        challenger={"path": shadow},
+        api={"api_key": KEY},
+        model={"reload_interval_s": 0},
+    )
+    good = {**JSON, "X-API-Key": KEY}
+    async with sidecar(settings) as client:
+        copy_model(challenger_path, main)  # the files swapped, as promote does
+        copy_model(model_path, shadow)
+        reloaded = await client.post("/admin/reload-model", headers=good)
+        assert reloaded.status_code == 200, reloaded.text
+        assert reloaded.json() == {"name": CHALLENGER_NAME, "version": "c1"}
+        both = (await client.post("/predict?challenger=true", json=EVENTS[2], headers=good)).json()
+        assert both["prediction"]["model"]["name"] == CHALLENGER_NAME
+        assert both["challenger"]["model"]["name"] == "fraud"

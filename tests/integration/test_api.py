@@ -409,3 +409,48 @@ async def test_the_sidecar_process_exits_with_code_0_when_stopped(
         process.send_signal(signum)
         code = await asyncio.to_thread(process.wait, 30)
     assert code == 0, _read(log_path)
+
+
+async def test_sighup_makes_the_sidecar_process_reload_its_model_not_stop(
+    mongo_url: str,
+    names: Names,
+    model_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the scorer: SIGHUP reads the model files now (uvicorn would end on it otherwise)."""
+    main = tmp_path / "model.txt"
+    metadata = _copy_model(model_path, main)
+    monkeypatch.setenv("STREAMSCORE_MODEL__RELOAD_INTERVAL_S", "0")  # only the signal reloads
+    log_path = tmp_path / "sidecar.log"
+    good = {"X-API-Key": API_KEY}
+    async with (
+        sidecar_process(mongo_url, names, main, log_path) as (base, process),
+        httpx.AsyncClient(base_url=base, timeout=5) as client,
+    ):
+        assert (await client.get("/model", headers=good)).json()["version"] == "1"
+        _write_metadata(main, {**metadata, "version": "2"})
+        process.send_signal(signal.SIGHUP)
+        version = None
+        for _ in range(50):
+            await asyncio.sleep(0.2)
+            assert process.poll() is None, _read(log_path)
+            version = (await client.get("/model", headers=good)).json()["version"]
+            if version == "2":
+                break
+        assert version == "2"
+
+
+def _copy_model(source: Path, destination: Path) -> dict[str, Any]:
+    from scoring.model import metadata_path
+
+    destination.write_bytes(source.read_bytes())
+    metadata: dict[str, Any] = json.loads(metadata_path(source).read_text(encoding="utf-8"))
+    _write_metadata(destination, metadata)
+    return metadata
+
+
+def _write_metadata(model: Path, metadata: dict[str, Any]) -> None:
+    from scoring.model import metadata_path
+
+    metadata_path(model).write_text(json.dumps(metadata), encoding="utf-8")

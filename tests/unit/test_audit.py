@@ -76,3 +76,15 @@ def test_examples_are_capped_at_ten() -> None:
 
     assert report.lost == 25
     assert report.lost_examples == [f"e-{i:02d}" for i in range(10)]
+
+
+def test_an_id_sent_twice_needs_two_predictions() -> None:
+    """Producers reuse ids (``streamscore produce`` twice with its defaults): each input record
+    is matched to a prediction of its own, so one prediction for two records is one lost."""
+    inputs = [(_at(0), "e-1"), (_at(1), "e-1"), (_at(2), "e-2"), (_at(3), "e-2")]
+    report = reconcile(inputs, ["e-1", "e-2"], [])
+
+    assert report.lost == 2
+    assert report.lost_examples == ["e-1", "e-2"]
+    assert not report.ok
+    assert reconcile(inputs, ["e-1", "e-2", "e-2", "e-1"], []).ok

@@ -3,6 +3,8 @@ to fix and never echoing the value given."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from streams.exit_codes import ExitCode
@@ -20,3 +22,29 @@ def test_invalid_settings_name_their_variables_not_their_values(
     assert "STREAMSCORE_KAFKA__CLIENT: Input should be 'aiokafka' or 'confluent'" in err
     assert "s3cret-looking-value" not in err
     assert "-3" not in err
+
+
+@pytest.mark.parametrize(
+    ("model", "metadata", "says"),
+    [
+        ("garbage", '{"name": "m", "version": "1"}', "not a LightGBM text model"),
+        ("tree\nversion=v4\n", '{"name": "m", "version": "1"}', "incomplete"),
+        (None, '{"name": "m", "version": "1"}', "model file not found"),
+    ],
+    ids=["not a model", "cut short", "missing"],
+)
+def test_the_sidecar_refuses_a_model_it_cannot_load_with_exit_code_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    model: str | None,
+    metadata: str,
+    says: str,
+) -> None:
+    path = tmp_path / "model.txt"
+    if model is not None:
+        path.write_text(model)
+    (tmp_path / "model.json").write_text(metadata)
+    monkeypatch.setenv("STREAMSCORE_MODEL__PATH", str(path))
+    assert main(["api", "--port", "1"]) == ExitCode.CONFIGURATION  # before serving anything
+    assert says in capsys.readouterr().err

@@ -125,3 +125,40 @@ async def test_without_a_setting_the_switch_interval_is_the_doors_own(
     async with open_scoring(settings, pipeline_factory=in_memory, switch_interval_ms=door_ms):
         assert sys.getswitchinterval() == pytest.approx(door_ms / 1000)
     assert sys.getswitchinterval() == before
+
+
+def _damaged(model_path: Path, cut: str) -> str:
+    text = model_path.read_text(encoding="utf-8")
+    end = text.index("\nend of trees")
+    return {
+        "inside the trees": text[: end // 2],
+        "just before 'end of trees'": text[: end - 2],
+        "tree sizes that do not add up": text.replace("\nTree=1\n", "\nTree=1\n\n", 1),
+    }[cut]
+
+
+@pytest.mark.parametrize(
+    "cut",
+    ["inside the trees", "just before 'end of trees'", "tree sizes that do not add up"],
+)
+async def test_a_model_file_cut_short_is_refused_and_the_old_model_keeps_scoring(
+    names: Names, model_path: Path, tmp_path: Path, cut: str
+) -> None:
+    """LightGBM aborts the process on a model file cut inside its trees (a copy still under
+    way): such a file is refused before LightGBM reads it."""
+    path = tmp_path / "model.txt"
+    shutil.copy(model_path, path)
+    shutil.copy(metadata_path(model_path), metadata_path(path))
+    damaged = _damaged(model_path, cut)
+    settings = settings_for(names, path, model={"reload_interval_s": 0})
+    async with open_scoring(settings, pipeline_factory=in_memory) as service:
+        before = await service.pipeline.score([InputEvent(event_id="e", entity_id="u")])
+        path.write_text(damaged, encoding="utf-8")
+        with pytest.raises(ModelLoadError, match=r"incomplete|damaged"):
+            await service.reloader.reload()
+        after = await service.pipeline.score([InputEvent(event_id="e", entity_id="u")])
+        snapshot = service.snapshot()
+    assert after[0].score == before[0].score
+    assert (snapshot.reloads_loaded, snapshot.reloads_refused) == (0, 1)
+    with pytest.raises(ModelLoadError):
+        load_model(path)  # at start too: refused, not a crash
