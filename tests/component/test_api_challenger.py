@@ -119,9 +119,10 @@ async def test_reason_codes_in_the_sidecar_equal_offline_pred_contrib(
     assert [p["reasons"] for p in body] == expected
 
 
-async def test_promote_challenger_over_admin(
+def _main_and_challenger(
     names: Names, model_path: Path, challenger_path: Path, tmp_path: Path
-) -> None:
+) -> tuple[Path, Path, Settings]:
+    """Copies of both models, and settings with a key that reload only when asked."""
     main = copy_model(model_path, tmp_path / "models" / "model.txt")
     shadow = copy_model(challenger_path, tmp_path / "shadow" / "challenger.txt")
     settings = settings_for(
@@ -131,6 +132,13 @@ async def test_promote_challenger_over_admin(
         api={"api_key": KEY},
         model={"reload_interval_s": 0},
     )
+    return main, shadow, settings
+
+
+async def test_promote_challenger_over_admin(
+    names: Names, model_path: Path, challenger_path: Path, tmp_path: Path
+) -> None:
+    main, shadow, settings = _main_and_challenger(names, model_path, challenger_path, tmp_path)
     async with sidecar(settings) as client:
         refused = await client.post("/admin/promote-challenger", headers=JSON)
         assert refused.status_code == 401
@@ -169,15 +177,7 @@ async def test_reload_over_admin_reads_the_challengers_file_too(
     names: Names, model_path: Path, challenger_path: Path, tmp_path: Path
 ) -> None:
     """After ``streamscore promote`` both files changed: one reload picks both up."""
-    main = copy_model(model_path, tmp_path / "models" / "model.txt")
-    shadow = copy_model(challenger_path, tmp_path / "shadow" / "challenger.txt")
-    settings = settings_for(
-        names,
-        main,
-        challenger={"path": shadow},
-        api={"api_key": KEY},
-        model={"reload_interval_s": 0},
-    )
+    main, shadow, settings = _main_and_challenger(names, model_path, challenger_path, tmp_path)
     good = {**JSON, "X-API-Key": KEY}
     async with sidecar(settings) as client:
         copy_model(challenger_path, main)  # the files swapped, as promote does
