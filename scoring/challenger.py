@@ -14,8 +14,8 @@ from pathlib import Path
 from schemas import ModelRef
 from scoring.compiled import BackendChoice
 from scoring.errors import ModelLoadError
-from scoring.model import LoadedModel, load_model, metadata_path
-from scoring.model_reload import ModelReloader, check_feature_names, validate
+from scoring.model import LoadedModel, check_feature_names, load_model, metadata_path
+from scoring.model_reload import ModelReloader, validate
 from scoring.pipeline import ScoringPipeline
 from settings import Settings
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from scoring.compiled_library import CompiledModel, CompileError
 from scoring.errors import ModelLoadError
 
 _DOUBLE_MAX = float(np.finfo(np.float64).max)
+_FILLABLE = re.compile(r"^[^.$\x00][^.\x00]*$")
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,31 @@ class LoadedModel:
         result = self.booster.predict(matrix, validate_features=False, **params)
         # A multi-output model gives one block per output; the score is the last output's.
         return np.asarray(result, dtype=np.float64).reshape(matrix.shape[0], -1)[:, -width:]
+
+
+def check_feature_names(candidate: LoadedModel) -> None:
+    """Raise :class:`ModelLoadError` unless every feature name of ``candidate`` is one the
+    pipeline can fill: a plain, unique name that can be read from events and projected from
+    MongoDB (no ``.``, no leading ``$``)."""
+    names = candidate.feature_names
+    if not names:
+        raise ModelLoadError("the model has no features")
+    bad = [n for n in names if not _FILLABLE.match(n)]
+    if bad:
+        raise ModelLoadError(f"feature names the pipeline cannot fill: {bad}")
+    if len(set(names)) != len(names):
+        raise ModelLoadError("duplicate feature names")
+
+
+def _check_outputs(booster: lgb.Booster, path: Path) -> None:
+    """Refuse a model with more than one output per row (multiclass): a prediction carries
+    one score, and picking one class's probability would be a silent guess."""
+    outputs = int(booster.num_model_per_iteration())
+    if outputs != 1:
+        raise ModelLoadError(
+            f"{path} has {outputs} outputs per row (a multiclass model); streamscore scores "
+            "models with one output: binary (the score is the probability) or regression"
+        )
 
 
 def _check_metadata(metadata: Any, meta_file: Path) -> None:
@@ -176,6 +203,7 @@ def load_model(
         booster = lgb.Booster(model_str=text)
     except (lgb.basic.LightGBMError, ValueError) as exc:
         raise ModelLoadError(f"LightGBM could not load {path}: {exc}") from exc
+    _check_outputs(booster, path)
     names = tuple(str(n) for n in booster.feature_name())
     declared = metadata.get("feature_names")
     if declared is not None and tuple(declared) != names:
@@ -192,6 +220,7 @@ def load_model(
         threads=threads,
         metadata=metadata,
     )
+    check_feature_names(model)
     probe = model.predict(np.full((1, len(names)), np.nan))
     if probe.shape != (1,) or not math.isfinite(float(probe[0])):
         raise ModelLoadError(f"model {path} does not score an all-missing row to a finite number")

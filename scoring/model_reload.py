@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +14,13 @@ import numpy as np
 
 from scoring.compiled import BackendChoice
 from scoring.errors import ModelLoadError
-from scoring.model import LoadedModel, load_model, metadata_path
+from scoring.model import LoadedModel, check_feature_names, load_model, metadata_path
 from scoring.pipeline import ScoringPipeline
 from scoring.vectors import assemble
 from telemetry.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 
-_FILLABLE = re.compile(r"^[^.$\x00][^.\x00]*$")
 Signature = tuple[tuple[int, int], ...]
 
 
@@ -34,20 +32,6 @@ def file_signature(path: Path) -> Signature | None:
         )
     except FileNotFoundError:
         return None
-
-
-def check_feature_names(candidate: LoadedModel) -> None:
-    """Raise :class:`ModelLoadError` unless every feature name of ``candidate`` is one the
-    pipeline can fill: a plain, unique name that can be read from events and projected from
-    MongoDB (no ``.``, no leading ``$``)."""
-    names = candidate.feature_names
-    if not names:
-        raise ModelLoadError("the model has no features")
-    bad = [n for n in names if not _FILLABLE.match(n)]
-    if bad:
-        raise ModelLoadError(f"feature names the pipeline cannot fill: {bad}")
-    if len(set(names)) != len(names):
-        raise ModelLoadError("duplicate feature names")
 
 
 def validate(candidate: LoadedModel, pipeline: ScoringPipeline) -> None:
@@ -115,6 +99,7 @@ class ModelReloader:
         self._on_change = on_change
         self._seen = file_signature(path)
         self._pending: Signature | None = None
+        self._missing = False
         self._lock = asyncio.Lock()
         self._task = BackgroundTask(self._run)
         self.stats = ReloadStats()
@@ -174,7 +159,12 @@ class ModelReloader:
     async def check(self) -> None:
         """One poll: reload once the files changed and stayed the same for one interval."""
         signature = file_signature(self._path)
-        if signature is None or signature == self._seen:
+        if signature is None:
+            self._pending = None
+            self._say_missing()
+            return
+        self._missing = False
+        if signature == self._seen:
             self._pending = None
             return
         if signature != self._pending:
@@ -183,6 +173,21 @@ class ModelReloader:
         self._pending = None
         with contextlib.suppress(ModelLoadError):
             await self.reload()
+
+    def _say_missing(self) -> None:
+        """Log once (until the files are back) that the watched files are gone: the loaded
+        model keeps serving, but a restart now would fail."""
+        if self._missing:
+            return
+        self._missing = True
+        gone = [str(p) for p in (self._path, metadata_path(self._path)) if not p.exists()]
+        log.warning(
+            "%s file missing: %s; the loaded %s keeps serving, a restart would fail",
+            self._role,
+            ", ".join(gone) or str(self._path),
+            self._role,
+            extra={"event": f"{self._role}_files_missing", "path": str(self._path)},
+        )
 
     async def _run(self) -> None:
         while True:

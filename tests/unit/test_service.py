@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -9,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import lightgbm as lgb
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -162,3 +165,64 @@ async def test_a_model_file_cut_short_is_refused_and_the_old_model_keeps_scoring
     assert (snapshot.reloads_loaded, snapshot.reloads_refused) == (0, 1)
     with pytest.raises(ModelLoadError):
         load_model(path)  # at start too: refused, not a crash
+
+
+def _trained(path: Path, params: dict[str, object], labels: str) -> Path:
+    """A small model on the demo's feature names, saved with its metadata."""
+    rng = np.random.default_rng(3)
+    names = ["a", "b"]
+    x = rng.random((300, len(names)))
+    y = {"three": np.floor(x[:, 0] * 3), "real": x[:, 0] * 10 - x[:, 1]}[labels]
+    booster = lgb.train(
+        {"verbose": -1, "min_data_in_leaf": 5, **params},
+        lgb.Dataset(x, y, feature_name=names),
+        num_boost_round=4,
+    )
+    booster.save_model(str(path))
+    metadata_path(path).write_text(json.dumps({"name": "m", "version": "1"}))
+    return path
+
+
+def test_a_multiclass_model_is_refused_naming_its_outputs(tmp_path: Path) -> None:
+    """A prediction carries one score: a model with one output per class is refused, not
+    scored by one class's probability."""
+    path = _trained(tmp_path / "m.txt", {"objective": "multiclass", "num_class": 3}, "three")
+    with pytest.raises(ModelLoadError, match="3 outputs per row"):
+        load_model(path)
+
+
+def test_a_regression_model_scores_what_booster_predict_returns(tmp_path: Path) -> None:
+    path = _trained(tmp_path / "r.txt", {"objective": "regression"}, "real")
+    model = load_model(path)
+    rows = np.array([[0.1, 0.9], [0.8, np.nan], [np.nan, np.nan]])
+    expected = lgb.Booster(model_file=str(path)).predict(rows)
+    assert model.predict(rows).tolist() == expected.tolist()
+    assert max(expected) > 1.0  # not a probability: the regression value itself
+
+
+async def test_a_model_file_gone_missing_is_said_once_and_the_model_keeps_scoring(
+    names: Names, model_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "model.txt"
+    shutil.copy(model_path, path)
+    shutil.copy(metadata_path(model_path), metadata_path(path))
+    settings = settings_for(names, path, model={"reload_interval_s": 0})
+    kept = metadata_path(path).read_bytes()
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    async with open_scoring(settings, pipeline_factory=in_memory) as service:
+        metadata_path(path).unlink()
+        for _ in range(3):
+            await service.reloader.check()
+        assert len(warnings()) == 1
+        assert str(metadata_path(path)) in warnings()[0]
+        assert str(path) + "," not in warnings()[0]  # only the file that is gone
+        scored = await service.pipeline.score([InputEvent(event_id="e", entity_id="u")])
+        assert scored[0].model.version == service.pipeline.model.version
+        metadata_path(path).write_bytes(kept)
+        await service.reloader.check()
+        metadata_path(path).unlink()
+        await service.reloader.check()
+        assert len(warnings()) == 2  # gone again: said again
