@@ -66,8 +66,9 @@ class KafkaSettings(BaseModel):
     max_request_size: int = Field(default=1_048_576, ge=1_024)
     """The producer's limit on one record; dead letters are cut to fit it (and the broker's)."""
     transactional_id_prefix: str | None = None
-    """Exactly-once only: transactional ids are ``<prefix>-<input topic>-<partition>``
-    (default prefix ``streamscore-<group id>``). Keep it stable across restarts."""
+    """Exactly-once only: transactional ids are ``<prefix>-<input topic>-<partition>`` on
+    aiokafka (keep it stable across restarts), ``<prefix>-<random>`` on librdkafka (default
+    prefix ``streamscore-<group id>``)."""
     transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
     """Exactly-once only: the broker aborts a transaction left open longer than this."""
     # Security pass-through for real clusters.
@@ -327,15 +328,6 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     api: ApiSettings = ApiSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    @model_validator(mode="after")
-    def _check_client(self) -> Settings:
-        if self.kafka.client == "confluent" and self.stream.delivery == "exactly_once":
-            raise ValueError(
-                "stream.delivery=exactly_once needs kafka.client=aiokafka; the confluent "
-                "client delivers at least once"
-            )
-        return self
 
 
 def describe_errors(exc: ValidationError) -> str:

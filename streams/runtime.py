@@ -33,6 +33,7 @@ from streams.exit_codes import ExitCode
 from streams.fetch_guard import FetchGuard
 from streams.halts import Halted
 from streams.librdkafka_consumer import GuardedConfluentConsumer
+from streams.librdkafka_transactions import LibrdkafkaTransactionalDelivery
 from streams.metrics import ConsumerLag, StreamMetrics, serve_metrics
 from streams.outputs import OutputsFactory
 from streams.topics import ensure_topics, scorer_topics
@@ -147,9 +148,17 @@ class StreamRuntime:
         )
 
     async def _open_delivery(self, broker: KafkaBroker | ConfluentBroker) -> BatchDelivery:
-        """At-least-once through the outputs strategy, or exactly-once through one
-        transactional producer per input partition (hooked into the consumer's rebalances)."""
+        """At-least-once through the outputs strategy; exactly-once through one transactional
+        producer per input partition (aiokafka, hooked into the consumer's rebalances) or one
+        per process with the group's metadata in each transaction (librdkafka, KIP-447)."""
         settings, kafka = self.settings, self.settings.kafka
+        if settings.stream.delivery == "exactly_once" and kafka.client == "confluent":
+            librdkafka = LibrdkafkaTransactionalDelivery(
+                settings, self.stopping, self.metrics.observe
+            )
+            self._resources.push_async_callback(librdkafka.close)
+            await librdkafka.open()
+            return librdkafka
         if settings.stream.delivery == "exactly_once":
             transactional = TransactionalDelivery(settings, self.stopping, self.metrics.observe)
             self._resources.push_async_callback(transactional.close)
@@ -239,6 +248,8 @@ class StreamRuntime:
         elif isinstance(consumer, GuardedConfluentConsumer):
             self.consumer = consumer
             commit = consumer.commit_offsets
+            if isinstance(self.delivery, LibrdkafkaTransactionalDelivery):
+                self.delivery.consumer = consumer
         else:  # FastStream's in-memory consumer: acknowledging the message is the commit
             overlap = False  # the message is acknowledged within this call
 
@@ -260,6 +271,11 @@ class StreamRuntime:
                 for tp, offset in exc.rewind.items():
                     if tp in assigned:
                         consumer.seek(tp, offset)
+            elif isinstance(consumer, GuardedConfluentConsumer):
+                assigned = consumer.assignment()
+                for tp, offset in exc.rewind.items():
+                    if tp in assigned:
+                        await consumer.seek(tp.topic, tp.partition, offset)
             if exc.retriable:
                 await self._back_off(attempts=self._next_transaction_attempt())
             else:

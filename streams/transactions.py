@@ -46,14 +46,22 @@ class TransactionAborted(Exception):
     are in Kafka, and reading them again would repeat them.
     """
 
-    def __init__(self, rewind: dict[TopicPartition, int], cause: BaseException) -> None:
+    def __init__(
+        self,
+        rewind: dict[TopicPartition, int],
+        cause: BaseException,
+        *,
+        retriable: bool | None = None,
+    ) -> None:
         super().__init__(f"transaction aborted for {sorted(rewind)}: {cause!r}")
         self.rewind = rewind
         self.cause = cause
         self.retriable = (
-            not isinstance(cause, KafkaError)
+            retriable
+            if retriable is not None
+            else not isinstance(cause, KafkaError)
             or bool(cause.retriable)
-            or (isinstance(cause, ProducerFenced))
+            or isinstance(cause, ProducerFenced)
         )
 
 

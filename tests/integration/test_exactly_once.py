@@ -29,15 +29,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EVENTS = 20_000
 
 
-@pytest.fixture
-def eos_settings(kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path) -> Settings:
+def _eos(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path, client: str
+) -> Settings:
     return settings_for(
         names,
         model_path,
         bootstrap=kafka_bootstrap,
         mongo_url=mongo_url,
+        kafka={"client": client},
         stream={"max_batch_size": 500, "shutdown_timeout_s": 20, "delivery": "exactly_once"},
     )
+
+
+@pytest.fixture
+def eos_settings(kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path) -> Settings:
+    """Exactly-once on aiokafka (one transactional producer per input partition)."""
+    return _eos(kafka_bootstrap, mongo_url, names, model_path, "aiokafka")
+
+
+@pytest.fixture(params=["aiokafka", "confluent"])
+def eos_any_client(
+    request: pytest.FixtureRequest,
+    kafka_bootstrap: str,
+    mongo_url: str,
+    names: Names,
+    model_path: Path,
+) -> Settings:
+    """Exactly-once on each client (librdkafka: one producer per process, KIP-447 fencing)."""
+    return _eos(kafka_bootstrap, mongo_url, names, model_path, request.param)
 
 
 async def uncommitted(settings: Settings) -> int:
@@ -107,6 +127,69 @@ async def test_each_partition_of_a_batch_commits_in_one_transaction_with_its_dea
     finally:
         await app.stop()
     assert failures["left"] == 0
+    committed = await audit(settings, "read_committed")
+    exactly_once(committed, 40)
+    assert committed.dead_letters == 1
+    uncommitted = await audit(settings, "read_uncommitted")
+    assert uncommitted.duplicated_predictions + uncommitted.duplicated_dead_letters > 0
+    assert runtime.exit_code == ExitCode.OK
+
+
+async def test_librdkafka_aborts_a_failed_transaction_and_replaces_a_fatal_producer(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    names: Names,
+    model_path: Path,
+    mongo_db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On librdkafka, one commit fails with an ordinary error (aborted, the batch read
+    again) and one with a fatal error (a new producer with a new transactional id): a
+    ``read_committed`` reader sees every output once."""
+    from confluent_kafka import KafkaError as LibrdkafkaError
+    from confluent_kafka import KafkaException, Producer
+
+    import streams.librdkafka_transactions as librdkafka_transactions
+
+    settings = _eos(kafka_bootstrap, mongo_url, names, model_path, "confluent")
+    await seed(settings.mongo.url.get_secret_value(), settings.mongo.database)
+    await ensure_topics(settings.kafka)
+    values = [
+        json.dumps({"event_id": f"e{i}", "entity_id": f"user-{i}"}).encode() for i in range(40)
+    ]
+    values[7] = b"poison: not json"
+    await produce(settings.kafka.bootstrap_servers, settings.kafka.input_topic, values, [None] * 40)
+    failures: list[BaseException] = [
+        RuntimeError("simulated failure before the commit"),
+        KafkaException(LibrdkafkaError(LibrdkafkaError._FENCED, "simulated fencing", fatal=True)),
+    ]
+    ids: list[str] = []
+
+    class FailingCommits:
+        def __init__(self, config: dict[str, Any]) -> None:
+            ids.append(config["transactional.id"])
+            self._producer = Producer(config)
+
+        def commit_transaction(self, *args: Any) -> None:
+            if failures:
+                raise failures.pop(0)
+            self._producer.commit_transaction(*args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._producer, name)
+
+    monkeypatch.setattr(librdkafka_transactions, "Producer", FailingCommits)
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        assert await all_committed(settings, 90)
+        assert isinstance(runtime.delivery, librdkafka_transactions.LibrdkafkaTransactionalDelivery)
+    finally:
+        await app.stop()
+    assert failures == []
+    assert len(ids) == 2  # the fatal error replaced the producer
+    assert ids[0] != ids[1]
+    assert all(i.startswith(f"streamscore-{settings.kafka.group_id}-") for i in ids)
     committed = await audit(settings, "read_committed")
     exactly_once(committed, 40)
     assert committed.dead_letters == 1
@@ -207,9 +290,9 @@ async def test_a_transaction_sends_record_batches_committed_whole_or_aborted_who
 
 @pytest.mark.parametrize("sigkill", [True, False], ids=["kill -9", "SIGTERM"])
 async def test_stopped_mid_stream_then_restarted_nothing_lost_nothing_repeated(
-    eos_settings: Settings, names: Names, tmp_path: Path, sigkill: bool
+    eos_any_client: Settings, names: Names, tmp_path: Path, sigkill: bool
 ) -> None:
-    settings = eos_settings
+    settings = eos_any_client
     await seed(settings.mongo.url.get_secret_value(), names.database)
     await ensure_topics(settings.kafka)
     await produce_events(settings, EVENTS)
@@ -232,11 +315,11 @@ async def test_stopped_mid_stream_then_restarted_nothing_lost_nothing_repeated(
 
 
 async def test_a_third_scorer_joins_and_one_is_killed_nothing_lost_nothing_repeated(
-    eos_settings: Settings, names: Names, tmp_path: Path
+    eos_any_client: Settings, names: Names, tmp_path: Path
 ) -> None:
     """Rebalances while transactions are open: a scorer joins mid-stream (partitions move
     away from the running ones), then one is killed (its partitions move again)."""
-    settings = eos_settings
+    settings = eos_any_client
     await seed(settings.mongo.url.get_secret_value(), names.database)
     await ensure_topics(settings.kafka)
     a = ScorerProcess(settings, tmp_path / "a.log", STREAMSCORE_KAFKA__CLIENT_ID="a")
@@ -245,9 +328,18 @@ async def test_a_third_scorer_joins_and_one_is_killed_nothing_lost_nothing_repea
     a.start()
     b.start()
 
-    async def steady_stream() -> None:  # 20 chunks over ~10 s: transactions open throughout
-        for chunk in range(20):
-            await produce_events(settings, EVENTS // 20, prefix=f"c{chunk}-")
+    killed = asyncio.Event()
+    chunks = 0
+
+    async def steady_stream() -> None:
+        """Chunks every 0.5 s (transactions open throughout) until 4 chunks after the kill,
+        however long the join takes: at least 20 chunks, at most 200."""
+        nonlocal chunks
+        after_kill = 0
+        while chunks < 200 and (chunks < 20 or after_kill < 4):
+            await produce_events(settings, EVENTS // 20, prefix=f"c{chunks}-")
+            chunks += 1
+            after_kill += killed.is_set()
             await asyncio.sleep(0.5)
 
     producing = asyncio.create_task(steady_stream())
@@ -263,6 +355,7 @@ async def test_a_third_scorer_joins_and_one_is_killed_nothing_lost_nothing_repea
         assert not producing.done(), "the stream ended before the rebalance: nothing proven"
         b.signal(signal.SIGKILL)
         b.wait()
+        killed.set()
         await producing
         assert await all_committed(settings), a.log()[-2000:] + c.log()[-2000:]
         assert a.stop(timeout=40) == ExitCode.OK
@@ -273,7 +366,7 @@ async def test_a_third_scorer_joins_and_one_is_killed_nothing_lost_nothing_repea
             scorer.kill()
     report = await audit(settings, "read_committed")
     report_line("exactly-once, join + kill -9", report)
-    exactly_once(report, EVENTS)
+    exactly_once(report, chunks * (EVENTS // 20))
     lag = await committed_lag(settings.kafka.bootstrap_servers, names.group_id, names.input_topic)
     assert set(lag.values()) == {0}
 

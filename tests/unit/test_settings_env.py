@@ -19,6 +19,7 @@ EVERY_FIELD_CHANGED: dict[str, object] = {
         "dlq_topic": "in.dlq",
         "group_id": "g-7",
         "client_id": "c-7",
+        "client": "confluent",
         "auto_offset_reset": "latest",
         "input_isolation": "read_uncommitted",
         "create_topics": False,
@@ -133,17 +134,12 @@ def test_the_defaults_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _load_from(to_env(original), monkeypatch) == original
 
 
-EXCLUSIVE_WITH_FIXTURE = [("kafka", "client")]
-"""Fields the fixture cannot change (the confluent client refuses its ``exactly_once``);
-:func:`test_client_round_trips` covers them."""
-
-
 def test_every_field_changed_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     changed = load_settings(**EVERY_FIELD_CHANGED)
     defaults = Settings()
     unchanged = [p for p in field_paths() if _leaf(changed, p) == _leaf(defaults, p)]
     # the fixture really changes every field, new ones included
-    assert unchanged == EXCLUSIVE_WITH_FIXTURE
+    assert unchanged == []
 
     loaded = _load_from(to_env(changed), monkeypatch)
 
@@ -216,9 +212,10 @@ def test_client_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     assert loaded.kafka.client == "confluent"
 
 
-def test_confluent_client_refuses_exactly_once() -> None:
-    with pytest.raises(ValueError, match=r"exactly_once needs kafka\.client=aiokafka"):
-        load_settings(kafka={"client": "confluent"}, stream={"delivery": "exactly_once"})
+def test_either_client_takes_exactly_once() -> None:
+    for client in ("aiokafka", "confluent"):
+        settings = load_settings(kafka={"client": client}, stream={"delivery": "exactly_once"})
+        assert (settings.kafka.client, settings.stream.delivery) == (client, "exactly_once")
 
 
 def test_misspelt_setting_variables_are_named_with_what_was_meant() -> None:

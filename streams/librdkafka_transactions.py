@@ -1,0 +1,232 @@
+"""Exactly-once through librdkafka (``STREAMSCORE_KAFKA__CLIENT=confluent``): a whole batch —
+its predictions, dead letters and next offsets — in one Kafka transaction.
+
+Fencing is KIP-447's: the offsets go into the transaction with the consumer's group metadata
+(generation and member id), so the group coordinator refuses them from a process that lost
+its partitions in a rebalance, and the transaction is aborted. One transactional producer per
+process is enough; its transactional id is ``<prefix>-<random>``, new at every start. A
+process killed with a transaction open leaves it to the broker, which aborts it after
+``transaction_timeout_ms``; until then ``read_committed`` readers of the output topics wait at
+it, and the group's next owner of those partitions waits to read their committed offsets
+(KIP-447's stable offsets), so nothing is read twice.
+
+Polls and rebalances happen only between batches here (a batch is delivered inside the
+handler, before the next poll), so a rebalance never meets an open transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka import TopicPartition as LibrdkafkaPartition
+
+from settings import Settings
+from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Unacknowledged
+from streams.halts import Halted
+from streams.librdkafka_errors import to_kafka_error
+from streams.librdkafka_options import producer_config
+from streams.librdkafka_outputs import LibrdkafkaOutputs
+from streams.transactions import TransactionAborted
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_RETRY_S = 0.1
+
+
+def transactional_config(settings: Settings, transactional_id: str) -> dict[str, Any]:
+    """The producer's settings plus a transaction: a delivery may not outlast the
+    transaction (librdkafka refuses ``message.timeout.ms`` > ``transaction.timeout.ms``)."""
+    kafka = settings.kafka
+    config = producer_config(kafka)
+    config["transactional.id"] = transactional_id
+    config["transaction.timeout.ms"] = kafka.transaction_timeout_ms
+    config["delivery.timeout.ms"] = min(config["delivery.timeout.ms"], kafka.transaction_timeout_ms)
+    return config
+
+
+class LibrdkafkaTransactionalDelivery:
+    """Exactly-once on librdkafka. :meth:`deliver` guarantees:
+
+    1. A batch's outputs and the next offsets of all its input partitions are committed in one
+       transaction: a ``read_committed`` reader sees all of them or none, and the group
+       resumes after exactly the records whose outputs are visible.
+    2. A failure aborts the transaction and raises :class:`TransactionAborted` naming every
+       partition of the batch (from its first offsets) to read again; a process that lost the
+       partitions gets its offsets refused by the group coordinator, so nothing of them commits.
+    3. A producer that cannot go on (fatal error, failed abort) is replaced by a new one with a
+       new transactional id before the batch is read again.
+    4. Batches are delivered one at a time: :meth:`drain` returns once the last one is done.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        stopping: asyncio.Event,
+        observe: Observe | None = None,
+        producer_factory: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        kafka = settings.kafka
+        self._settings = settings
+        self._prefix = kafka.transactional_id_prefix or f"streamscore-{kafka.group_id}"
+        self._timeout_s = kafka.transaction_timeout_ms / 1000
+        self._stopping = stopping
+        self._observe = observe
+        self._factory = producer_factory
+        """Builds the producer from its configuration (None: confluent-kafka's ``Producer``)."""
+        self._lock = asyncio.Lock()
+        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transaction")
+        self._producer: Any = None
+        self._outputs: LibrdkafkaOutputs | None = None
+        self.transactional_id = ""
+        self.consumer: Any = None
+        """The consuming :class:`~streams.librdkafka_consumer.GuardedConfluentConsumer` (the
+        runtime sets it); its group metadata goes into each transaction."""
+        self.halted: Halted | None = None
+        self.stats = DeliveryStats()
+
+    async def open(self) -> None:
+        """Start a producer and register its transactional id (``init_transactions``)."""
+        self.transactional_id = f"{self._prefix}-{uuid.uuid4().hex[:16]}"
+        factory = self._factory if self._factory is not None else Producer
+        producer = factory(transactional_config(self._settings, self.transactional_id))
+        self._producer = producer
+        self._outputs = LibrdkafkaOutputs(producer, asyncio.get_running_loop())
+        await self._call(producer.init_transactions, self._timeout_s)
+        log.info(
+            "exactly-once: transactional producer %s ready",
+            self.transactional_id,
+            extra={"event": "transactions_ready", "transactional_id": self.transactional_id},
+        )
+
+    def check(self) -> None:
+        if self.halted is not None:
+            raise self.halted
+
+    def halt(self, error: BaseException) -> None:
+        if self.halted is None and isinstance(error, Halted):
+            self.halted = error
+
+    async def deliver(self, batch: Batch, commit: Commit, on_acked: Acked | None = None) -> None:
+        self.check()
+        async with self._lock:
+            started = time.perf_counter()
+            try:
+                await self._transact(batch)
+            except BaseException as exc:
+                self.stats.commit_failures += 1
+                retriable = await self._abort(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                cause = _kafka_error(exc)
+                raise TransactionAborted(dict(batch.first), cause, retriable=retriable) from exc
+            finally:
+                if self._observe is not None:
+                    self._observe("commit", time.perf_counter() - started)
+            self.stats.commits += 1
+            self.stats.committed.update(batch.after)
+            if on_acked is not None:
+                on_acked()
+
+    async def _transact(self, batch: Batch) -> None:
+        producer, outputs, consumer = self._producer, self._outputs, self.consumer
+        if producer is None or outputs is None:
+            raise RuntimeError("the transactional producer is not open")
+        if consumer is None:
+            raise RuntimeError("no consumer to take the group metadata from")
+        await self._call(producer.begin_transaction)
+        handed = await outputs.send_many(batch.outputs, range(len(batch.outputs)))
+        await asyncio.gather(*(future for future, _ in handed))
+        offsets = [
+            LibrdkafkaPartition(tp.topic, tp.partition, after) for tp, after in batch.after.items()
+        ]
+        metadata = consumer.consumer.consumer_group_metadata()
+        await self._retrying(
+            producer.send_offsets_to_transaction, offsets, metadata, self._timeout_s
+        )
+        await self._retrying(producer.commit_transaction, self._timeout_s)
+
+    async def _retrying(self, call: Callable[..., Any], *args: Any) -> None:
+        """Call again while librdkafka says the call itself may be retried (a timeout, a
+        coordinator moving), within one transaction timeout; anything else is raised."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                await self._call(call, *args)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if (
+                    error.retriable()
+                    and not error.txn_requires_abort()
+                    and not error.fatal()
+                    and time.monotonic() < deadline
+                ):
+                    await asyncio.sleep(_RETRY_S)
+                    continue
+                raise
+
+    async def _abort(self, exc: BaseException) -> bool:
+        """Abort the open transaction (or replace a producer that cannot); whether reading the
+        batch again may succeed without a fix."""
+        error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+        fatal = error is not None and error.fatal()
+        log.warning(
+            "transaction aborted, the batch will be read again: %r",
+            exc,
+            extra={"event": "retry", "stage": "transaction"},
+        )
+        # Even after a fatal error: a producer the broker has not fenced would otherwise leave
+        # its transaction open (holding back read_committed readers) until it times out.
+        try:
+            await self._call(self._producer.abort_transaction, self._timeout_s)
+        except Exception as abort_error:
+            if not fatal:
+                log.warning("abort failed (%r): starting a new transactional producer", abort_error)
+            fatal = True
+        if fatal:
+            await self._replace()
+        if error is not None:
+            return bool(error.retriable() or error.txn_requires_abort() or error.fatal())
+        cause = _kafka_error(exc)
+        return not isinstance(cause, KafkaError) or bool(cause.retriable)
+
+    async def _replace(self) -> None:
+        old = self._outputs
+        self._producer = self._outputs = None
+        if old is not None:
+            await old.close()
+        await self.open()
+
+    async def _call(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._calls, call, *args)
+
+    async def drain(self) -> None:
+        async with self._lock:
+            return
+
+    async def close(self) -> None:
+        async with self._lock:
+            outputs, self._outputs, self._producer = self._outputs, None, None
+            if outputs is not None:
+                await outputs.close()
+        self._calls.shutdown(wait=True)
+
+
+def _kafka_error(exc: BaseException) -> BaseException:
+    """``exc`` as the Kafka error the runtime decides on (a librdkafka error converted)."""
+    if isinstance(exc, KafkaException) and exc.args:
+        converted: BaseException = to_kafka_error(exc.args[0])
+        return converted
+    if isinstance(exc, Unacknowledged) and exc.failed:
+        return next(iter(exc.failed.values()))
+    return exc
