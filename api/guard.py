@@ -169,13 +169,10 @@ class Guard:
         ``X-API-Key`` or as ``Authorization: Bearer`` (what Prometheus' ``authorization`` block
         sends); either matching passes. Several values of one header are refused: which one
         counts would depend on the proxy in between."""
-        keys = [v for k, v in raw_headers if k == b"x-api-key"]
-        bearers = [
-            v[7:].strip()
-            for k, v in raw_headers
-            if k == b"authorization" and v[:7].lower() == b"bearer "
-        ]
-        if len(keys) > 1 or len(bearers) > 1:
+        keys = [v.strip(b" \t") for k, v in raw_headers if k == b"x-api-key"]
+        authorizations = [v for k, v in raw_headers if k == b"authorization"]
+        bearers = [v[7:].strip(b" \t") for v in authorizations if v[:7].lower() == b"bearer "]
+        if len(keys) > 1 or len(authorizations) > 1:
             return f"more than one API key sent (header {API_KEY_HEADER} or Authorization)"
         key = self._key
         assert key is not None
@@ -198,7 +195,8 @@ class Guard:
                     status_code=401,
                     headers={"WWW-Authenticate": API_KEY_HEADER},
                 )
-        if scope["method"] == "POST" and not is_json(headers.get(b"content-type", b"")):
+        types = [v for k, v in scope["headers"] if k == b"content-type"]
+        if scope["method"] == "POST" and (len(types) != 1 or not is_json(types[0])):
             return JSONResponse(
                 error_body("the body must be JSON: send Content-Type: application/json"),
                 status_code=415,

@@ -613,6 +613,7 @@ async def test_either_key_header_passes_and_several_keys_are_refused(
             bearer,
             {"X-API-Key": "wrong", **bearer},
             {"X-API-Key": KEY, "Authorization": "Bearer x"},
+            {"X-API-Key": f"{KEY} \t"},  # whitespace around a header value is not part of it
         ]
         for headers in passing:
             response = await client.post("/predict", json=event, headers=headers)
@@ -621,9 +622,15 @@ async def test_either_key_header_passes_and_several_keys_are_refused(
             [("X-API-Key", KEY), ("X-API-Key", "wrong")],
             [("X-API-Key", "wrong"), ("X-API-Key", KEY)],
             [("Authorization", f"Bearer {KEY}"), ("Authorization", f"Bearer {KEY}")],
+            [("Authorization", "Basic Zm9vOmJhcg=="), ("Authorization", f"Bearer {KEY}")],
+            [("Authorization", f"Bearer {KEY}"), ("Authorization", "Basic Zm9vOmJhcg==")],
         ):
             refused = await client.post("/predict", json=event, headers=pairs)
             assert refused.status_code == 401
             assert "more than one API key" in refused.json()["detail"]
+        for types in (["text/plain", "application/json"], ["application/json", "text/plain"]):
+            twice = [("X-API-Key", KEY), *(("Content-Type", t) for t in types)]
+            response = await client.post("/predict", content=b'{"entity_id": "u"}', headers=twice)
+            assert response.status_code == 415, types  # which one counts is not guessed
         assert (await client.get("/healthz/", follow_redirects=True)).status_code == 200
         assert (await client.get("/healthzz")).status_code == 401
