@@ -11,6 +11,7 @@ from api.requests import ErrorBody, PredictEvent
 
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong API key"},
+    408: {"model": ErrorBody, "description": "The body did not arrive in time"},
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
     415: {"model": ErrorBody, "description": "Content-Type is not application/json"},
     422: {

@@ -20,6 +20,7 @@ from api.openapi import PREDICT_ERRORS, RELOAD_ERRORS, predict_body
 from api.parsing import InvalidBody
 from api.requests import ErrorBody, FieldError, error_body
 from schemas import Prediction
+from schemas.events import format_time
 from scoring import EnrichmentUnavailable, ModelLoadError, ScoringTimeout
 from settings import ApiSettings
 
@@ -138,7 +139,7 @@ async def model_info(service: ServiceDep) -> dict[str, Any]:
         "name": model.name,
         "version": model.version,
         "feature_names": list(model.feature_names),
-        "loaded_at": model.loaded_at.astimezone(UTC).isoformat(),
+        "loaded_at": format_time(model.loaded_at.astimezone(UTC)),
     }
 
 

@@ -402,6 +402,7 @@ async def test_model_metadata(api: Api, model: LoadedModel) -> None:
     assert body["feature_names"] == list(model.feature_names)
     assert body["feature_names"]
     assert set(body) == {"name", "version", "feature_names", "loaded_at"}  # no file paths
+    assert body["loaded_at"].endswith("Z")  # as the predictions write times
 
 
 def sample(text: str, name: str, **labels: str) -> float:
