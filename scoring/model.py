@@ -21,6 +21,7 @@ from scoring.compiled_library import CompiledModel, CompileError
 from scoring.errors import ModelLoadError
 
 _DOUBLE_MAX = float(np.finfo(np.float64).max)
+_LOW_32_BITS = np.uint64(0xFFFFFFFF)
 _FILLABLE = re.compile(r"^[^.$\x00][^.\x00]*$")
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,7 @@ class LoadedModel:
         if matrix.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
         if self.compiled is not None:
-            # A value of exactly ±DBL_MAX falls the other way at a split whose threshold is
-            # infinite in the compiled trees: LightGBM scores the rows holding one.
-            extreme = (np.abs(matrix) == _DOUBLE_MAX).any(axis=1)
+            extreme = compiled_cannot_score(matrix)
             if not extreme.any():
                 return self.compiled.predict(matrix)
             scores = np.empty(matrix.shape[0], dtype=np.float64)
@@ -94,6 +93,21 @@ class LoadedModel:
         result = self.booster.predict(matrix, validate_features=False, **params)
         # A multi-output model gives one block per output; the score is the last output's.
         return np.asarray(result, dtype=np.float64).reshape(matrix.shape[0], -1)[:, -width:]
+
+
+def compiled_cannot_score(matrix: Matrix) -> npt.NDArray[np.bool_]:
+    """Per row, whether it holds a value the compiled trees would score differently from
+    LightGBM (LightGBM scores those rows):
+
+    - exactly ±DBL_MAX, which falls the other way at a split whose threshold is infinite in
+      the compiled trees;
+    - a number whose low 32 bits are all ones (``2**53 - 1``, JavaScript's
+      ``Number.MAX_SAFE_INTEGER``, is one): the generated code keeps a value and its
+      "missing" mark (the int -1) in the same 8 bytes, so such a value reads as missing.
+    """
+    bits = np.ascontiguousarray(matrix, dtype=np.float64).view(np.uint64)
+    aliased = (bits & _LOW_32_BITS) == _LOW_32_BITS
+    return (aliased | (np.abs(matrix) == _DOUBLE_MAX)).any(axis=1)
 
 
 def check_feature_names(candidate: LoadedModel) -> None:

@@ -429,3 +429,31 @@ def test_rows_holding_the_largest_double_score_as_booster_predict(
         np.vstack([random_rows(width, 40), extreme_rows, random_rows(width, 40, seed=5)]),
     ):
         assert np.array_equal(compiled.predict(rows), expected(demo.booster, rows))
+
+
+def test_values_whose_low_bits_read_as_missing_score_as_booster_predict(
+    demo: Built, cache_dir: Path
+) -> None:
+    """The generated code keeps a value and its "missing" mark (the int -1) in the same
+    bytes, so a double whose low 32 bits are all ones (2**53 - 1 is one) reads as missing
+    there: such rows are scored by LightGBM."""
+    width = demo.booster.num_feature()
+    aliased = [
+        float(2**53 - 1),
+        -float(2**53 - 1),
+        np.array([0x408F4000FFFFFFFF], dtype=np.uint64).view(np.float64)[0],  # ~1000.0005
+        np.array([0x3FB99999FFFFFFFF], dtype=np.uint64).view(np.float64)[0],  # ~0.1
+    ]
+    rows = []
+    for feature in range(width):
+        for value in aliased:
+            row = random_rows(width, 1, seed=feature)[0]
+            row[feature] = value
+            rows.append(row)
+    odd = np.array(rows)
+    assert not np.array_equal(demo.compiled.predict(odd), expected(demo.booster, odd))
+    compiled = load_model(demo.path, backend=BackendChoice("compiled", cache_dir))
+    assert compiled.backend == "compiled"
+    mixed = np.vstack([random_rows(width, 30), odd, random_rows(width, 30, seed=9)])
+    for batch in (odd, mixed):
+        assert np.array_equal(compiled.predict(batch), expected(demo.booster, batch))
