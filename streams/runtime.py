@@ -30,13 +30,13 @@ from streams.batch_processor import BatchProcessor, describe_first_offsets
 from streams.delivery import Delivery, DeliveryPolicy
 from streams.delivery_types import BatchDelivery, Commit
 from streams.exit_codes import ExitCode
-from streams.fetch_guard import FetchGuard
+from streams.fetch_guard import FetchGuard, GuardedKafkaBroker
 from streams.halts import Halted
-from streams.librdkafka_consumer import GuardedConfluentConsumer
+from streams.librdkafka_consumer import GuardedConfluentBroker, GuardedConfluentConsumer
 from streams.librdkafka_transactions import LibrdkafkaTransactionalDelivery
 from streams.metrics import ConsumerLag, StreamMetrics, serve_metrics
 from streams.outputs import OutputsFactory
-from streams.topics import ensure_topics, scorer_topics
+from streams.topics import ensure_topics, record_limits, scorer_topics
 from streams.transactions import TransactionAborted, TransactionalDelivery
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,31 @@ class Started:
 
     scoring: ScoringService
     processor: BatchProcessor
+
+
+async def within_topic_limits(settings: Settings) -> Settings:
+    """``settings`` with the producer's request limit (``max_request_size``, which also bounds
+    its record batches and the dead letters cut to fit) lowered to the smallest limit of the
+    topics it writes, when one is lower: the broker refuses a whole record batch larger than
+    its topic's ``max.message.bytes``, and aiokafka's idempotent producer cannot write to that
+    partition again after such a refusal."""
+    kafka = settings.kafka
+    written = scorer_topics(settings)[1:]
+    limits = await record_limits(kafka, written)
+    lowest = min(limits.items(), key=lambda item: item[1], default=None)
+    if lowest is None or lowest[1] >= kafka.max_request_size:
+        return settings
+    topic, limit = lowest
+    log.info(
+        "records and record batches are kept to %d bytes, the limit of topic %s "
+        "(max.message.bytes), below STREAMSCORE_KAFKA__MAX_REQUEST_SIZE (%d)",
+        limit,
+        topic,
+        kafka.max_request_size,
+        extra={"event": "topic_limit", "topic": topic},
+    )
+    lowered = kafka.model_copy(update={"max_request_size": limit})
+    return settings.model_copy(update={"kafka": lowered})
 
 
 class StreamRuntime:
@@ -110,6 +135,9 @@ class StreamRuntime:
         settings, kafka = self.settings, self.settings.kafka
         if kafka.create_topics and (created := await ensure_topics(kafka, scorer_topics(settings))):
             log.info("created topics: %s", ", ".join(created))
+        if isinstance(broker, GuardedKafkaBroker | GuardedConfluentBroker):  # a real cluster
+            self.settings = settings = await within_topic_limits(settings)
+            kafka = settings.kafka
         scoring = await self._resources.enter_async_context(
             open_scoring(
                 settings,

@@ -7,6 +7,7 @@ import logging
 import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from settings import KafkaSettings, Settings
@@ -98,6 +99,42 @@ def scorer_topics(settings: Settings) -> list[str]:
     if settings.challenger.path is not None:
         topics.append(settings.challenger.topic)
     return topics
+
+
+RECORD_BATCH_OVERHEAD = 128
+"""Bytes kept free under a topic's ``max.message.bytes``, which bounds a whole record batch
+(its header is 61 bytes; a record's lengths and deltas take a few more)."""
+
+
+async def record_limits(kafka: KafkaSettings, topics: list[str]) -> dict[str, int]:
+    """The largest record batch each of ``topics`` takes: its ``max.message.bytes`` (the
+    broker's default when the topic sets none) less :data:`RECORD_BATCH_OVERHEAD`. Topics the
+    cluster says nothing about (absent, describing configs not allowed) are left out."""
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})
+        for topic in dict.fromkeys(topics)
+    ]
+    try:
+        admin = await _admin(kafka)
+    except KafkaError as exc:
+        log.info("cannot read the settings of topics %s: %r", topics, exc)
+        return {}
+    try:
+        responses = await admin.describe_configs(resources)
+    except KafkaError as exc:
+        log.info("cannot read the settings of topics %s: %r", topics, exc)
+        return {}
+    finally:
+        await admin.close()
+    limits: dict[str, int] = {}
+    for response in responses:
+        for error, _message, _type, name, entries in response.resources:
+            if error or name not in topics:
+                continue
+            for entry in entries:
+                if entry[0] == "max.message.bytes" and str(entry[1]).isdigit():
+                    limits[name] = max(0, int(entry[1]) - RECORD_BATCH_OVERHEAD)
+    return limits
 
 
 async def partitions_of(kafka: KafkaSettings, topics: list[str]) -> dict[str, list[int]]:

@@ -307,6 +307,72 @@ async def test_dead_letters_whose_key_or_headers_cannot_fit_are_cut_and_say_what
     ) == {0}
 
 
+async def test_dead_letters_fit_a_dead_letter_topic_whose_limit_is_below_the_producers(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path, kafka_client: str
+) -> None:
+    """A dead-letter topic with ``max.message.bytes=50000``: an invalid record of 200 kB is
+    dead-lettered cut to that limit (not refused by the broker, which left aiokafka's
+    idempotent producer unable to write to the partition again), after a small dead letter
+    on the same partition; one of 45 kB with a 10 kB header of its own is cut only as far as
+    needed, its header kept."""
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        kafka={"client": kafka_client},
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(names.dlq_topic, 1, 1, topic_configs={"max.message.bytes": "50000"})]
+        )
+    finally:
+        await admin.close()
+    await ensure_topics(settings.kafka)
+    own_header = [("trace", b"t" * 10_000)]
+    await _send(
+        kafka_bootstrap,
+        names.input_topic,
+        [
+            (0, b"small, not json", None),
+            (0, b"w" * 200_000, None),
+            (0, _event("scored"), None),
+        ],
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            names.input_topic, b"v" * 45_000, partition=0, headers=own_header
+        )
+    finally:
+        await producer.stop()
+    outputs, runtime = await score_until(settings, 4, 60)
+    assert runtime.exit_code == ExitCode.OK
+    dead = sorted(
+        (r for r in outputs if r.topic == names.dlq_topic),
+        key=lambda r: int(dict(r.headers)["streamscore.source.offset"]),
+    )
+    assert [dict(d.headers)["streamscore.source.offset"] for d in dead] == [b"0", b"1", b"3"]
+    assert dead[0].value == b"small, not json"
+    big = dict(dead[1].headers)
+    assert big["streamscore.value.truncated"] == b"true"
+    assert big["streamscore.value.original_size"] == b"200000"
+    assert 45_000 < len(dead[1].value) < 50_000  # cut to the topic's limit, not halved
+    with_header = dict(dead[2].headers)
+    assert with_header["trace"] == b"t" * 10_000  # its own header kept
+    assert "streamscore.headers.dropped" not in with_header
+    assert 30_000 < len(dead[2].value) < 45_000
+    assert [json.loads(r.value)["event_id"] for r in outputs if r.topic == names.output_topic] == [
+        "scored"
+    ]
+    assert set(
+        (await committed_lag(kafka_bootstrap, names.group_id, names.input_topic)).values()
+    ) == {0}
+
+
 async def test_a_record_timestamp_past_9999_is_an_invalid_event_unless_the_event_has_a_time(
     kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
 ) -> None:
