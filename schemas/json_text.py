@@ -28,11 +28,18 @@ def without_bom(raw: bytes) -> bytes:
 
 
 def utf8_problem(raw: bytes) -> str | None:
-    """Why ``raw`` is not UTF-8 (e.g. ``invalid start byte at byte 0``); None when it is."""
+    """Why ``raw`` is not UTF-8 JSON text (e.g. ``invalid start byte at byte 0``); None when
+    it is UTF-8. A NUL byte is valid UTF-8 but never in JSON text (not even escaped in a
+    string): it is what UTF-16 and UTF-32 text without a byte order mark look like in ASCII
+    (``{\x00"\x00``), so it is named as an encoding problem too. Only asked once parsing
+    failed."""
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"{exc.reason} at byte {exc.start}"
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        return f"a NUL byte at byte {nul} (UTF-16 or UTF-32 text?)"
     return None
 
 

@@ -21,6 +21,22 @@ LIMIT = 1_000
         (b"", ErrorKind.EMPTY_VALUE, "empty"),
         (b"x" * (LIMIT + 1), ErrorKind.TOO_LARGE, "limit is 1000"),
         (b"\xff\xfe{}", ErrorKind.INVALID_ENCODING, "not UTF-8"),
+        # UTF-16/32 without a byte order mark is valid UTF-8 (ASCII and NUL bytes), never JSON
+        (
+            '{"event_id": "e", "entity_id": "u"}'.encode("utf-16-le"),
+            ErrorKind.INVALID_ENCODING,
+            "UTF-16",
+        ),
+        (
+            '{"event_id": "e", "entity_id": "u"}'.encode("utf-32-be"),
+            ErrorKind.INVALID_ENCODING,
+            "UTF-16",
+        ),
+        (
+            b'{"event_id": "e\x00", "entity_id": "u"}',
+            ErrorKind.INVALID_ENCODING,
+            "NUL byte at byte 15",
+        ),
         (b"not json", ErrorKind.INVALID_JSON, "not valid JSON"),
         (b'{"event_id": "e", ', ErrorKind.INVALID_JSON, "not valid JSON"),
         (b"[1, 2]", ErrorKind.INVALID_EVENT, "JSON object"),
