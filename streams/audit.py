@@ -43,10 +43,18 @@ class AuditReport:
     lost_examples: list[str] = field(default_factory=list)
     duplicate_examples: list[str] = field(default_factory=list)
     unexpected_examples: list[str] = field(default_factory=list)
+    exactly_once: bool = False
+    """Read as exactly-once promises (that delivery, outputs read ``read_committed``): a
+    duplicate is then a failure too."""
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.unexpected_predictions == 0
+        repeated = self.duplicated_predictions + self.duplicated_dead_letters
+        return (
+            self.lost == 0
+            and self.unexpected_predictions == 0
+            and not (self.exactly_once and repeated)
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self) | {"ok": self.ok}, indent=2)
@@ -72,7 +80,12 @@ class AuditReport:
         ):
             if examples:
                 lines.append(f"{title} (first {len(examples)}): {', '.join(examples)}")
-        lines.append("OK: nothing lost" if self.ok else "NOT OK: see above")
+        if not self.ok:
+            lines.append("NOT OK: see above")
+        else:
+            lines.append(
+                "OK: nothing lost, nothing repeated" if self.exactly_once else "OK: nothing lost"
+            )
         return "\n".join(lines)
 
 
@@ -131,11 +144,13 @@ async def audit(settings: Settings, isolation: Isolation | None = None) -> Audit
     inputs = await _read_all(settings, kafka.input_topic, kafka.input_isolation)
     outputs = await _read_all(settings, kafka.output_topic, level)
     dead = await _read_all(settings, kafka.dlq_topic, level)
-    return reconcile(
+    report = reconcile(
         [_input_event(settings, record) for record in inputs],
         [_predicted_event(record) for record in outputs],
         [_dead_letter_source(record) for record in dead],
     )
+    report.exactly_once = settings.stream.delivery == "exactly_once" and level == "read_committed"
+    return report
 
 
 def _input_event(settings: Settings, record: Any) -> tuple[Position, str | None]:

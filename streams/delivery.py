@@ -13,11 +13,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.structs import TopicPartition
 
 from streams.backoff import Backoff
@@ -42,6 +47,17 @@ _TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 SEND_SLICE = 64
 """Outputs handed over per event-loop pass: a batch of 500 sent in one pass held the loop for
 ~5 ms (about 11 µs per record with aiokafka)."""
+
+
+def _cannot_be_retried(error: BaseException) -> bool:
+    """A Kafka error that re-sending cannot fix. aiokafka marks its own timeout (a record not
+    handed to a broker within ``request_timeout_ms``: the broker down, a leader moving) as
+    not retriable, but it is an outage, waited out like any other."""
+    return (
+        isinstance(error, KafkaError)
+        and not error.retriable
+        and not isinstance(error, KafkaTimeoutError)
+    )
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,9 @@ class Delivery:
         self._last: asyncio.Task[None] | None = None
         self.halted: Halted | None = None
         self.stats = DeliveryStats()
+        self.on_halt: Callable[[Halted], None] | None = None
+        """Told at once when a batch completing in the background halts (so the process
+        stops now, not when the next batch arrives, which on a quiet topic may be never)."""
 
     def _backoff(self) -> Backoff:
         policy = self._policy
@@ -154,6 +173,8 @@ class Delivery:
                     error,
                     extra={"event": "halt"},
                 )
+                if self.on_halt is not None and self.halted is not None:
+                    self.on_halt(self.halted)
 
     async def _complete(
         self,
@@ -267,7 +288,7 @@ class Delivery:
                 if record_size(key, cut, headers) < size:
                     continue
                 # As small as it gets: a refusal like any other (bounded, then a halt).
-            if isinstance(error, KafkaError) and not error.retriable and fatal is None:
+            if _cannot_be_retried(error) and fatal is None:
                 fatal = (index, error)
         return fatal
 

@@ -194,7 +194,7 @@ class StreamRuntime:
             self.fetch_guard.on_assigned = transactional.on_assigned
             return transactional
         outputs = await self._resources.enter_async_context(self._outputs_factory(settings, broker))
-        return Delivery(
+        delivery = Delivery(
             outputs,
             DeliveryPolicy(
                 dlq_topic=kafka.dlq_topic,
@@ -206,6 +206,8 @@ class StreamRuntime:
             self.stopping,
             observe=self.metrics.observe,
         )
+        delivery.on_halt = self._halted_in_background
+        return delivery
 
     def _serve_metrics(self) -> None:
         stream = self.settings.stream

@@ -47,6 +47,20 @@ def test_repeated_predictions_count_beyond_the_inputs_that_carry_the_id() -> Non
     assert report.duplicated_predictions == 2  # e-1 thrice for one input; e-2 twice for two
     assert report.duplicate_examples == ["e-1"]
     assert report.ok  # duplicates are allowed by at-least-once; losses are not
+    assert report.to_text().endswith("OK: nothing lost")
+    report.exactly_once = True  # read_committed under exactly-once: a repeat is a failure
+    assert not report.ok
+    assert report.to_text().endswith("NOT OK: see above")
+
+
+def test_under_exactly_once_a_repeated_dead_letter_fails_and_a_clean_report_says_so() -> None:
+    repeated = reconcile([(_at(0), None)], [], [_at(0), _at(0)])
+    repeated.exactly_once = True
+    assert not repeated.ok
+    clean = reconcile([(_at(0), "e-1")], ["e-1"], [])
+    clean.exactly_once = True
+    assert clean.ok
+    assert clean.to_text().endswith("OK: nothing lost, nothing repeated")
 
 
 def test_repeated_dead_letters_for_one_record_are_counted() -> None:

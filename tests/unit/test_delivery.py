@@ -172,6 +172,20 @@ async def test_a_dead_letter_too_large_even_when_cut_to_nothing_halts_bounded() 
     assert kafka.commits == []
 
 
+async def test_a_halt_in_the_background_is_told_at_once_not_at_the_next_batch() -> None:
+    """On a quiet topic no next batch may come: the process must learn of the halt itself."""
+    kafka = FakeKafka()
+    kafka.refuse[b"a"] = [TopicAuthorizationFailedError()] * 10
+    d = delivery(kafka, max_attempts=3)
+    told: list[Halted] = []
+    d.on_halt = told.append
+    await d.deliver(batch(outs(b"a"), 1), kafka.commit)
+    await d.drain()
+    assert [h.reason for h in told] == [HaltReason.OUTPUT_REFUSED]
+    assert told[0].exit_code == ExitCode.REPEATED_FAILURE
+    assert kafka.commits == []
+
+
 async def test_a_shutdown_during_a_retry_leaves_the_batch_uncommitted() -> None:
     kafka = FakeKafka()
     kafka.refuse[b"a"] = [KafkaTimeoutError()] * 100
@@ -267,3 +281,15 @@ async def test_only_the_outputs_a_group_names_as_unacknowledged_are_re_sent() ->
     assert kafka.groups == [[b"a", b"b", b"c"], [b"d", b"e"], [b"b"]]
     assert kafka.commits == [{TP: 5}]
     assert d.stats.resends == 1
+
+
+async def test_kafka_timeouts_are_waited_out_not_counted_as_refusals() -> None:
+    """aiokafka's KafkaTimeoutError says retriable=False, but it is the broker being away."""
+    kafka = FakeKafka()
+    kafka.refuse[b"a"] = [KafkaTimeoutError()] * 8
+    d = delivery(kafka, max_attempts=3)
+    await d.deliver(batch(outs(b"a"), 1), kafka.commit)
+    await d.drain()
+    assert d.halted is None
+    assert kafka.sent.count(("predictions", b"a")) == 9
+    assert kafka.commits == [{TP: 1}]
