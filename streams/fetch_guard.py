@@ -63,6 +63,9 @@ class FetchGuard:
         self.failures = 0
         """Fetch failures since the start (every one is also logged)."""
         self.halted: str | None = None
+        self.rebalances = 0
+        """Counts revocations and assignments: records fetched when it was lower than a
+        partition's latest assignment were fetched before that assignment."""
 
 
 class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -73,6 +76,7 @@ class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         consumer = self._consumer
+        consumer.guard.rebalances += 1
         consumer.ready.clear()  # nothing is handed out until the new assignment is set up
         if consumer.guard.on_revoked is not None:
             await consumer.guard.on_revoked(set(revoked))
@@ -80,6 +84,7 @@ class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         consumer = self._consumer
+        consumer.guard.rebalances += 1
         consumer.forget()
         try:
             if consumer.guard.on_assigned is not None:
@@ -99,6 +104,9 @@ class GuardedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         self.ready.set()
         self._next: dict[TopicPartition, int] = {}
         self._consecutive = 0
+        self.fetched_at = 0
+        """``guard.rebalances`` as it was before the last fetch began (a rebalance during the
+        fetch makes its records count as fetched before it)."""
 
     def subscribe(self, *args: Any, listener: Any = None, **kwargs: Any) -> None:
         super().subscribe(*args, listener=_Chained(_ForgetOnRebalance(self), listener), **kwargs)
@@ -125,6 +133,7 @@ class GuardedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                 await asyncio.wait_for(self.ready.wait(), timeout=max(timeout_ms, 100) / 1000)
             except TimeoutError:
                 return {}
+        mark = self.guard.rebalances
         try:
             await self._baseline()
             fetched: dict[TopicPartition, list[Any]] = await super().getmany(
@@ -136,6 +145,7 @@ class GuardedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
             await self._failed(exc)
             return {}
         self._consecutive = 0
+        self.fetched_at = mark
         for tp, records in fetched.items():
             if records:
                 self._next[tp] = records[-1].offset + 1

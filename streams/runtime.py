@@ -36,7 +36,7 @@ from streams.librdkafka_consumer import GuardedConfluentBroker, GuardedConfluent
 from streams.librdkafka_transactions import LibrdkafkaTransactionalDelivery
 from streams.metrics import ConsumerLag, StreamMetrics, serve_metrics
 from streams.outputs import OutputsFactory
-from streams.topics import ensure_topics, record_limits, scorer_topics
+from streams.topics import RECORD_BATCH_OVERHEAD, ensure_topics, record_limits, scorer_topics
 from streams.transactions import TransactionAborted, TransactionalDelivery
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ async def within_topic_limits(settings: Settings) -> Settings:
     limits = await record_limits(kafka, written)
     lowest = min(limits.items(), key=lambda item: item[1], default=None)
     if lowest is None or lowest[1] >= kafka.max_request_size:
-        return settings
-    topic, limit = lowest
+        return settings  # the default topic limit (1 MiB + 12) is above the producer's
+    topic, limit = lowest[0], max(1, lowest[1] - RECORD_BATCH_OVERHEAD)
     log.info(
         "records and record batches are kept to %d bytes, the limit of topic %s "
         "(max.message.bytes), below STREAMSCORE_KAFKA__MAX_REQUEST_SIZE (%d)",
@@ -275,6 +275,8 @@ class StreamRuntime:
         if isinstance(consumer, AIOKafkaConsumer):
             self.consumer = consumer
             commit = consumer.commit
+            if isinstance(self.delivery, TransactionalDelivery):
+                self.delivery.fetched_at = getattr(consumer, "fetched_at", None)
         elif isinstance(consumer, GuardedConfluentConsumer):
             self.consumer = consumer
             commit = consumer.commit_offsets

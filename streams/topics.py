@@ -108,8 +108,8 @@ RECORD_BATCH_OVERHEAD = 128
 
 async def record_limits(kafka: KafkaSettings, topics: list[str]) -> dict[str, int]:
     """The largest record batch each of ``topics`` takes: its ``max.message.bytes`` (the
-    broker's default when the topic sets none) less :data:`RECORD_BATCH_OVERHEAD`. Topics the
-    cluster says nothing about (absent, describing configs not allowed) are left out."""
+    broker's default when the topic sets none). Topics the cluster says nothing about (absent,
+    describing configs not allowed) are left out."""
     resources = [
         ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})
         for topic in dict.fromkeys(topics)
@@ -133,7 +133,7 @@ async def record_limits(kafka: KafkaSettings, topics: list[str]) -> dict[str, in
                 continue
             for entry in entries:
                 if entry[0] == "max.message.bytes" and str(entry[1]).isdigit():
-                    limits[name] = max(0, int(entry[1]) - RECORD_BATCH_OVERHEAD)
+                    limits[name] = int(entry[1])
     return limits
 
 

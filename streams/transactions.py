@@ -139,6 +139,9 @@ class TransactionalDelivery:
     6. A producer is started only by :meth:`on_assigned`. One that is fenced, cannot abort or
        cannot start gives its partition up: nothing more is committed for it until the group
        assigns it here again, which it is asked for at once (see the module).
+    7. Nothing is committed for a partition from a batch fetched before its latest assignment
+       (aiokafka rebalances in the background, also while a batch waits on MongoDB): the
+       partition is read again from its committed offset instead.
     """
 
     def __init__(
@@ -155,6 +158,11 @@ class TransactionalDelivery:
         up)."""
         self.halted: Halted | None = None
         self.stats = DeliveryStats()
+        self.fetched_at: int | None = None
+        """When the batch being delivered was fetched, by the fetch guard's rebalance count
+        (the runtime sets it per batch; None: unknown, as with the in-memory broker)."""
+        self._assigned_at: dict[TopicPartition, int] = {}
+        """Per partition, the fetch guard's rebalance count at its latest assignment."""
 
     def check(self) -> None:
         if self.halted is not None:
@@ -192,6 +200,9 @@ class TransactionalDelivery:
         self, tp: TopicPartition, outputs: list[Output], after: int
     ) -> BaseException | None:
         """One partition's transaction; returns the error that aborted it (None: committed)."""
+        if self._fetched_before_assignment(tp):
+            await self._read_again(tp)
+            return None
         producer, sender = self._producers.get(tp), self._producers.outputs(tp)
         if producer is None or sender is None:
             if tp in self._assigned:  # its set-up failed: ask the group again (see the module)
@@ -210,6 +221,29 @@ class TransactionalDelivery:
             return exc
         self.stats.committed[tp] = after
         return None
+
+    def _fetched_before_assignment(self, tp: TopicPartition) -> bool:
+        """Whether the batch's records of ``tp`` were fetched before its latest assignment (a
+        rebalance while the batch was scored: the assignment read the committed offset
+        afresh, so committing the batch now would repeat whatever is read from there)."""
+        fetched, assigned = self.fetched_at, self._assigned_at.get(tp)
+        return fetched is not None and assigned is not None and assigned > fetched
+
+    async def _read_again(self, tp: TopicPartition) -> None:
+        """Commit nothing of a batch fetched before ``tp``'s assignment; read ``tp`` again
+        from its committed offset (the only position that is right whoever committed last)."""
+        log.warning(
+            "not committing %s: its records were fetched before its latest assignment; "
+            "reading it again from the committed offset",
+            tp,
+            extra={"event": "retry", "stage": "transaction", "partition": tp.partition},
+        )
+        consumer = self._consumer
+        if consumer is None or tp not in self._assigned:
+            return
+        committed = await consumer.committed(tp)
+        if committed is not None:
+            consumer.seek(tp, committed)
 
     async def _abort(self, tp: TopicPartition, producer: AIOKafkaProducer, exc: Exception) -> None:
         log.warning(
@@ -257,6 +291,9 @@ class TransactionalDelivery:
         self._consumer = consumer
         tps = list(assigned)
         self._assigned |= set(tps)
+        guard = getattr(consumer, "guard", None)
+        for tp in tps:
+            self._assigned_at[tp] = getattr(guard, "rebalances", 0)
         try:
             await self._producers.start(tps)
         except Exception:

@@ -22,6 +22,7 @@ from tests.integration.test_faults import produce_events, report_line, seed
 from tests.support.helpers import eventually
 from tests.support.kafka_io import committed_lag, end_total, produce
 from tests.support.names import Names, settings_for
+from tests.support.private_servers import PrivateMongo
 from tests.support.scorer_process import ScorerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -72,6 +73,17 @@ async def all_committed(settings: Settings, within_s: float = 180) -> bool:
         return await uncommitted(settings) == 0
 
     return await eventually(done, within_s)
+
+
+async def some_committed_of(settings: Settings, records: int, within_s: float = 120) -> bool:
+    """Wait until ``records`` input records are committed."""
+    kafka = settings.kafka
+
+    async def some() -> bool:
+        produced = await end_total(kafka.bootstrap_servers, kafka.input_topic)
+        return produced - await uncommitted(settings) >= records
+
+    return await eventually(some, within_s, every_s=0.05)
 
 
 async def some_committed(settings: Settings, within_s: float = 120) -> bool:
@@ -406,3 +418,65 @@ async def test_workers_in_one_process_group_one_killed_nothing_lost_nothing_repe
     report = await audit(settings, "read_committed")
     report_line("exactly-once, --workers 2, one killed", report)
     exactly_once(report, EVENTS)
+
+
+async def test_a_rebalance_while_mongodb_is_away_repeats_nothing(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    private_mongo: PrivateMongo,
+    names: Names,
+    model_path: Path,
+    tmp_path: Path,
+) -> None:
+    """Scorer A's MongoDB goes away while it scores a batch; B joins (A keeps some of its
+    partitions, whose committed offsets it reads afresh), then leaves. The batch A fetched
+    before those rebalances must not be committed: it would repeat what A reads again.
+
+    aiokafka only: it rebalances in the background while a batch waits. librdkafka takes part
+    in a rebalance only when it polls, between batches, so there the join waits for MongoDB
+    (up to ``max_poll_interval_ms``) and no batch can straddle it."""
+    client = "aiokafka"
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=private_mongo.url,
+        kafka={"client": client},
+        mongo={"server_selection_timeout_ms": 500, "operation_timeout_ms": 1_000},
+        scoring={"cache_enabled": False},
+        stream={"max_batch_size": 200, "retry_max_backoff_s": 1.0, "delivery": "exactly_once"},
+    )
+    other = settings.model_copy(
+        update={"mongo": settings.mongo.model_copy(update={"url": mongo_url})}
+    )
+    for url in (private_mongo.url, mongo_url):
+        await seed(url, names.database)
+    await ensure_topics(settings.kafka)
+    count = 4_000
+    a = ScorerProcess(settings, tmp_path / "a.log", STREAMSCORE_KAFKA__CLIENT_ID="a").start()
+    b = ScorerProcess(other, tmp_path / "b.log", STREAMSCORE_KAFKA__CLIENT_ID="b")
+    try:
+        await produce_events(settings, count // 2, prefix="before-")
+        assert await some_committed_of(settings, 200), a.log()[-3000:]
+        private_mongo.stop()
+        await produce_events(settings, count // 2, prefix="during-")
+        await asyncio.sleep(3)  # A holds a batch it cannot enrich
+        b.start()
+
+        async def members(n: int) -> bool:
+            state, joined = await group_state(settings.kafka, names.group_id)
+            return state == "Stable" and joined == n
+
+        assert await eventually(lambda: members(2), 60), b.log()[-3000:]
+        await asyncio.sleep(3)
+        assert b.stop(timeout=40) == ExitCode.OK, b.log()[-3000:]
+        assert await eventually(lambda: members(1), 60), a.log()[-3000:]
+        private_mongo.start()
+        assert await all_committed(settings), a.log()[-3000:]
+        assert a.stop(timeout=40) == ExitCode.OK, a.log()[-3000:]
+    finally:
+        for scorer in (a, b):
+            scorer.kill()
+    report = await audit(settings, "read_committed")
+    report_line(f"exactly-once ({client}), rebalance while MongoDB is away", report)
+    exactly_once(report, count)

@@ -137,3 +137,39 @@ async def test_a_producer_that_cannot_start_at_assignment_is_not_committed_throu
     await transactions.deliver(BATCH, commit=None)  # type: ignore[arg-type]
     assert TP not in transactions.stats.committed
     assert starts == []
+
+
+class GuardedFakeConsumer(FakeConsumer):
+    """A consumer whose fetch guard counts rebalances, as the scorer's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.guard = type("Guard", (), {"rebalances": 0})()
+
+
+async def test_a_batch_fetched_before_a_rebalance_is_not_committed_but_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rebalance while a batch is scored (MongoDB slow or away) gives this process the
+    partition again and reads its committed offset afresh: committing the batch fetched
+    before would repeat every record read from there."""
+    transactions, _ = delivery(monkeypatch, None, None)
+    consumer = GuardedFakeConsumer()
+    consumer.guard.rebalances = 2
+    await transactions.on_assigned(consumer, [TP])
+    transactions.fetched_at = 2  # fetched after that assignment
+    consumer.guard.rebalances = 4  # revoked and assigned again while it was scored
+    await transactions.on_assigned(consumer, [TP])
+    producer = transactions._producers.get(TP)
+    assert isinstance(producer, FakeProducer)
+    consumer.seeks.clear()
+
+    await transactions.deliver(BATCH, commit=None)  # type: ignore[arg-type]
+    assert producer.committed == 0
+    assert TP not in transactions.stats.committed
+    assert consumer.seeks == [(TP, 10)]  # read again from the committed offset
+
+    transactions.fetched_at = 4  # the batch read again after the assignment commits
+    await transactions.deliver(BATCH, commit=None)  # type: ignore[arg-type]
+    assert producer.committed == 1
+    assert transactions.stats.committed[TP] == 11
