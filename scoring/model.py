@@ -107,7 +107,8 @@ def compiled_cannot_score(matrix: Matrix) -> npt.NDArray[np.bool_]:
     """
     bits = np.ascontiguousarray(matrix, dtype=np.float64).view(np.uint64)
     aliased = (bits & _LOW_32_BITS) == _LOW_32_BITS
-    return (aliased | (np.abs(matrix) == _DOUBLE_MAX)).any(axis=1)
+    rows: npt.NDArray[np.bool_] = (aliased | (np.abs(matrix) == _DOUBLE_MAX)).any(axis=1)
+    return rows
 
 
 def check_feature_names(candidate: LoadedModel) -> None:
