@@ -195,7 +195,7 @@ def test_a_regression_model_scores_what_booster_predict_returns(tmp_path: Path) 
     path = _trained(tmp_path / "r.txt", {"objective": "regression"}, "real")
     model = load_model(path)
     rows = np.array([[0.1, 0.9], [0.8, np.nan], [np.nan, np.nan]])
-    expected = lgb.Booster(model_file=str(path)).predict(rows)
+    expected = np.asarray(lgb.Booster(model_file=str(path)).predict(rows), dtype=np.float64)
     assert model.predict(rows).tolist() == expected.tolist()
     assert max(expected) > 1.0  # not a probability: the regression value itself
 
