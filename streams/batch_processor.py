@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -283,7 +283,7 @@ class BatchProcessor:
         rejected = parsed.rejected
         parse_done = clock()
         scored = await self._score(parsed.events, parsed.times)
-        scored_count = len(scored.main) if scored.main is not None else 0
+        scored_sources = parsed.sources if scored.main is not None else []
         observe("score", clock() - parse_done)
         outputs, sources = _outputs(
             scored, parsed, self._kafka.output_topic, self._challenger_topic
@@ -293,11 +293,26 @@ class BatchProcessor:
         await self.delivery.deliver(
             Batch(outputs, sources, *_offsets(records)),
             commit,
-            on_acked=lambda: self._acknowledged(scored_count, rejected),
+            on_acked=lambda delivered=None: self._acknowledged(scored_sources, rejected, delivered),
         )
         observe("send", clock() - sending)
 
-    def _acknowledged(self, scored: int, rejected: Sequence[tuple[Record, Rejection]]) -> None:
+    def _acknowledged(
+        self,
+        scored_sources: Sequence[TopicPartition],
+        rejected: Sequence[tuple[Record, Rejection]],
+        delivered: Collection[TopicPartition] | None,
+    ) -> None:
+        """Count what was delivered: every event and dead letter of the batch, or those of
+        the ``delivered`` input partitions."""
+        if delivered is not None:
+            scored_sources = [tp for tp in scored_sources if tp in delivered]
+            rejected = [
+                (record, rejection)
+                for record, rejection in rejected
+                if TopicPartition(record.topic, record.partition) in delivered
+            ]
+        scored = len(scored_sources)
         self.stats.scored += scored
         self._metrics.scored.inc(scored)
         for _, rejection in rejected:

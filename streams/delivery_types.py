@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -76,8 +76,14 @@ class Batch:
     """Per input partition, the offset after the batch's last record (what is committed)."""
 
 
-Acked = Callable[[], None]
-"""Called once every output of a batch is acknowledged (before its commit)."""
+class Acked(Protocol):
+    """Called once a batch's outputs are acknowledged (before its commit): with the input
+    partitions whose share was delivered, or None for all of them (exactly-once may leave a
+    partition out, one this process no longer owns or fetched before its assignment)."""
+
+    def __call__(self, delivered: Collection[TopicPartition] | None = None, /) -> None: ...
+
+
 Observe = Callable[[str, float], None]
 """Receives (stage, seconds) for the ``ack`` and ``commit`` stages of every batch."""
 

@@ -184,7 +184,11 @@ class TransactionalDelivery:
                 *(self._commit(tp, by_partition[tp], batch.after[tp]) for tp in partitions),
                 return_exceptions=True,
             )
-            failed = {tp: result for tp, result in zip(partitions, results, strict=True) if result}
+            failed = {
+                tp: result
+                for tp, result in zip(partitions, results, strict=True)
+                if isinstance(result, BaseException)
+            }
             if self._observe is not None:
                 self._observe("commit", time.perf_counter() - started)
             if failed:
@@ -194,22 +198,24 @@ class TransactionalDelivery:
                 raise TransactionAborted({tp: batch.first[tp] for tp in failed}, first_error)
             self.stats.commits += 1
             if on_acked is not None:
-                on_acked()
+                delivered = zip(partitions, results, strict=True)
+                on_acked(frozenset(tp for tp, result in delivered if result is True))
 
     async def _commit(
         self, tp: TopicPartition, outputs: list[Output], after: int
-    ) -> BaseException | None:
-        """One partition's transaction; returns the error that aborted it (None: committed)."""
+    ) -> BaseException | bool:
+        """One partition's transaction; returns the error that aborted it, True when it
+        committed, False when nothing was to be committed here."""
         if self._fetched_before_assignment(tp):
             await self._read_again(tp)
-            return None
+            return False
         producer, sender = self._producers.get(tp), self._producers.outputs(tp)
         if producer is None or sender is None:
             if tp in self._assigned:  # its set-up failed: ask the group again (see the module)
                 self._give_up(tp)
                 return RuntimeError(f"the transactional producer of {tp} was not ready")
             log.warning("not committing %s: this process does not own it now", tp)
-            return None
+            return False
         try:
             await producer.begin_transaction()
             handed = await sender.send_many(outputs, range(len(outputs)))
@@ -220,7 +226,7 @@ class TransactionalDelivery:
             await self._abort(tp, producer, exc)
             return exc
         self.stats.committed[tp] = after
-        return None
+        return True
 
     def _fetched_before_assignment(self, tp: TopicPartition) -> bool:
         """Whether the batch's records of ``tp`` were fetched before its latest assignment (a

@@ -164,12 +164,15 @@ async def test_a_batch_fetched_before_a_rebalance_is_not_committed_but_read_agai
     assert isinstance(producer, FakeProducer)
     consumer.seeks.clear()
 
-    await transactions.deliver(BATCH, commit=None)  # type: ignore[arg-type]
+    delivered: list[Any] = []
+    await transactions.deliver(BATCH, None, delivered.append)  # type: ignore[arg-type]
     assert producer.committed == 0
     assert TP not in transactions.stats.committed
     assert consumer.seeks == [(TP, 10)]  # read again from the committed offset
+    assert delivered == [frozenset()]  # its events are not counted as delivered
 
     transactions.fetched_at = 4  # the batch read again after the assignment commits
-    await transactions.deliver(BATCH, commit=None)  # type: ignore[arg-type]
+    await transactions.deliver(BATCH, None, delivered.append)  # type: ignore[arg-type]
+    assert delivered[-1] == frozenset({TP})
     assert producer.committed == 1
     assert transactions.stats.committed[TP] == 11
