@@ -21,6 +21,7 @@ from aiokafka.errors import (
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
     RecordTooLargeError,
 )
 from aiokafka.structs import TopicPartition
@@ -142,9 +143,10 @@ class Delivery:
         self.check()
         previous = self._last
         outputs = batch.outputs
+        generation = getattr(self._outputs, "generation", 0)
         sent = await self._send(outputs, range(len(outputs)))
         task = asyncio.get_running_loop().create_task(
-            self._complete(previous, outputs, sent, batch.after, commit, on_acked)
+            self._complete(previous, outputs, sent, generation, batch.after, commit, on_acked)
         )
         task.add_done_callback(self._completed)
         self._last = task
@@ -181,6 +183,7 @@ class Delivery:
         previous: asyncio.Task[None] | None,
         outputs: list[Output],
         sent: Handed,
+        generation: int,
         offsets: dict[TopicPartition, int],
         commit: Commit,
         on_acked: Acked | None,
@@ -193,7 +196,7 @@ class Delivery:
                 await asyncio.shield(previous)
             except BaseException as exc:
                 raise Halted(HaltReason.PREVIOUS_BATCH_FAILED, repr(exc)) from exc
-        await self._await_acks(outputs, sent)
+        await self._await_acks(outputs, sent, generation)
         if self._observe is not None:
             self._observe("ack", time.perf_counter() - started)
         if on_acked is not None:
@@ -219,7 +222,7 @@ class Delivery:
                 await asyncio.sleep(0)  # timers and acknowledgements run between slices
         return sent
 
-    async def _await_acks(self, outputs: list[Output], sent: Handed) -> None:
+    async def _await_acks(self, outputs: list[Output], sent: Handed, generation: int) -> None:
         backoff = self._backoff()
         refusals = 0
         while True:
@@ -227,6 +230,7 @@ class Delivery:
             if not failed:
                 return
             self.stats.resends += 1
+            await self._restart_if_stuck(errors, generation)
             refused = self._shrink_or_give_up(outputs, failed, errors)
             if refused is not None:
                 refusals += 1
@@ -248,7 +252,21 @@ class Delivery:
             )
             if not await backoff.wait():
                 raise Halted(HaltReason.STOPPING, "stopping while publishing was being retried")
+            generation = getattr(self._outputs, "generation", 0)
             sent = await self._send(outputs, sorted(failed))
+
+    async def _restart_if_stuck(self, errors: Sequence[BaseException], generation: int) -> None:
+        """After an out-of-order sequence number, aiokafka's producer never sends again:
+        replace it (once for every batch that saw it) before re-sending."""
+        restart = getattr(self._outputs, "restart", None)
+        if restart is None or not any(isinstance(e, OutOfOrderSequenceNumber) for e in errors):
+            return
+        if await restart(generation):
+            log.warning(
+                "the producer stopped after an out-of-order sequence number (a batch the "
+                "broker refused); replaced it with a new one",
+                extra={"event": "retry", "stage": "publish"},
+            )
 
     async def _unacknowledged(self, sent: Handed) -> tuple[list[int], list[BaseException]]:
         failed: list[int] = []

@@ -7,6 +7,7 @@ double lives beside it in :mod:`streams.testing`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -35,11 +36,44 @@ class ProducerOutputs:
     partition: appending a record to a batch costs about 0.4 µs, against about 11 µs for each
     ``send`` (which checks metadata, partitions and makes a future per record)."""
 
-    def __init__(self, producer: AIOKafkaProducer, partitioner: KeyHashPartitioner) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        partitioner: KeyHashPartitioner,
+        factory: Callable[[], AIOKafkaProducer] | None = None,
+    ) -> None:
         self._producer = producer
         self._partition = partitioner
         self._largest = producer_batch_size(producer) // 2
         """Records above this (never a prediction) go one by one through ``send``."""
+        self._factory = factory
+        self._restarting = asyncio.Lock()
+        self.generation = 0
+        """How many times the producer was replaced (:meth:`restart`)."""
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        return self._producer
+
+    async def restart(self, seen: int) -> bool:
+        """Replace the producer by a new one (a new producer id, sequence numbers from zero),
+        unless it was already replaced since generation ``seen``; whether it was replaced now.
+
+        aiokafka's idempotent producer stops sending for good after the broker reports an
+        out-of-order sequence number, which follows any batch the broker refused (e.g. over
+        a topic's ``max.message.bytes``): only a new producer can write again."""
+        if self._factory is None:
+            return False
+        async with self._restarting:
+            if self.generation != seen:
+                return False
+            old, new = self._producer, self._factory()
+            await new.start()
+            self._producer = new
+            self.generation += 1
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.stop(), timeout=10)
+        return True
 
     async def send(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None
@@ -134,12 +168,17 @@ def producer_batch_size(producer: AIOKafkaProducer) -> int:
 async def aiokafka_outputs(kafka: KafkaSettings) -> AsyncIterator[ProducerOutputs]:
     """Start the producer (``acks="all"``, idempotent); flush and stop it on exit."""
     options = producer_options(kafka)
-    producer = AIOKafkaProducer(client_id=kafka.client_id, **client_options(kafka), **options)
+
+    def factory() -> AIOKafkaProducer:
+        return AIOKafkaProducer(client_id=kafka.client_id, **client_options(kafka), **options)
+
+    producer = factory()
     await producer.start()
+    outputs = ProducerOutputs(producer, options["partitioner"], factory)
     try:
-        yield ProducerOutputs(producer, options["partitioner"])
+        yield outputs
     finally:
-        await producer.stop()  # flushes what is still buffered
+        await outputs.producer.stop()  # flushes what is still buffered
 
 
 def kafka_producer_outputs(

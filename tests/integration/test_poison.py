@@ -373,6 +373,69 @@ async def test_dead_letters_fit_a_dead_letter_topic_whose_limit_is_below_the_pro
     ) == {0}
 
 
+async def test_a_dead_letter_topic_limit_lowered_while_the_scorer_runs_is_met_without_a_halt(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
+) -> None:
+    """The dead-letter topic's ``max.message.bytes`` drops to 50,000 after the scorer read it
+    at start: the broker refuses the dead letter of a 200 kB record, which is halved until it
+    fits; the refusals leave aiokafka's producer stuck on a sequence gap, so it is replaced,
+    and nothing halts."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from streams.app import build_app
+    from tests.support.helpers import eventually
+    from tests.support.kafka_io import end_total
+
+    settings = settings_for(names, model_path, bootstrap=kafka_bootstrap, mongo_url=mongo_url)
+    await ensure_topics(settings.kafka)
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        await _send(kafka_bootstrap, names.input_topic, [(0, b"small, not json", None)])
+
+        async def dead_letters(n: int) -> bool:
+            return await end_total(kafka_bootstrap, names.dlq_topic) >= n
+
+        assert await eventually(lambda: dead_letters(1), 30)
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.alter_configs(
+                [
+                    ConfigResource(
+                        ConfigResourceType.TOPIC,
+                        names.dlq_topic,
+                        configs={"max.message.bytes": "50000"},
+                    )
+                ]
+            )
+        finally:
+            await admin.close()
+        await asyncio.sleep(1)  # the broker applies topic configs asynchronously
+        await _send(
+            kafka_bootstrap,
+            names.input_topic,
+            [(0, b"w" * 200_000, None), (0, b"also not json", None), (0, _event("ok"), None)],
+        )
+        outputs = await read_until(kafka_bootstrap, [names.output_topic, names.dlq_topic], 4, 90)
+        assert runtime.exit_code == ExitCode.OK
+        assert runtime.delivery is not None
+        assert runtime.delivery.halted is None
+    finally:
+        await app.stop()
+    dead = [r for r in outputs if r.topic == names.dlq_topic]
+    by_offset = {dict(r.headers)["streamscore.source.offset"]: r for r in dead}
+    assert sorted(by_offset) == [b"0", b"1", b"2"]
+    assert len(dead) == 3  # nothing repeated
+    big = by_offset[b"1"]
+    assert dict(big.headers)["streamscore.value.truncated"] == b"true"
+    assert len(big.value) < 50_000
+    assert big.value == b"w" * len(big.value)
+    assert [json.loads(r.value)["event_id"] for r in outputs if r.topic == names.output_topic] == [
+        "ok"
+    ]
+
+
 async def test_a_record_timestamp_past_9999_is_an_invalid_event_unless_the_event_has_a_time(
     kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
     TopicAuthorizationFailedError,
 )
 from aiokafka.structs import TopicPartition
@@ -293,3 +294,43 @@ async def test_kafka_timeouts_are_waited_out_not_counted_as_refusals() -> None:
     assert d.halted is None
     assert kafka.sent.count(("predictions", b"a")) == 9
     assert kafka.commits == [{TP: 1}]
+
+
+class RestartableKafka(FakeKafka):
+    """Outputs whose producer, once the broker saw a sequence gap, refuses everything until
+    it is replaced (as aiokafka's idempotent producer does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+        self.stuck = False
+        self.restarts: list[int] = []
+
+    async def send(self, topic: str, value: bytes | None, key: Any, headers: Any) -> Awaitable[Any]:
+        if self.stuck:
+            self.sent.append((topic, value))
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_exception(OutOfOrderSequenceNumber())
+            return future
+        return await super().send(topic, value, key, headers)
+
+    async def restart(self, seen: int) -> bool:
+        self.restarts.append(seen)
+        if seen != self.generation:
+            return False
+        self.generation += 1
+        self.stuck = False
+        return True
+
+
+async def test_a_producer_stuck_on_a_sequence_gap_is_replaced_once_then_re_sends() -> None:
+    kafka = RestartableKafka()
+    kafka.stuck = True
+    d = delivery(kafka, max_attempts=3)
+    await d.deliver(batch(outs(b"a"), 1), kafka.commit)
+    await d.deliver(batch(outs(b"b"), 2), kafka.commit)
+    await d.drain()
+    assert d.halted is None
+    assert kafka.generation == 1  # replaced once, though both batches saw the gap
+    assert kafka.commits == [{TP: 1}, {TP: 2}]
+    assert kafka.sent.count(("predictions", b"a")) == 2
