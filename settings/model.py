@@ -24,6 +24,18 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _upper(value: Any) -> Any:
+    """``debug`` is ``DEBUG``."""
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _empty_is_unset(value: Any) -> Any:
+    """An empty or blank value (a template's unset variable) means unset."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
 def _no_compression(value: Any) -> Any:
     """``none`` (Kafka's own word) and an empty value mean no compression."""
     if isinstance(value, str) and value.strip().lower() in {"", "none"}:
@@ -39,7 +51,8 @@ class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     client: Literal["aiokafka", "confluent"] = "aiokafka"
     """The scorer's Kafka client: ``aiokafka`` (pure Python on the event loop) or ``confluent``
-    (librdkafka: fetching, decompression and acks in C threads; at-least-once only)."""
+    (librdkafka: fetching, decompression and acks in C threads); either delivers at least once
+    or exactly once."""
     input_topic: str = "events"
     output_topic: str = "predictions"
     dlq_topic: str = "events.dlq"
@@ -84,6 +97,15 @@ class KafkaSettings(BaseModel):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _readable_file(cls, path: Path | None) -> Path | None:
+        """A TLS file that is not there is refused at start, naming the variable (the client
+        would fail later with a bare ``FileNotFoundError``)."""
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        return path
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
@@ -135,14 +157,44 @@ class MongoSettings(BaseModel):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
-    database: str = "streamscore"
-    collection: str = "entity_features"
+    database: str = Field(default="streamscore", min_length=1, pattern=r'^[^/\\. "$*<>:|?\x00]+$')
+    collection: str = Field(default="entity_features", min_length=1, pattern=r"^[^$\x00]+$")
     server_selection_timeout_ms: int = Field(default=2_000, ge=100)
-    """Driver default is 30 s: far too long for a streaming scorer."""
+    """How long PyMongo looks for a server when an operation has no timeout of its own. Every
+    enrichment query has one (``operation_timeout_ms``, PyMongo's ``timeoutMS``), which then
+    bounds server selection as well; the sidecar's readiness check waits this + 1 s."""
     operation_timeout_ms: int = Field(default=2_000, ge=100)
     """Client-side timeout of one enrichment query (PyMongo ``timeoutMS``)."""
     connect_timeout_ms: int = Field(default=2_000, ge=100)
     max_pool_size: int = Field(default=20, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _parsable_url(cls, url: SecretStr) -> SecretStr:
+        """A URL PyMongo cannot read is refused at start; the message never holds the URL
+        (it may hold a password)."""
+        from pymongo.errors import ConfigurationError, InvalidURI
+        from pymongo.uri_parser import parse_uri
+
+        text, srv = url.get_secret_value(), "mongodb+srv://"
+        try:
+            if text.startswith(srv):  # its hosts come from DNS at connect: only the syntax here
+                try:
+                    parse_uri("mongodb://" + text[len(srv) :], connect_timeout=None)
+                except InvalidURI:
+                    raise
+                except ConfigurationError:  # options that only +srv takes, and the like
+                    pass
+            else:
+                parse_uri(text, connect_timeout=None)
+        except (InvalidURI, ConfigurationError, ValueError) as exc:
+            reason = str(exc)
+            if text and text in reason:
+                reason = "see the MongoDB connection string format"
+            raise ValueError(
+                f"not a MongoDB URL PyMongo can use ({type(exc).__name__}: {reason})"
+            ) from None
+        return url
 
 
 class ModelSettings(BaseModel):
@@ -177,8 +229,9 @@ class ChallengerSettings(BaseModel):
 
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    path: Path | None = None
-    """The challenger's model file; unset = no challenger."""
+    path: Annotated[Path | None, BeforeValidator(_empty_is_unset)] = None
+    """The challenger's model file; unset (or empty, as a template leaves it) = no
+    challenger."""
     topic: str = "predictions.challenger"
     """Where the scorer publishes the challenger's predictions (same contract, own model)."""
     threshold: float = 0.5
@@ -327,7 +380,9 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     stream: StreamSettings = StreamSettings()
     api: ApiSettings = ApiSettings()
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
+        "INFO"
+    )
 
 
 def describe_errors(exc: ValidationError) -> str:

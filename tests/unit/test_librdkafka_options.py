@@ -69,6 +69,8 @@ def test_producer_defaults_are_the_safe_ones() -> None:
 
 def test_sasl_and_tls_values_reach_librdkafka_names(tmp_path: Path) -> None:
     ca, cert, key = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    for path in (ca, cert, key):
+        path.write_text("-----BEGIN CERTIFICATE-----\n")  # files must exist to be taken
     kafka = load_settings(
         kafka={
             **SECURITY["sasl-scram-256-tls"],

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from settings import Settings, load_settings
 from settings.env import env_names, field_paths, to_env
 
+TLS_FILES = Path(__file__).parent
 EVERY_FIELD_CHANGED: dict[str, object] = {
     "kafka": {
         "bootstrap_servers": "kafka-a:9093,kafka-b:9093",
@@ -39,9 +40,10 @@ EVERY_FIELD_CHANGED: dict[str, object] = {
         "sasl_username": "scorer",
         "sasl_password": "pa ss=wo;rd\"'",
         "sasl_oauth_token_provider": "json:dumps",
-        "ssl_cafile": "/etc/kafka/ca.pem",
-        "ssl_certfile": "/etc/kafka/cert.pem",
-        "ssl_keyfile": "/etc/kafka/key.pem",
+        # TLS files must exist (they are checked at start): any readable file does here
+        "ssl_cafile": str(TLS_FILES / "__init__.py"),
+        "ssl_certfile": str(TLS_FILES / "test_settings_env.py"),
+        "ssl_keyfile": str(TLS_FILES / "test_settings_validators.py"),
     },
     "mongo": {
         "url": "mongodb://user:secret@db-1:27018/?replicaSet=rs0",

@@ -71,3 +71,53 @@ def test_a_secret_is_masked_in_the_settings_repr() -> None:
     settings = load_settings(mongo={"url": f"mongodb://u:{SECRET}@db"}, api={"api_key": SECRET})
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "http://admin:pw@mongo:27017",
+        f"mongodb://admin:{SECRET}@a@mongo:27017",  # an unescaped @ in the password
+        "mongodb://mongo:port/",
+        f"mongodb+srv://admin:{SECRET}@b@cluster0.example.net/",
+    ],
+)
+def test_a_mongodb_url_pymongo_cannot_use_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(ValidationError, match="not a MongoDB URL PyMongo can use") as refused:
+        load_settings(mongo={"url": url})
+    assert SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mongodb://127.0.0.1:27017",
+        "mongodb://u:p%40ss@h1:27017,h2:27018/?replicaSet=rs0",
+        "mongodb+srv://u:pw@cluster0.example.net/?retryWrites=true",  # no DNS asked here
+    ],
+)
+def test_mongodb_urls_pymongo_takes_are_taken(url: str) -> None:
+    assert load_settings(mongo={"url": url}).mongo.url.get_secret_value() == url
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("database", ""), ("database", "a.b"), ("collection", "")]
+)
+def test_database_and_collection_names_mongodb_refuses_are_refused(field: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        load_settings(mongo={field: value})
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_challenger_path_means_no_challenger(blank: str) -> None:
+    assert load_settings(challenger={"path": blank}).challenger.path is None
+
+
+def test_a_tls_file_that_is_not_there_is_refused_naming_it() -> None:
+    with pytest.raises(ValidationError, match=r"no such file: /nonexistent/ca\.pem"):
+        load_settings(kafka={"ssl_cafile": "/nonexistent/ca.pem"})
+
+
+def test_the_log_level_is_read_in_any_case() -> None:
+    assert load_settings(log_level="debug").log_level == "DEBUG"
