@@ -8,10 +8,12 @@ are built by :func:`load_settings` and passed in; nothing reads the environment 
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,6 +24,21 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _legal_topic(name: str) -> str:
+    """A name Kafka takes for a topic: 1-249 of ASCII letters, digits, ``.``, ``_`` and
+    ``-``, not ``.`` or ``..`` (a name it refuses fails here, at start, not at the first
+    request, where a consumer only waits)."""
+    if not _TOPIC.fullmatch(name) or name in {".", ".."}:
+        raise ValueError(
+            f"not a Kafka topic name: {name!r} (1-249 of ASCII letters, digits, '.', '_', '-')"
+        )
+    return name
+
+
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+TopicName = Annotated[str, AfterValidator(_legal_topic)]
 
 
 def _upper(value: Any) -> Any:
@@ -53,9 +70,9 @@ class KafkaSettings(BaseModel):
     """The scorer's Kafka client: ``aiokafka`` (pure Python on the event loop) or ``confluent``
     (librdkafka: fetching, decompression and acks in C threads); either delivers at least once
     or exactly once."""
-    input_topic: str = "events"
-    output_topic: str = "predictions"
-    dlq_topic: str = "events.dlq"
+    input_topic: TopicName = "events"
+    output_topic: TopicName = "predictions"
+    dlq_topic: TopicName = "events.dlq"
     group_id: str = "streamscore"
     client_id: str = "streamscore"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -232,7 +249,7 @@ class ChallengerSettings(BaseModel):
     path: Annotated[Path | None, BeforeValidator(_empty_is_unset)] = None
     """The challenger's model file; unset (or empty, as a template leaves it) = no
     challenger."""
-    topic: str = "predictions.challenger"
+    topic: TopicName = "predictions.challenger"
     """Where the scorer publishes the challenger's predictions (same contract, own model)."""
     threshold: float = 0.5
     """Score at which the two models' decisions are compared (agreement metrics)."""
@@ -270,8 +287,11 @@ class StreamSettings(BaseModel):
 
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    metrics_port: int | None = Field(default=9464, ge=0, le=65535)
-    """Prometheus endpoint of the scorer on 127.0.0.1 (None = off; workers add their index)."""
+    metrics_port: Annotated[int | None, BeforeValidator(_empty_is_unset)] = Field(
+        default=9464, ge=0, le=65535
+    )
+    """Prometheus endpoint of the scorer on 127.0.0.1 (empty = off; workers add their
+    index)."""
     metrics_host: str = "127.0.0.1"
     workers: int = Field(default=1, ge=1)
 

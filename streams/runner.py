@@ -12,7 +12,9 @@ from aiokafka.errors import KafkaError
 from scoring import ModelLoadError
 from settings import Settings
 from streams.app import build_app
+from streams.exit_codes import ExitCode
 from streams.runtime import StreamRuntime
+from streams.topics import TopicsRefused
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ async def run_scorer(settings: Settings) -> int:
         await app.run()
     except ModelLoadError:
         raise
+    except TopicsRefused as exc:
+        log.error("%s", exc, extra={"event": "halt", "exit_code": int(ExitCode.CONFIGURATION)})
+        return ExitCode.CONFIGURATION
     except KafkaError as exc:
         log.error("cannot use Kafka at %s: %r", settings.kafka.bootstrap_servers, exc)
         return 1

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from settings import KafkaSettings, Settings
 from streams.kafka_options import client_options
@@ -40,7 +41,7 @@ async def ensure_topics(kafka: KafkaSettings, names: list[str] | None = None) ->
         if not missing:
             return []
         try:
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [
                     NewTopic(
                         name=name,
@@ -52,11 +53,34 @@ async def ensure_topics(kafka: KafkaSettings, names: list[str] | None = None) ->
             )
         except TopicAlreadyExistsError:
             log.info("topics created concurrently by another process: %s", missing)
+        else:
+            _check_created(response)
         await _wait_for_leaders(admin, missing, kafka.request_timeout_ms / 1000)
         log.info("created topics %s with %d partitions", missing, kafka.topic_partitions)
         return missing
     finally:
         await admin.close()
+
+
+class TopicsRefused(ValueError):
+    """Kafka refused to create a topic (an invalid name, a replication factor the cluster
+    cannot meet, no permission): a configuration error, which a restart would repeat."""
+
+
+def _check_created(response: Any) -> None:
+    """Raise :class:`TopicsRefused` naming each topic Kafka did not create and why (the admin
+    client returns these errors instead of raising them); one created meanwhile by another
+    process is no error."""
+    refused = []
+    for entry in getattr(response, "topic_errors", ()):
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        kind = for_code(code).__name__
+        refused.append(f"{name}: {kind}" + (f" ({message})" if message else ""))
+    if refused:
+        raise TopicsRefused("Kafka refused to create topics: " + "; ".join(refused))
 
 
 async def _wait_for_leaders(

@@ -121,3 +121,15 @@ def test_a_tls_file_that_is_not_there_is_refused_naming_it() -> None:
 
 def test_the_log_level_is_read_in_any_case() -> None:
     assert load_settings(log_level="debug").log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("name", ["", " ", "rev bad", "..", "x" * 250, "caf\u00e9"])
+@pytest.mark.parametrize("field", ["input_topic", "output_topic", "dlq_topic"])
+def test_a_topic_name_kafka_refuses_is_refused_at_start(field: str, name: str) -> None:
+    with pytest.raises(ValidationError, match="not a Kafka topic name"):
+        load_settings(kafka={field: name})
+
+
+def test_legal_topic_names_are_taken() -> None:
+    kafka = load_settings(kafka={"input_topic": "a.B_c-9", "dlq_topic": "x" * 249}).kafka
+    assert (kafka.input_topic, len(kafka.dlq_topic)) == ("a.B_c-9", 249)
