@@ -259,7 +259,29 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.CONFIGURATION
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        reason = _server_unreachable(settings, exc)
+        if reason is None:
+            raise
+        print(f"streamscore {args.command}: {reason}", file=sys.stderr)
+        return 1
     return code
+
+
+def _server_unreachable(settings: Settings, exc: Exception) -> str | None:
+    """One line for a Kafka or MongoDB error that reached the command (a server down, refused
+    credentials), instead of a traceback; None for anything else. Never the MongoDB URL (it
+    may hold a password): PyMongo's messages name hosts only."""
+    from aiokafka.errors import KafkaError
+    from confluent_kafka import KafkaException
+    from pymongo.errors import PyMongoError
+
+    if isinstance(exc, KafkaError | KafkaException):
+        return f"cannot use Kafka at {settings.kafka.bootstrap_servers}: {exc!r}"
+    if isinstance(exc, PyMongoError):
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return f"cannot use MongoDB: {type(exc).__name__}: {first[:300]}"
+    return None
 
 
 if __name__ == "__main__":

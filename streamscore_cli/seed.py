@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import ReplaceOne
+
 from scoring.resources import mongo_client
 from settings import MongoSettings
 from streamscore_cli import demo_data
@@ -27,14 +29,27 @@ def entity_documents(entities: demo_data.Entities) -> list[dict[str, Any]]:
 
 
 async def seed(mongo: MongoSettings, count: int = demo_data.DEFAULT_ENTITIES) -> int:
-    """Replace the collection's contents with ``count`` demo entities. Returns the count."""
+    """Write ``count`` demo entities (each replaces the document of its id, if any; other
+    documents are left alone). Returns how many were written.
+
+    MongoDB is first asked to answer within the configured timeouts (a server that is down
+    fails in seconds); the writes then get a generous timeout of their own."""
     docs = entity_documents(demo_data.make_entities(count))
+    quick = mongo_client(mongo)
+    try:
+        await quick[mongo.database].command("ping")
+    finally:
+        await quick.close()
     client = mongo_client(mongo.model_copy(update={"operation_timeout_ms": 120_000}))
     try:
         collection = client[mongo.database][mongo.collection]
-        await collection.delete_many({})
+        written = 0
         for start in range(0, len(docs), 2_000):
-            await collection.insert_many(docs[start : start + 2_000], ordered=False)
-        return await collection.count_documents({})
+            chunk = docs[start : start + 2_000]
+            result = await collection.bulk_write(
+                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in chunk], ordered=False
+            )
+            written += result.matched_count + result.upserted_count
+        return written
     finally:
         await client.close()

@@ -43,8 +43,10 @@ async def test_async_operations_of_the_scorer_and_the_cli(mongo_url: str, names:
     client = mongo_client(mongo)  # the scorer's own client: every timeout set, timeoutMS too
     try:
         assert await seed(mongo, ENTITIES) == ENTITIES
-        assert await seed(mongo, ENTITIES) == ENTITIES  # a second seed replaces, not appends
         collection = client[mongo.database][mongo.collection]
+        await collection.insert_one({"_id": "someone-else", "features": {"x": 1.0}})
+        assert await seed(mongo, ENTITIES) == ENTITIES  # a second seed replaces, not appends
+        assert await collection.count_documents({}) == ENTITIES + 1  # others' documents stay
 
         store = EntityFeatureStore(collection, demo_data.FEATURE_NAMES)
         await store.ping()

@@ -48,3 +48,44 @@ def test_the_sidecar_refuses_a_model_it_cannot_load_with_exit_code_2(
     monkeypatch.setenv("STREAMSCORE_MODEL__PATH", str(path))
     assert main(["api", "--port", "1"]) == ExitCode.CONFIGURATION  # before serving anything
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "says"),
+    [
+        (
+            ["produce", "--count", "1"],
+            "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS",
+            "127.0.0.1:1",
+            "cannot use Kafka at 127.0.0.1:1",
+        ),
+        (
+            ["audit"],
+            "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS",
+            "127.0.0.1:1",
+            "cannot use Kafka at 127.0.0.1:1",
+        ),
+        (
+            ["seed", "--entities", "1"],
+            "STREAMSCORE_MONGO__URL",
+            "mongodb://admin:pw-never-shown@127.0.0.1:1/",
+            "cannot use MongoDB",
+        ),
+    ],
+)
+def test_a_server_that_is_down_is_one_line_and_exit_1_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    variable: str,
+    value: str,
+    says: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("STREAMSCORE_MONGO__SERVER_SELECTION_TIMEOUT_MS", "200")
+    monkeypatch.setenv("STREAMSCORE_MONGO__OPERATION_TIMEOUT_MS", "500")
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert f"streamscore {command[0]}: {says}" in err
+    assert "Traceback" not in err
+    assert "pw-never-shown" not in err
