@@ -24,6 +24,10 @@ _RETRIABLE_CODES = {
     LibrdkafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
     LibrdkafkaError.LEADER_NOT_AVAILABLE,
     LibrdkafkaError.NOT_LEADER_FOR_PARTITION,
+    # A topic not there (yet): waited for until it exists, as on aiokafka.
+    LibrdkafkaError._UNKNOWN_TOPIC,
+    LibrdkafkaError._UNKNOWN_PARTITION,
+    LibrdkafkaError.UNKNOWN_TOPIC_OR_PART,
 }
 
 

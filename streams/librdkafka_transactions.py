@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka import TopicPartition as LibrdkafkaPartition
 
@@ -51,6 +52,10 @@ def transactional_config(settings: Settings, transactional_id: str) -> dict[str,
     config["transactional.id"] = transactional_id
     config["transaction.timeout.ms"] = kafka.transaction_timeout_ms
     config["delivery.timeout.ms"] = min(config["delivery.timeout.ms"], kafka.transaction_timeout_ms)
+    # librdkafka also refuses socket.timeout.ms > transaction.timeout.ms + 100.
+    config["socket.timeout.ms"] = min(
+        config["socket.timeout.ms"], kafka.transaction_timeout_ms + 100
+    )
     return config
 
 
@@ -87,6 +92,9 @@ class LibrdkafkaTransactionalDelivery:
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transaction")
         self._producer: Any = None
         self._outputs: LibrdkafkaOutputs | None = None
+        self._ready = False
+        """Whether the producer's ``init_transactions`` succeeded (a Kafka outage can leave a
+        new producer without it: it is replaced before the next batch)."""
         self.transactional_id = ""
         self.consumer: Any = None
         """The consuming :class:`~streams.librdkafka_consumer.GuardedConfluentConsumer` (the
@@ -101,7 +109,9 @@ class LibrdkafkaTransactionalDelivery:
         producer = factory(transactional_config(self._settings, self.transactional_id))
         self._producer = producer
         self._outputs = LibrdkafkaOutputs(producer, asyncio.get_running_loop())
+        self._ready = False
         await self._call(producer.init_transactions, self._timeout_s)
+        self._ready = True
         log.info(
             "exactly-once: transactional producer %s ready",
             self.transactional_id,
@@ -121,6 +131,8 @@ class LibrdkafkaTransactionalDelivery:
         async with self._lock:
             started = time.perf_counter()
             try:
+                if not self._ready:
+                    await self._replace()
                 await self._transact(batch)
             except BaseException as exc:
                 self.stats.commit_failures += 1
@@ -128,7 +140,8 @@ class LibrdkafkaTransactionalDelivery:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 cause = _kafka_error(exc)
-                raise TransactionAborted(dict(batch.first), cause, retriable=retriable) from exc
+                rewind = await self._committed_offsets(batch)
+                raise TransactionAborted(rewind, cause, retriable=retriable) from exc
             finally:
                 if self._observe is not None:
                     self._observe("commit", time.perf_counter() - started)
@@ -175,6 +188,26 @@ class LibrdkafkaTransactionalDelivery:
                     continue
                 raise
 
+    async def _committed_offsets(self, batch: Batch) -> dict[TopicPartition, int]:
+        """Where to read the batch's partitions again: their committed offsets (a commit whose
+        outcome is unknown, a timeout, may have gone through; reading from the batch's first
+        offsets would then repeat it). The batch's first offsets when the group cannot say."""
+        consumer = self.consumer
+        rewind = dict(batch.first)
+        if consumer is None:
+            return rewind
+        asked = [LibrdkafkaPartition(tp.topic, tp.partition) for tp in batch.first]
+        try:
+            answered = await self._call(consumer.consumer.committed, asked, self._timeout_s)
+        except Exception as exc:
+            log.warning("cannot read the committed offsets (%r): reading the batch again", exc)
+            return rewind
+        for part in answered or ():
+            tp = TopicPartition(part.topic, part.partition)
+            if tp in rewind and part.error is None and part.offset >= 0:
+                rewind[tp] = part.offset
+        return rewind
+
     async def _abort(self, exc: BaseException) -> bool:
         """Abort the open transaction (or replace a producer that cannot); whether reading the
         batch again may succeed without a fix."""
@@ -194,7 +227,11 @@ class LibrdkafkaTransactionalDelivery:
                 log.warning("abort failed (%r): starting a new transactional producer", abort_error)
             fatal = True
         if fatal:
-            await self._replace()
+            try:
+                await self._replace()
+            except Exception as open_error:  # Kafka away: the next batch tries again
+                log.warning("cannot start a new transactional producer yet: %r", open_error)
+                return True
         if error is not None:
             return bool(error.retriable() or error.txn_requires_abort() or error.fatal())
         cause = _kafka_error(exc)

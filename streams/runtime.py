@@ -50,6 +50,10 @@ class Started:
     processor: BatchProcessor
 
 
+LOWEST_REQUEST_LIMIT = 1_000
+"""The lowest ``message.max.bytes`` librdkafka accepts."""
+
+
 async def within_topic_limits(settings: Settings) -> Settings:
     """``settings`` with the producer's request limit (``max_request_size``, which also bounds
     its record batches and the dead letters cut to fit) lowered to the smallest limit of the
@@ -62,7 +66,11 @@ async def within_topic_limits(settings: Settings) -> Settings:
     lowest = min(limits.items(), key=lambda item: item[1], default=None)
     if lowest is None or lowest[1] >= kafka.max_request_size:
         return settings  # the default topic limit (1 MiB + 12) is above the producer's
-    topic, limit = lowest[0], max(1, lowest[1] - RECORD_BATCH_OVERHEAD)
+    # librdkafka takes no message.max.bytes below 1000: a topic that takes less is written
+    # to as if it took 1000, and its broker refuses what does not fit.
+    topic, limit = lowest[0], max(LOWEST_REQUEST_LIMIT, lowest[1] - RECORD_BATCH_OVERHEAD)
+    if limit >= kafka.max_request_size:
+        return settings
     log.info(
         "records and record batches are kept to %d bytes, the limit of topic %s "
         "(max.message.bytes), below STREAMSCORE_KAFKA__MAX_REQUEST_SIZE (%d)",

@@ -93,3 +93,22 @@ def test_oauthbearer_tokens_come_from_the_provider() -> None:
     token, expires = client_config(kafka)["oauth_cb"]("")
     assert token == "t0ken"
     assert expires > 0
+
+
+@pytest.mark.parametrize("transaction_timeout_ms", [1_000, 15_000, 60_000])
+def test_librdkafka_takes_the_transactional_configuration_for_any_transaction_timeout(
+    transaction_timeout_ms: int,
+) -> None:
+    """librdkafka refuses socket.timeout.ms above transaction.timeout.ms + 100, and a delivery
+    timeout above the transaction timeout; the settings take any transaction timeout."""
+    from confluent_kafka import Producer
+
+    from streams.librdkafka_transactions import transactional_config
+
+    settings = load_settings(
+        kafka={"client": "confluent", "transaction_timeout_ms": transaction_timeout_ms},
+        stream={"delivery": "exactly_once"},
+    )
+    config = transactional_config(settings, "t-1") | {"bootstrap.servers": "127.0.0.1:1"}
+    Producer(config)  # raises KafkaException for a configuration librdkafka refuses
+    assert config["socket.timeout.ms"] <= transaction_timeout_ms + 100
