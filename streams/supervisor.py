@@ -49,7 +49,8 @@ class Supervisor:
        dead-letter flood, an unreadable record, a repeated failure) stops the whole group
        with that code.
     3. SIGTERM/SIGINT is passed to every worker, each finishes its batch in hand and commits;
-       a worker still running after the shutdown timeout is killed.
+       a worker still running after the shutdown timeout is killed. A worker waiting for its
+       restart is not started any more: the group stops at once.
     """
 
     def __init__(
@@ -85,9 +86,18 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for index in range(self._count):
             self._workers[index] = self._spawn(index)
+        due: dict[int, float] = {}
+        """Workers waiting for their restart: index -> when (the loop keeps watching the
+        others, and a signal meanwhile stops the group without restarting anyone)."""
         while not self._stopping:
             time.sleep(0.2)
+            now = time.monotonic()
             for index, worker in list(self._workers.items()):
+                if index in due:
+                    if now >= due[index] and not self._stopping:
+                        del due[index]
+                        self._workers[index] = self._spawn(index, worker.restarts + 1)
+                    continue
                 code = worker.process.poll()
                 if code is None:
                     continue
@@ -96,7 +106,7 @@ class Supervisor:
                     self.exit_code = code
                     self._stopping = True
                     break
-                backoff = restart_backoff(worker.restarts, time.monotonic() - worker.started)
+                backoff = restart_backoff(worker.restarts, now - worker.started)
                 log.warning(
                     "worker %d (pid %d) exited with code %d: restarting in %.1fs",
                     index,
@@ -104,8 +114,7 @@ class Supervisor:
                     code,
                     backoff,
                 )
-                time.sleep(backoff)
-                self._workers[index] = self._spawn(index, worker.restarts + 1)
+                due[index] = now + backoff
         self._stop_all()
         return self.exit_code
 

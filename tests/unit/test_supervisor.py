@@ -145,3 +145,23 @@ def test_sigterm_stops_every_worker_and_exits_ok() -> None:
         -signal.SIGTERM,
         -signal.SIGTERM,
     ]
+
+
+def test_sigterm_while_a_worker_waits_for_its_restart_stops_at_once(tmp_path: Path) -> None:
+    """A worker keeps failing (Kafka down): a SIGTERM during its restart backoff stops the
+    group now, without starting it again; meanwhile the other worker is still watched."""
+    import time
+
+    starts = tmp_path / "starts"
+    failing = _exits_after(starts, [ExitCode.BATCH_FAILED])
+    supervisor = Supervisor(load_settings(), workers=1, command=failing)
+    # Restarts at 0.5, 1.0, 2.0, 4.0 s...: the signal comes during the 4 s wait (after 3.5 s).
+    timer = threading.Timer(4.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    began = time.monotonic()
+    try:
+        assert supervisor.run() == ExitCode.OK
+    finally:
+        timer.cancel()
+    assert time.monotonic() - began < 6.5  # not after the 4 s backoff and another start
+    assert len(starts.read_text()) <= 4  # at most 3 restarts (0.5, 1, 2 s); none after it
