@@ -73,6 +73,10 @@ class Parsed:
     dead_sources: list[TopicPartition] = field(default_factory=list)
 
 
+MIN_DEAD_LETTER_LIMIT = 512
+"""Dead letters are never cut below this (the marks and source headers alone take ~300)."""
+
+
 def _parse_all(
     records: Sequence[Record], stream: StreamSettings, dlq_topic: str, max_request_size: int
 ) -> Parsed:
@@ -166,9 +170,30 @@ class BatchProcessor:
             self._stream.dead_letter_min_records,
         )
         self.stats = StreamStats(delivery=delivery.stats)
+        self.dead_letter_limit = settings.kafka.max_request_size
+        """Dead letters are cut to fit this many bytes (lowered by
+        :meth:`dead_letters_refused_as_too_large`)."""
         self.on_halt: Callable[[Halted], None] | None = None
         """Told when the batch in the background halts (no later call may come soon)."""
         self._background: asyncio.Task[None] | None = None
+
+    def dead_letters_refused_as_too_large(self, size: int) -> bool:
+        """Kafka refused a dead letter of ``size`` bytes as too large (a topic limit lowered
+        while running; exactly-once reads the batch again rather than re-sending): cut later
+        ones to half that. Whether the limit went down (False once it is as low as it goes,
+        so a refusal that cutting cannot fix ends as any other)."""
+        lowered = max(MIN_DEAD_LETTER_LIMIT, min(self.dead_letter_limit, size) // 2)
+        if lowered >= self.dead_letter_limit:
+            return False
+        log.warning(
+            "a dead letter of %d bytes was refused as too large: dead letters are cut to %d "
+            "bytes from now on",
+            size,
+            lowered,
+            extra={"event": "topic_limit"},
+        )
+        self.dead_letter_limit = lowered
+        return True
 
     async def process(
         self, records: Sequence[Record], commit: Commit, *, overlap: bool = False
@@ -207,7 +232,7 @@ class BatchProcessor:
             records,
             self._stream,
             self._kafka.dlq_topic,
-            self._kafka.max_request_size,
+            self.dead_letter_limit,
         )
         observe("parse", clock() - started)
         # The batch before this one reaches delivery first (or its halt is raised here).

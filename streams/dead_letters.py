@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -203,3 +204,17 @@ def describe_output(output: tuple[str, bytes | None, bytes | None, Headers | Non
         src_topic, partition, offset = (s.decode("utf-8", "replace") for s in source if s)
         text += f", the dead letter of {src_topic} partition {partition} offset {offset}"
     return text
+
+
+OutputRecord = tuple[str, bytes | None, bytes | None, Headers | None]
+"""(topic, value, key, headers), as delivery holds one."""
+
+
+def largest_dead_letter(outputs: Sequence[OutputRecord], dlq_topic: str) -> int:
+    """The size of the largest dead letter among ``outputs`` (0 when there is none)."""
+    sizes = (
+        record_size(key, value, headers or [])
+        for topic, value, key, headers in outputs
+        if topic == dlq_topic
+    )
+    return max(sizes, default=0)

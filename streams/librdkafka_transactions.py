@@ -24,12 +24,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import TopicPartition
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka import TopicPartition as LibrdkafkaPartition
 
 from settings import Settings
+from streams.dead_letters import largest_dead_letter
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Unacknowledged
 from streams.halts import Halted
 from streams.librdkafka_errors import to_kafka_error
@@ -101,6 +102,9 @@ class LibrdkafkaTransactionalDelivery:
         runtime sets it); its group metadata goes into each transaction."""
         self.halted: Halted | None = None
         self.stats = DeliveryStats()
+        self.on_dead_letter_too_large: Callable[[int], bool] | None = None
+        """Told the size of a dead letter Kafka refused as too large; whether later dead
+        letters will be cut smaller (then reading the batch again can succeed)."""
 
     async def open(self) -> None:
         """Start a producer and register its transactional id (``init_transactions``)."""
@@ -140,6 +144,8 @@ class LibrdkafkaTransactionalDelivery:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 cause = _kafka_error(exc)
+                if isinstance(cause, MessageSizeTooLargeError) and self._cut_smaller(batch):
+                    retriable = True
                 rewind = await self._committed_offsets(batch)
                 raise TransactionAborted(rewind, cause, retriable=retriable) from exc
             finally:
@@ -187,6 +193,13 @@ class LibrdkafkaTransactionalDelivery:
                     await asyncio.sleep(_RETRY_S)
                     continue
                 raise
+
+    def _cut_smaller(self, batch: Batch) -> bool:
+        """Whether the batch held dead letters and later ones will be cut smaller."""
+        if self.on_dead_letter_too_large is None:
+            return False
+        size = largest_dead_letter(batch.outputs, self._settings.kafka.dlq_topic)
+        return size > 0 and self.on_dead_letter_too_large(size)
 
     async def _committed_offsets(self, batch: Batch) -> dict[TopicPartition, int]:
         """Where to read the batch's partitions again: their committed offsets (a commit whose

@@ -160,6 +160,8 @@ class StreamRuntime:
             scoring.pipeline, delivery, settings, self.stopping, self.metrics
         )
         processor.on_halt = self._halted_in_background
+        if isinstance(delivery, TransactionalDelivery | LibrdkafkaTransactionalDelivery):
+            delivery.on_dead_letter_too_large = processor.dead_letters_refused_as_too_large
         self._overlap = (
             settings.stream.overlap_batches and settings.stream.delivery == "at_least_once"
         )

@@ -22,14 +22,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    RecordTooLargeError,
+)
 from aiokafka.structs import TopicPartition
 
 from settings import Settings
+from streams.dead_letters import largest_dead_letter
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Output
 from streams.halts import Halted
 from streams.kafka_options import client_options, record_batch_bytes
@@ -61,7 +68,7 @@ class TransactionAborted(Exception):
             if retriable is not None
             else not isinstance(cause, KafkaError)
             or bool(cause.retriable)
-            or isinstance(cause, ProducerFenced)
+            or isinstance(cause, ProducerFenced | OutOfOrderSequenceNumber)
         )
 
 
@@ -148,6 +155,10 @@ class TransactionalDelivery:
         self, settings: Settings, stopping: asyncio.Event, observe: Observe | None = None
     ) -> None:
         self._group = settings.kafka.group_id
+        self._dlq_topic = settings.kafka.dlq_topic
+        self.on_dead_letter_too_large: Callable[[int], bool] | None = None
+        """Told the size of a dead letter Kafka refused as too large; whether later dead
+        letters will be cut smaller (then reading the batch again can succeed)."""
         self._producers = PartitionProducers(settings)
         self._stopping = stopping
         self._observe = observe
@@ -195,7 +206,11 @@ class TransactionalDelivery:
                 self.stats.commit_failures += 1
                 first_error = next(iter(failed.values()))
                 assert isinstance(first_error, BaseException)
-                raise TransactionAborted({tp: batch.first[tp] for tp in failed}, first_error)
+                raise TransactionAborted(
+                    {tp: batch.first[tp] for tp in failed},
+                    first_error,
+                    retriable=True if self._cut_smaller(batch, failed.values()) else None,
+                )
             self.stats.commits += 1
             if on_acked is not None:
                 delivered = zip(partitions, results, strict=True)
@@ -228,6 +243,16 @@ class TransactionalDelivery:
         self.stats.committed[tp] = after
         return True
 
+    def _cut_smaller(self, batch: Batch, errors: Iterable[BaseException]) -> bool:
+        """Whether a refusal as too large will not come again: the batch held dead letters,
+        and later ones will be cut smaller (see :attr:`on_dead_letter_too_large`)."""
+        if self.on_dead_letter_too_large is None or not any(
+            isinstance(e, MessageSizeTooLargeError | RecordTooLargeError) for e in errors
+        ):
+            return False
+        size = largest_dead_letter(batch.outputs, self._dlq_topic)
+        return size > 0 and self.on_dead_letter_too_large(size)
+
     def _fetched_before_assignment(self, tp: TopicPartition) -> bool:
         """Whether the batch's records of ``tp`` were fetched before its latest assignment (a
         rebalance while the batch was scored: the assignment read the committed offset
@@ -258,7 +283,10 @@ class TransactionalDelivery:
             exc,
             extra={"event": "retry", "stage": "transaction", "partition": tp.partition},
         )
-        if isinstance(exc, ProducerFenced):  # a newer producer of this partition exists
+        if isinstance(exc, ProducerFenced | OutOfOrderSequenceNumber):
+            # Fenced: a newer producer of this partition exists. Out of order: a batch the
+            # broker refused (too large) left a gap that aiokafka never recovers from. Either
+            # way only a producer started by the next assignment can write for it.
             await self._producers.stop([tp])
             self._give_up(tp)
             return

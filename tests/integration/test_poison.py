@@ -436,6 +436,57 @@ async def test_a_dead_letter_topic_limit_lowered_while_the_scorer_runs_is_met_wi
     ]
 
 
+async def test_under_exactly_once_a_lowered_dead_letter_limit_is_met_by_cutting_smaller(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path, kafka_client: str
+) -> None:
+    """Exactly-once reads a refused batch again rather than re-sending: when Kafka refused a
+    dead letter as too large (the topic's limit lowered while running), later dead letters are
+    cut smaller, and the batch read again commits; nothing halts, lost or repeated."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from streams.app import build_app
+    from tests.support.helpers import eventually
+    from tests.support.kafka_io import committed_lag as lag_of
+
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        kafka={"client": kafka_client},
+        stream={"delivery": "exactly_once"},
+    )
+    await ensure_topics(settings.kafka)
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            limit = {"max.message.bytes": "20000"}
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, names.dlq_topic, configs=limit)]
+            )
+        finally:
+            await admin.close()
+        await asyncio.sleep(1)  # the broker applies topic configs asynchronously
+        records = [(p, b"w" * 100_000, None) for p in (0, 1, 2, 3)]
+        records += [(p, _event(f"ok-{p}"), None) for p in (0, 1, 2, 3)]
+        await _send(kafka_bootstrap, names.input_topic, records)
+
+        async def committed() -> bool:
+            lag = await lag_of(kafka_bootstrap, names.group_id, names.input_topic)
+            return sum(lag.values()) == 0 and len(lag) == 4
+
+        assert await eventually(committed, 90)
+        assert runtime.exit_code == ExitCode.OK
+    finally:
+        await app.stop()
+    report = await audit(settings, "read_committed")
+    assert report.ok, report.to_text()  # exactly-once: nothing lost, nothing repeated
+    assert (report.predictions, report.dead_letters) == (4, 4)
+
+
 async def test_a_record_timestamp_past_9999_is_an_invalid_event_unless_the_event_has_a_time(
     kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path
 ) -> None:
