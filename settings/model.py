@@ -97,8 +97,8 @@ class KafkaSettings(BaseModel):
     """The producer's limit on one record; dead letters are cut to fit it (and the broker's)."""
     transactional_id_prefix: str | None = None
     """Exactly-once only: transactional ids are ``<prefix>-<input topic>-<partition>`` on
-    aiokafka (keep it stable across restarts), ``<prefix>-<random>`` on librdkafka (default
-    prefix ``streamscore-<group id>``)."""
+    aiokafka, ``<prefix>-<host name>-<client id>`` on librdkafka (default prefix
+    ``streamscore-<group id>``). Keep it stable across restarts."""
     transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
     """Exactly-once only: the broker aborts a transaction left open longer than this."""
     # Security pass-through for real clusters.
@@ -403,6 +403,22 @@ class Settings(BaseSettings):
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
         "INFO"
     )
+
+    @model_validator(mode="after")
+    def _check_exactly_once(self) -> Settings:
+        """librdkafka asks the group for stable committed offsets (KIP-447: none pending in an
+        open transaction) only when it reads ``read_committed``: without them a partition's
+        new owner could start from an offset an open transaction is about to move."""
+        if (
+            self.stream.delivery == "exactly_once"
+            and self.kafka.client == "confluent"
+            and self.kafka.input_isolation == "read_uncommitted"
+        ):
+            raise ValueError(
+                "stream.delivery=exactly_once on kafka.client=confluent needs "
+                "kafka.input_isolation=read_committed"
+            )
+        return self
 
 
 def describe_errors(exc: ValidationError) -> str:

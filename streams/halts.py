@@ -20,6 +20,9 @@ class HaltReason(StrEnum):
     """Most recent records failed validation: a bad producer deploy, not bad records."""
     REPEATED_FAILURE = "repeated_failure"
     """A batch failed unexpectedly ``max_batch_attempts`` times in a row."""
+    FENCED = "fenced"
+    """Another producer with this process's transactional id started (exactly-once on
+    librdkafka): two processes share an id, or this one was replaced while it hung."""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -29,6 +32,7 @@ class HaltReason(StrEnum):
             HaltReason.OUTPUT_REFUSED: ExitCode.REPEATED_FAILURE,
             HaltReason.DEAD_LETTER_FLOOD: ExitCode.DEAD_LETTER_FLOOD,
             HaltReason.REPEATED_FAILURE: ExitCode.REPEATED_FAILURE,
+            HaltReason.FENCED: ExitCode.CONFIGURATION,
         }[self]
 
 

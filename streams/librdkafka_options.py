@@ -54,6 +54,7 @@ def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
     as from aiokafka (:mod:`streams.partitioner`); librdkafka's own default hashes keys with
     CRC32, which would put an entity's predictions elsewhere."""
     return client_config(kafka) | {
+        "error_cb": _log_client_error,
         "partitioner": "murmur2_random",
         "acks": "all",
         "enable.idempotence": True,
@@ -63,6 +64,20 @@ def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
         "request.timeout.ms": kafka.request_timeout_ms,
         "delivery.timeout.ms": int(kafka.delivery_timeout_s * 1000),
     }
+
+
+def _log_client_error(error: Any) -> None:
+    """librdkafka's client-level errors (a broker down, a fatal producer error). Without this
+    callback confluent-kafka raises them from ``poll``, which would end the thread polling
+    for delivery reports; the records concerned fail through their reports instead."""
+    fatal = bool(error.fatal())
+    log.log(
+        logging.ERROR if fatal else logging.WARNING,
+        "Kafka client %s: %s",
+        "fatal error" if fatal else "error",
+        error.str(),
+        extra={"event": "kafka_error", "code": error.name()},
+    )
 
 
 def _oauth_callback(provider: Any) -> Any:

@@ -162,7 +162,12 @@ class LibrdkafkaOutputs:
 
     def _poll(self) -> None:
         while not self._stopped.is_set():
-            if self._producer.poll(_POLL_S) and self._reports:
+            try:
+                served = self._producer.poll(_POLL_S)
+            except KafkaException:  # never end the thread: reports still come after an error
+                self._stopped.wait(_POLL_S)
+                continue
+            if served and self._reports:
                 self._hand_over()
 
     def _hand_over(self) -> None:

@@ -4,11 +4,12 @@ its predictions, dead letters and next offsets — in one Kafka transaction.
 Fencing is KIP-447's: the offsets go into the transaction with the consumer's group metadata
 (generation and member id), so the group coordinator refuses them from a process that lost
 its partitions in a rebalance, and the transaction is aborted. One transactional producer per
-process is enough; its transactional id is ``<prefix>-<random>``, new at every start. A
-process killed with a transaction open leaves it to the broker, which aborts it after
-``transaction_timeout_ms``; until then ``read_committed`` readers of the output topics wait at
-it, and the group's next owner of those partitions waits to read their committed offsets
-(KIP-447's stable offsets), so nothing is read twice.
+process is enough. Its transactional id is ``<prefix>-<host name>-<client id>``, the same
+when the process is started again: the new producer's ``init_transactions`` aborts a
+transaction the old one left open (killed with ``kill -9``), so ``read_committed`` readers of
+the output topics never wait for it to time out. Two live processes must not share an id
+(``--workers`` gives each worker its own client id): a producer fenced by another one with its
+id halts the process (exit code 2) instead of fencing it back.
 
 Polls and rebalances happen only between batches here (a batch is delivered inside the
 handler, before the next poll), so a rebalance never meets an open transaction.
@@ -18,21 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import TopicPartition
+from confluent_kafka import KafkaError as LibrdkafkaError
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka import TopicPartition as LibrdkafkaPartition
 
 from settings import Settings
 from streams.dead_letters import largest_dead_letter
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Unacknowledged
-from streams.halts import Halted
+from streams.halts import Halted, HaltReason
 from streams.librdkafka_errors import to_kafka_error
 from streams.librdkafka_options import producer_config
 from streams.librdkafka_outputs import LibrdkafkaOutputs
@@ -43,6 +45,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RETRY_S = 0.1
+_FENCED_CODES = {
+    LibrdkafkaError._FENCED,
+    LibrdkafkaError.PRODUCER_FENCED,
+    LibrdkafkaError.INVALID_PRODUCER_EPOCH,
+}
+
+
+def transactional_id(settings: Settings) -> str:
+    """``<prefix>-<host name>-<client id>``: stable across restarts of one process, distinct
+    between machines and between ``--workers`` siblings (each has its own client id)."""
+    kafka = settings.kafka
+    prefix = kafka.transactional_id_prefix or f"streamscore-{kafka.group_id}"
+    return f"{prefix}-{socket.gethostname()}-{kafka.client_id}"
 
 
 def transactional_config(settings: Settings, transactional_id: str) -> dict[str, Any]:
@@ -83,7 +98,6 @@ class LibrdkafkaTransactionalDelivery:
     ) -> None:
         kafka = settings.kafka
         self._settings = settings
-        self._prefix = kafka.transactional_id_prefix or f"streamscore-{kafka.group_id}"
         self._timeout_s = kafka.transaction_timeout_ms / 1000
         self._stopping = stopping
         self._observe = observe
@@ -108,7 +122,7 @@ class LibrdkafkaTransactionalDelivery:
 
     async def open(self) -> None:
         """Start a producer and register its transactional id (``init_transactions``)."""
-        self.transactional_id = f"{self._prefix}-{uuid.uuid4().hex[:16]}"
+        self.transactional_id = transactional_id(self._settings)
         factory = self._factory if self._factory is not None else Producer
         producer = factory(transactional_config(self._settings, self.transactional_id))
         self._producer = producer
@@ -164,7 +178,9 @@ class LibrdkafkaTransactionalDelivery:
             raise RuntimeError("no consumer to take the group metadata from")
         await self._call(producer.begin_transaction)
         handed = await outputs.send_many(batch.outputs, range(len(batch.outputs)))
-        await asyncio.gather(*(future for future, _ in handed))
+        await asyncio.wait_for(
+            asyncio.gather(*(future for future, _ in handed)), timeout=self._timeout_s
+        )
         offsets = [
             LibrdkafkaPartition(tp.topic, tp.partition, after) for tp, after in batch.after.items()
         ]
@@ -225,7 +241,13 @@ class LibrdkafkaTransactionalDelivery:
         """Abort the open transaction (or replace a producer that cannot); whether reading the
         batch again may succeed without a fix."""
         error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-        fatal = error is not None and error.fatal()
+        failed = list(exc.failed.values()) if isinstance(exc, Unacknowledged) else []
+        codes = {error.code()} if error is not None else {getattr(e, "code", None) for e in failed}
+        if codes & _FENCED_CODES:
+            self._fenced(exc)
+        fatal = (error is not None and error.fatal()) or any(
+            getattr(e, "fatal", False) for e in failed
+        )
         log.warning(
             "transaction aborted, the batch will be read again: %r",
             exc,
@@ -235,10 +257,33 @@ class LibrdkafkaTransactionalDelivery:
         # its transaction open (holding back read_committed readers) until it times out.
         try:
             await self._call(self._producer.abort_transaction, self._timeout_s)
+        except KafkaException as abort_error:
+            if abort_error.args and abort_error.args[0].code() in _FENCED_CODES:
+                self._fenced(abort_error)
+            if not fatal:
+                log.warning("abort failed (%r): starting a new transactional producer", abort_error)
+            fatal = True
         except Exception as abort_error:
             if not fatal:
                 log.warning("abort failed (%r): starting a new transactional producer", abort_error)
             fatal = True
+        return await self._after_abort(exc, error, fatal)
+
+    def _fenced(self, exc: BaseException) -> None:
+        """Another live producer has this process's transactional id: stop (exit 2), never
+        fence it back."""
+        self.halted = Halted(
+            HaltReason.FENCED,
+            f"another producer with transactional id {self.transactional_id} started "
+            "(two scorer processes with the same STREAMSCORE_KAFKA__CLIENT_ID on this "
+            "host, or this one was replaced while it hung); nothing more is committed "
+            "here",
+        )
+        raise self.halted from exc
+
+    async def _after_abort(self, exc: BaseException, error: Any, fatal: bool) -> bool:
+        """Replace a producer that cannot go on; whether reading the batch again may succeed
+        without a fix."""
         if fatal:
             try:
                 await self._replace()

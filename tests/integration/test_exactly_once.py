@@ -156,12 +156,13 @@ async def test_librdkafka_aborts_a_failed_transaction_and_replaces_a_fatal_produ
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """On librdkafka, one commit fails with an ordinary error (aborted, the batch read
-    again) and one with a fatal error (a new producer with a new transactional id): a
-    ``read_committed`` reader sees every output once."""
+    again) and one with a fatal error (a new producer, with the process's own transactional
+    id): a ``read_committed`` reader sees every output once."""
     from confluent_kafka import KafkaError as LibrdkafkaError
     from confluent_kafka import KafkaException, Producer
 
     import streams.librdkafka_transactions as librdkafka_transactions
+    from streams.librdkafka_transactions import transactional_id
 
     settings = _eos(kafka_bootstrap, mongo_url, names, model_path, "confluent")
     await seed(settings.mongo.url.get_secret_value(), settings.mongo.database)
@@ -173,7 +174,9 @@ async def test_librdkafka_aborts_a_failed_transaction_and_replaces_a_fatal_produ
     await produce(settings.kafka.bootstrap_servers, settings.kafka.input_topic, values, [None] * 40)
     failures: list[BaseException] = [
         RuntimeError("simulated failure before the commit"),
-        KafkaException(LibrdkafkaError(LibrdkafkaError._FENCED, "simulated fencing", fatal=True)),
+        KafkaException(
+            LibrdkafkaError(LibrdkafkaError._INCONSISTENT, "simulated fatal error", fatal=True)
+        ),
     ]
     ids: list[str] = []
 
@@ -199,15 +202,43 @@ async def test_librdkafka_aborts_a_failed_transaction_and_replaces_a_fatal_produ
     finally:
         await app.stop()
     assert failures == []
-    assert len(ids) == 2  # the fatal error replaced the producer
-    assert ids[0] != ids[1]
-    assert all(i.startswith(f"streamscore-{settings.kafka.group_id}-") for i in ids)
+    assert len(ids) == 2  # the fatal error replaced the producer, with the same id
+    assert ids[0] == ids[1] == transactional_id(settings)
+    assert ids[0].startswith(f"streamscore-{settings.kafka.group_id}-")
+    assert ids[0].endswith(f"-{settings.kafka.client_id}")
     committed = await audit(settings, "read_committed")
     exactly_once(committed, 40)
     assert committed.dead_letters == 1
     uncommitted = await audit(settings, "read_uncommitted")
     assert uncommitted.duplicated_predictions + uncommitted.duplicated_dead_letters > 0
     assert runtime.exit_code == ExitCode.OK
+
+
+async def test_a_second_librdkafka_scorer_with_the_same_transactional_id_halts_the_first(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path, tmp_path: Path
+) -> None:
+    """Two live processes with one client id on one host share a transactional id: the one
+    fenced stops with exit code 2 and says why, instead of fencing the other back."""
+    settings = _eos(kafka_bootstrap, mongo_url, names, model_path, "confluent")
+    await seed(settings.mongo.url.get_secret_value(), names.database)
+    await ensure_topics(settings.kafka)
+    first = ScorerProcess(settings, tmp_path / "first.log").start()
+    second = ScorerProcess(settings, tmp_path / "second.log")
+    try:
+        await produce_events(settings, 2_000)
+        assert await some_committed_of(settings, 500), first.log()[-3000:]
+        second.start()
+        await asyncio.sleep(5)  # the second one's producer starts, fencing the first's
+        await produce_events(settings, 2_000, prefix="more-")
+        assert first.wait(timeout=60) == ExitCode.CONFIGURATION, first.log()[-3000:]
+        assert "another producer with transactional id" in first.log()
+        assert await all_committed(settings), second.log()[-3000:]
+        assert second.stop(timeout=40) == ExitCode.OK, second.log()[-3000:]
+    finally:
+        first.kill()
+        second.kill()
+    report = await audit(settings, "read_committed")
+    exactly_once(report, 4_000)
 
 
 def test_transactional_ids_are_per_input_partition(eos_settings: Settings) -> None:
