@@ -17,7 +17,7 @@ FERRETDB_PORT ?= 27018
 .PHONY: help install up down status lint format test test-unit test-ferretdb demo train seed run api bench clean
 
 help: ## Show this help
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@tty=$$([ -t 1 ] && echo 1); grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -v tty="$$tty" 'BEGIN {FS = ":.*## "; on = tty ? "\033[36m" : ""; off = tty ? "\033[0m" : ""}; {printf "  %s%-18s%s %s\n", on, $$1, off, $$2}'
 
 # uv: the one on the PATH, else Python's, else installed with pip, else (a system Python that
 # refuses pip installs, PEP 668, or has no pip) into a private virtualenv under .local/.

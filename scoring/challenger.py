@@ -102,6 +102,10 @@ def promote_files(
        file, and every running scorer's reloader picks the pair up once both settled.
     3. The old main model becomes the challenger (so promoting again rolls back).
     """
+    if main_path.resolve() == challenger_path.resolve():
+        raise ModelLoadError(
+            f"the challenger is the main model's own file ({main_path}): nothing to promote"
+        )
     challenger = load_model(challenger_path, threads=threads)
     check(challenger)
     main = load_model(main_path, threads=threads)

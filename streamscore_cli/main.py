@@ -174,14 +174,14 @@ def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     """train, seed, produce: the demo's model, entities and events."""
     p = sub.add_parser("train", help="train the demo LightGBM model on synthetic data")
     p.add_argument("--output", help="model file (default: STREAMSCORE_MODEL__PATH)")
-    p.add_argument("--rows", type=int, default=120_000)
-    p.add_argument("--trees", type=int, default=300)
+    p.add_argument("--rows", type=_at_least(100, int), default=120_000)
+    p.add_argument("--trees", type=_at_least(1, int), default=300)
     p.add_argument("--name", default="fraud")
     p.add_argument("--version", default="1")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("seed", help="write the demo entities' features into MongoDB")
-    p.add_argument("--entities", type=int, default=demo_data.DEFAULT_ENTITIES)
+    p.add_argument("--entities", type=_at_least(1, int), default=demo_data.DEFAULT_ENTITIES)
     p.set_defaults(func=_cmd_seed)
 
     p = sub.add_parser("produce", help="send synthetic events to the input topic")
@@ -200,14 +200,18 @@ def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     """run, api: the scorer and the sidecar."""
     p = sub.add_parser("run", help="run the streaming scorer")
     p.add_argument(
-        "--workers", type=int, help="scorer processes in one group (STREAMSCORE_STREAM__WORKERS)"
+        "--workers",
+        type=_at_least(1, int),
+        help="scorer processes in one group (STREAMSCORE_STREAM__WORKERS)",
     )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("api", help="run the HTTP sidecar (uvicorn)")
     p.add_argument("--host", help="default: STREAMSCORE_API__HOST (127.0.0.1)")
     p.add_argument("--port", type=int, help="default: STREAMSCORE_API__PORT (8000)")
-    p.add_argument("--workers", type=int, help="default: STREAMSCORE_API__WORKERS (1)")
+    p.add_argument(
+        "--workers", type=_at_least(1, int), help="default: STREAMSCORE_API__WORKERS (1)"
+    )
     p.set_defaults(func=_cmd_api)
 
 

@@ -271,3 +271,13 @@ def test_metrics_document_every_challenger_family() -> None:
         "streamscore_challenger_failures",
         "streamscore_challenger_reloads",
     } <= described
+
+
+def test_promoting_a_challenger_that_is_the_main_models_own_file_is_refused(
+    model_path: Path, tmp_path: Path
+) -> None:
+    main = copy_model(model_path, tmp_path / "model.txt")
+    before = main.read_bytes()
+    with pytest.raises(ModelLoadError, match="the main model's own file"):
+        promote_files(main, tmp_path / "." / "model.txt")
+    assert main.read_bytes() == before
