@@ -48,3 +48,18 @@ class Halted(Exception):
     @property
     def exit_code(self) -> ExitCode:
         return self.reason.exit_code
+
+
+class HaltState:
+    """``halted`` with the two calls a delivery offers on it: once set, :meth:`check` raises
+    it before anything else is delivered."""
+
+    halted: Halted | None = None
+
+    def check(self) -> None:
+        if self.halted is not None:
+            raise self.halted
+
+    def halt(self, error: BaseException) -> None:
+        if self.halted is None and isinstance(error, Halted):
+            self.halted = error

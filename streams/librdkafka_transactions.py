@@ -34,7 +34,7 @@ from confluent_kafka import TopicPartition as LibrdkafkaPartition
 from settings import Settings
 from streams.dead_letters import largest_dead_letter
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Unacknowledged
-from streams.halts import Halted, HaltReason
+from streams.halts import Halted, HaltReason, HaltState
 from streams.librdkafka_errors import to_kafka_error
 from streams.librdkafka_options import producer_config
 from streams.librdkafka_outputs import LibrdkafkaOutputs
@@ -75,7 +75,7 @@ def transactional_config(settings: Settings, transactional_id: str) -> dict[str,
     return config
 
 
-class LibrdkafkaTransactionalDelivery:
+class LibrdkafkaTransactionalDelivery(HaltState):
     """Exactly-once on librdkafka. :meth:`deliver` guarantees:
 
     1. A batch's outputs and the next offsets of all its input partitions are committed in one
@@ -135,14 +135,6 @@ class LibrdkafkaTransactionalDelivery:
             self.transactional_id,
             extra={"event": "transactions_ready", "transactional_id": self.transactional_id},
         )
-
-    def check(self) -> None:
-        if self.halted is not None:
-            raise self.halted
-
-    def halt(self, error: BaseException) -> None:
-        if self.halted is None and isinstance(error, Halted):
-            self.halted = error
 
     async def deliver(self, batch: Batch, commit: Commit, on_acked: Acked | None = None) -> None:
         self.check()

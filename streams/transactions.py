@@ -38,7 +38,7 @@ from aiokafka.structs import TopicPartition
 from settings import Settings
 from streams.dead_letters import largest_dead_letter
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Output
-from streams.halts import Halted
+from streams.halts import Halted, HaltState
 from streams.kafka_options import client_options, record_batch_bytes
 from streams.outputs import ProducerOutputs
 from streams.partitioner import KeyHashPartitioner
@@ -128,7 +128,7 @@ class PartitionProducers:
                     await producer.stop()
 
 
-class TransactionalDelivery:
+class TransactionalDelivery(HaltState):
     """Exactly-once. :meth:`deliver` guarantees:
 
     1. For each input partition of the batch, its outputs and its next offset are committed
@@ -174,14 +174,6 @@ class TransactionalDelivery:
         (the runtime sets it per batch; None: unknown, as with the in-memory broker)."""
         self._assigned_at: dict[TopicPartition, int] = {}
         """Per partition, the fetch guard's rebalance count at its latest assignment."""
-
-    def check(self) -> None:
-        if self.halted is not None:
-            raise self.halted
-
-    def halt(self, error: BaseException) -> None:
-        if self.halted is None and isinstance(error, Halted):
-            self.halted = error
 
     async def deliver(self, batch: Batch, commit: Commit, on_acked: Acked | None = None) -> None:
         self.check()

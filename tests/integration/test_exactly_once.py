@@ -106,6 +106,27 @@ def exactly_once(report: AuditReport, events: int) -> None:
     assert report.predictions + report.dead_letters == events
 
 
+async def forty_events_one_poison(settings: Settings) -> None:
+    """Seed the entities; produce 40 events, the 8th of them not JSON."""
+    await seed(settings.mongo.url.get_secret_value(), settings.mongo.database)
+    await ensure_topics(settings.kafka)
+    values = [
+        json.dumps({"event_id": f"e{i}", "entity_id": f"user-{i}"}).encode() for i in range(40)
+    ]
+    values[7] = b"poison: not json"
+    await produce(settings.kafka.bootstrap_servers, settings.kafka.input_topic, values, [None] * 40)
+
+
+async def once_committed_repeated_uncommitted(settings: Settings) -> None:
+    """After a failed transaction: read_committed sees every output of the 40 once (one dead
+    letter); read_uncommitted also sees the aborted attempt's."""
+    committed = await audit(settings, "read_committed")
+    exactly_once(committed, 40)
+    assert committed.dead_letters == 1
+    uncommitted = await audit(settings, "read_uncommitted")
+    assert uncommitted.duplicated_predictions + uncommitted.duplicated_dead_letters > 0
+
+
 async def test_each_partition_of_a_batch_commits_in_one_transaction_with_its_dead_letters(
     eos_settings: Settings, mongo_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,13 +135,7 @@ async def test_each_partition_of_a_batch_commits_in_one_transaction_with_its_dea
     from aiokafka import AIOKafkaProducer
 
     settings = eos_settings
-    await seed(settings.mongo.url.get_secret_value(), settings.mongo.database)
-    await ensure_topics(settings.kafka)
-    values = [
-        json.dumps({"event_id": f"e{i}", "entity_id": f"user-{i}"}).encode() for i in range(40)
-    ]
-    values[7] = b"poison: not json"
-    await produce(settings.kafka.bootstrap_servers, settings.kafka.input_topic, values, [None] * 40)
+    await forty_events_one_poison(settings)
 
     original = AIOKafkaProducer.commit_transaction
     failures = {"left": 1}
@@ -139,11 +154,7 @@ async def test_each_partition_of_a_batch_commits_in_one_transaction_with_its_dea
     finally:
         await app.stop()
     assert failures["left"] == 0
-    committed = await audit(settings, "read_committed")
-    exactly_once(committed, 40)
-    assert committed.dead_letters == 1
-    uncommitted = await audit(settings, "read_uncommitted")
-    assert uncommitted.duplicated_predictions + uncommitted.duplicated_dead_letters > 0
+    await once_committed_repeated_uncommitted(settings)
     assert runtime.exit_code == ExitCode.OK
 
 
@@ -165,13 +176,7 @@ async def test_librdkafka_aborts_a_failed_transaction_and_replaces_a_fatal_produ
     from streams.librdkafka_transactions import transactional_id
 
     settings = _eos(kafka_bootstrap, mongo_url, names, model_path, "confluent")
-    await seed(settings.mongo.url.get_secret_value(), settings.mongo.database)
-    await ensure_topics(settings.kafka)
-    values = [
-        json.dumps({"event_id": f"e{i}", "entity_id": f"user-{i}"}).encode() for i in range(40)
-    ]
-    values[7] = b"poison: not json"
-    await produce(settings.kafka.bootstrap_servers, settings.kafka.input_topic, values, [None] * 40)
+    await forty_events_one_poison(settings)
     failures: list[BaseException] = [
         RuntimeError("simulated failure before the commit"),
         KafkaException(
@@ -206,11 +211,7 @@ async def test_librdkafka_aborts_a_failed_transaction_and_replaces_a_fatal_produ
     assert ids[0] == ids[1] == transactional_id(settings)
     assert ids[0].startswith(f"streamscore-{settings.kafka.group_id}-")
     assert ids[0].endswith(f"-{settings.kafka.client_id}")
-    committed = await audit(settings, "read_committed")
-    exactly_once(committed, 40)
-    assert committed.dead_letters == 1
-    uncommitted = await audit(settings, "read_uncommitted")
-    assert uncommitted.duplicated_predictions + uncommitted.duplicated_dead_letters > 0
+    await once_committed_repeated_uncommitted(settings)
     assert runtime.exit_code == ExitCode.OK
 
 
