@@ -71,16 +71,25 @@ LOG_PATH = Path(".local") / "demo" / "scorer.log"
 """Where the demo's scorer writes its log (relative to the working directory, replaced per run)."""
 
 
+def _metrics_hint(settings: Settings) -> str:
+    """How to read the scorer's metrics, at the address its settings give."""
+    stream = settings.stream
+    if stream.metrics_port is None:
+        return "off (STREAMSCORE_STREAM__METRICS_PORT is empty)"
+    host = stream.metrics_host
+    host = "127.0.0.1" if host in {"0.0.0.0", ""} else f"[{host}]" if ":" in host else host
+    return (
+        f"streamscore run, then curl -s http://{host}:{stream.metrics_port}"
+        "/metrics | grep ^streamscore_"
+    )
+
+
 def _look_further(settings: Settings, log_path: Path) -> str:
     kafka = settings.kafka
     rows = [
         ("scorer log", f"less {log_path}   (JSON lines: ready, dead_letter, retry, ...)"),
         ("audit", "streamscore audit   (every event: one prediction or one dead letter?)"),
-        (
-            "metrics",
-            f"streamscore run, then curl -s http://127.0.0.1:{settings.stream.metrics_port}"
-            "/metrics | grep ^streamscore_",
-        ),
+        ("metrics", _metrics_hint(settings)),
         ("read topics", f"python -m streamscore_cli.demo peek {kafka.output_topic} 3"),
         ("", f"python -m streamscore_cli.demo peek {kafka.dlq_topic} 3   (with the headers)"),
         ("", f"(input: {kafka.input_topic}; Kafka on {kafka.bootstrap_servers})"),

@@ -89,3 +89,17 @@ def test_a_server_that_is_down_is_one_line_and_exit_1_not_a_traceback(
     assert f"streamscore {command[0]}: {says}" in err
     assert "Traceback" not in err
     assert "pw-never-shown" not in err
+
+
+def test_the_demos_metrics_hint_follows_the_settings() -> None:
+    from settings import load_settings
+    from streamscore_cli.demo import _metrics_hint
+
+    assert "http://127.0.0.1:9464/metrics" in _metrics_hint(load_settings())
+    assert "http://10.0.0.5:9500/metrics" in _metrics_hint(
+        load_settings(stream={"metrics_host": "10.0.0.5", "metrics_port": 9500})
+    )
+    assert "http://127.0.0.1:9464/" in _metrics_hint(
+        load_settings(stream={"metrics_host": "0.0.0.0"})
+    )
+    assert _metrics_hint(load_settings(stream={"metrics_port": ""})).startswith("off")
