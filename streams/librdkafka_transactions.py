@@ -249,13 +249,9 @@ class LibrdkafkaTransactionalDelivery(HaltState):
         # its transaction open (holding back read_committed readers) until it times out.
         try:
             await self._call(self._producer.abort_transaction, self._timeout_s)
-        except KafkaException as abort_error:
-            if abort_error.args and abort_error.args[0].code() in _FENCED_CODES:
-                self._fenced(abort_error)
-            if not fatal:
-                log.warning("abort failed (%r): starting a new transactional producer", abort_error)
-            fatal = True
         except Exception as abort_error:
+            if _error_code(abort_error) in _FENCED_CODES:
+                self._fenced(abort_error)
             if not fatal:
                 log.warning("abort failed (%r): starting a new transactional producer", abort_error)
             fatal = True
@@ -307,6 +303,13 @@ class LibrdkafkaTransactionalDelivery(HaltState):
             if outputs is not None:
                 await outputs.close()
         self._calls.shutdown(wait=True)
+
+
+def _error_code(exc: BaseException) -> int | None:
+    """The librdkafka error code ``exc`` carries, if it is one."""
+    if isinstance(exc, KafkaException) and exc.args:
+        return int(exc.args[0].code())
+    return None
 
 
 def _kafka_error(exc: BaseException) -> BaseException:
