@@ -8,9 +8,11 @@ import logging
 import signal
 
 from aiokafka.errors import KafkaError
+from faststream import FastStream
 
 from scoring import ModelLoadError
 from settings import Settings
+from streams import early_stop
 from streams.app import build_app
 from streams.exit_codes import ExitCode
 from streams.runtime import StreamRuntime
@@ -27,6 +29,16 @@ def _reload_now(runtime: StreamRuntime) -> None:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
+def _stop_if_held(app: FastStream | None = None) -> bool:
+    """Whether a SIGTERM came before FastStream's handlers; stops ``app`` if so."""
+    if not early_stop.held():
+        return False
+    log.info("SIGTERM during start-up: stopping before reading anything")
+    if app is not None:
+        app.exit()
+    return True
+
+
 async def run_scorer(settings: Settings) -> int:
     """Run the scorer; returns the process exit code.
 
@@ -37,6 +49,11 @@ async def run_scorer(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload_now(runtime))
+    # A SIGTERM that came while importing and loading: stop now. The call_soon runs once
+    # app.run() has installed FastStream's signal handlers, for one that comes in between.
+    if _stop_if_held():
+        return ExitCode.OK
+    loop.call_soon(_stop_if_held, app)
     try:
         await app.run()
     except ModelLoadError:

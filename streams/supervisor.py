@@ -14,11 +14,12 @@ from types import FrameType
 
 from settings import Settings
 from settings.env import to_env
+from streams import early_stop
 from streams.exit_codes import FATAL_EXIT_CODES, ExitCode
 
 log = logging.getLogger(__name__)
 
-WORKER_COMMAND = (sys.executable, "-m", "streamscore_cli.main", "run")
+WORKER_COMMAND = (sys.executable, "-m", "streamscore_cli", "run")
 """One scorer process: the command line's ``run``, so each worker logs and exits like one."""
 
 
@@ -84,6 +85,8 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        if early_stop.held():  # a SIGTERM before these handlers: start no worker
+            return self.exit_code
         for index in range(self._count):
             self._workers[index] = self._spawn(index)
         due: dict[int, float] = {}

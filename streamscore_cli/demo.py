@@ -167,7 +167,7 @@ async def demo(settings: Settings, *, events: int, rate: float) -> int:
         scorer = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "streamscore_cli.main",
+            "streamscore_cli",
             "run",
             env={**os.environ, **to_env(settings)},
             stdin=asyncio.subprocess.DEVNULL,

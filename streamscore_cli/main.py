@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from scoring import ModelLoadError
 from settings import Settings, describe_errors, load_settings
 from settings.env import misspelt_variables
+from streams import early_stop
 from streams.exit_codes import ExitCode
 from streamscore_cli import demo_data, logs
 
@@ -79,6 +80,13 @@ def _exit_cleanly(_signum: int, _frame: object) -> None:
 
 
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    # uvicorn raises SIGTERM/SIGINT again once it has shut down gracefully, with the handlers
+    # it found: these make that an exit with code 0, as the scorer's (not 143 or 130). Until
+    # uvicorn installs its own, a signal stops the start-up the same way.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
+    if early_stop.held():
+        return 0
     import uvicorn
 
     from scoring import load_model
@@ -86,10 +94,6 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     # A model that cannot be loaded is a configuration error (exit 2, one line), as in the
     # scorer, not uvicorn's "application startup failed" (exit 3) with a traceback.
     load_model(settings.model.path, threads=settings.model.threads)
-    # uvicorn raises SIGTERM/SIGINT again once it has shut down gracefully, with the handlers
-    # it found: these make that an exit with code 0, as the scorer's (not 143 or 130).
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_cleanly)
     uvicorn.run(
         "api.main:app_from_environment",
         factory=True,
@@ -245,6 +249,8 @@ def _add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func not in (_cmd_run, _cmd_api):
+        early_stop.release()  # the other commands end on SIGTERM as any program does
     try:
         settings = load_settings()
     except ValidationError as exc:

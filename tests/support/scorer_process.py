@@ -33,7 +33,7 @@ def scorer_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 class ScorerProcess:
-    """``python -m streamscore_cli.main run [--workers N]`` with its output in a log file."""
+    """``python -m streamscore_cli run [--workers N]`` with its output in a log file."""
 
     def __init__(self, settings: Settings, log_path: Path, workers: int = 1, **env: str) -> None:
         self.settings = settings
@@ -43,7 +43,7 @@ class ScorerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ScorerProcess:
-        args = [sys.executable, "-m", "streamscore_cli.main", "run"]
+        args = [sys.executable, "-m", "streamscore_cli", "run"]
         if self.workers > 1:
             args += ["--workers", str(self.workers)]
         log = self.log_path.open("ab")
