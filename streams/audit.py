@@ -20,7 +20,13 @@ from settings import Settings
 from streams import lenient_records
 from streams.kafka_options import client_options
 from streams.librdkafka_reader import read_topic
-from streams.offsets import end_offsets, position_label, topic_partitions, unread
+from streams.offsets import (
+    end_offsets,
+    first_offsets,
+    position_label,
+    topic_partitions,
+    unread,
+)
 from streams.records import Rejection, read_record
 
 Position = tuple[str, int, int]
@@ -46,13 +52,18 @@ class AuditReport:
     exactly_once: bool = False
     """Read as exactly-once promises (that delivery, outputs read ``read_committed``): a
     duplicate is then a failure too."""
+    trimmed: list[str] = field(default_factory=list)
+    """Topics whose oldest records are gone (retention, a deletion): their first offsets."""
+    input_trimmed: bool = False
+    """The input lost records the scorer may have scored: a prediction of no input left is
+    then not a failure (it is still counted as unexpected)."""
 
     @property
     def ok(self) -> bool:
         repeated = self.duplicated_predictions + self.duplicated_dead_letters
         return (
             self.lost == 0
-            and self.unexpected_predictions == 0
+            and (self.unexpected_predictions == 0 or self.input_trimmed)
             and not (self.exactly_once and repeated)
         )
 
@@ -80,6 +91,14 @@ class AuditReport:
         ):
             if examples:
                 lines.append(f"{title} (first {len(examples)}): {', '.join(examples)}")
+        for note in self.trimmed:
+            lines.append(f"older records deleted (retention): {note}")
+        if self.input_trimmed and self.unexpected_predictions:
+            lines.append(
+                "unexpected predictions may be of input records retention deleted: not a failure"
+            )
+        if self.lost and any(not n.startswith("input ") for n in self.trimmed):
+            lines.append("lost may count events whose outputs retention deleted")
         if not self.ok:
             lines.append("NOT OK: see above")
         else:
@@ -150,6 +169,16 @@ async def audit(settings: Settings, isolation: Isolation | None = None) -> Audit
         [_dead_letter_source(record) for record in dead],
     )
     report.exactly_once = settings.stream.delivery == "exactly_once" and level == "read_committed"
+    for role, topic in (
+        ("input", kafka.input_topic),
+        ("predictions", kafka.output_topic),
+        ("dead letters", kafka.dlq_topic),
+    ):
+        starts = {tp.partition: n for tp, n in (await first_offsets(kafka, topic)).items() if n}
+        if starts:
+            firsts = ", ".join(f"partition {p} from offset {n}" for p, n in sorted(starts.items()))
+            report.trimmed.append(f"{role} {topic}: {firsts}")
+            report.input_trimmed = report.input_trimmed or role == "input"
     return report
 
 

@@ -41,6 +41,25 @@ async def end_offsets(
     return {tp: int(ends[tp]) for tp in wanted}
 
 
+async def first_offsets(kafka: KafkaSettings, topic: str) -> dict[TopicPartition, int]:
+    """The offset of the oldest record each partition of ``topic`` still holds (above 0 once
+    retention or a deletion removed older ones)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.kafka_options import client_options
+
+    partitions = await topic_partitions(kafka, [topic])
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        starts = await consumer.beginning_offsets(partitions)
+        return {tp: int(starts[tp]) for tp in partitions}
+    finally:
+        await consumer.stop()
+
+
 async def unread(consumer: OffsetReader, ends: Mapping[TopicPartition, int]) -> set[TopicPartition]:
     """The partitions whose read position has not reached the given end yet."""
     return {tp for tp, end in ends.items() if await consumer.position(tp) < end}

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from schemas import Enrichment, ModelRef, Prediction
+from schemas import Enrichment, InputEvent, ModelRef, Prediction
 from schemas.events import format_time
 
 
@@ -103,3 +103,20 @@ def test_scored_at_is_taken_to_the_millisecond_in_utc() -> None:
         assert now.microsecond % 1_000 == 0
         assert format_time(now).count(".") in (0, 1)
         assert len(format_time(now).partition(".")[2]) in (0, 4)  # "SSSZ" or no fraction
+
+
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [
+        ("2026-11-25T10:00:00.123456789Z", "2026-11-25T10:00:00.123456Z"),
+        ("2026-11-25T10:00:00.9999995Z", "2026-11-25T10:00:00.999999Z"),  # never the next second
+        ("2026-11-25T10:00:00.1234560Z", "2026-11-25T10:00:00.123456Z"),
+    ],
+)
+def test_a_fraction_beyond_microseconds_is_accepted_and_cut_to_six_digits(
+    given: str, written: str
+) -> None:
+    body = b'{"event_id": "e", "entity_id": "u", "event_time": "%s"}' % given.encode()
+    event = InputEvent.model_validate_json(body)
+    assert event.event_time is not None
+    assert format_time(event.event_time) == written
