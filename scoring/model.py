@@ -19,6 +19,7 @@ import numpy.typing as npt
 from scoring.compiled import Backend, BackendChoice, compile_model, compiler_missing
 from scoring.compiled_library import CompiledModel, CompileError
 from scoring.errors import ModelLoadError
+from scoring.model_trial import trial_load
 
 _DOUBLE_MAX = float(np.finfo(np.float64).max)
 _LOW_32_BITS = np.uint64(0xFFFFFFFF)
@@ -214,6 +215,7 @@ def load_model(
         raise ModelLoadError(f"model metadata unreadable: {meta_file}: {exc}") from exc
     _check_metadata(metadata, meta_file)
     text = model_text(path)
+    trial_load(text, str(path))  # a text that aborts or hangs LightGBM does so in a child
     try:
         booster = lgb.Booster(model_str=text)
     except (lgb.basic.LightGBMError, ValueError) as exc:

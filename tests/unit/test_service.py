@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from schemas import InputEvent
 from scoring import EntityCache, ModelLoadError, ScoringPipeline, load_model
 from scoring.model import metadata_path
+from scoring.model_trial import trial_load
 from scoring.service import open_scoring
 from settings import Settings
 from tests.support.helpers import MemoryFeatures
@@ -165,6 +166,42 @@ async def test_a_model_file_cut_short_is_refused_and_the_old_model_keeps_scoring
     assert (snapshot.reloads_loaded, snapshot.reloads_refused) == (0, 1)
     with pytest.raises(ModelLoadError):
         load_model(path)  # at start too: refused, not a crash
+
+
+def _inconsistent(model_path: Path) -> str:
+    """Whole (its trees end, its tree_sizes add up) but one tree's ``num_leaves`` says more
+    leaves than its arrays hold: LightGBM aborts the process loading it."""
+    text = model_path.read_text(encoding="utf-8")
+    at = text.index("\nnum_leaves=") + len("\nnum_leaves=")
+    digits = text[at : text.index("\n", at)]
+    return text[:at] + "9" * len(digits) + text[at + len(digits) :]
+
+
+async def test_a_whole_but_inconsistent_model_file_is_refused_not_a_crash(
+    names: Names, model_path: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.txt"
+    shutil.copy(model_path, path)
+    shutil.copy(metadata_path(model_path), metadata_path(path))
+    damaged = _inconsistent(model_path)
+    settings = settings_for(names, path, model={"reload_interval_s": 0})
+    async with open_scoring(settings, pipeline_factory=in_memory) as service:
+        before = await service.pipeline.score([InputEvent(event_id="e", entity_id="u")])
+        path.write_text(damaged, encoding="utf-8")
+        with pytest.raises(ModelLoadError, match="a trial load crashed"):
+            await service.reloader.reload()
+        after = await service.pipeline.score([InputEvent(event_id="e", entity_id="u")])
+        snapshot = service.snapshot()
+    assert after[0].score == before[0].score
+    assert (snapshot.reloads_loaded, snapshot.reloads_refused) == (0, 1)
+    with pytest.raises(ModelLoadError, match="a trial load crashed"):
+        load_model(path)  # at start too: refused (exit code 2), not an abort
+
+
+def test_a_trial_load_that_runs_out_of_time_is_refused(model_path: Path) -> None:
+    text = model_path.read_text(encoding="utf-8") + "\n"  # another text: not tried yet
+    with pytest.raises(ModelLoadError, match=r"did not load and score m within 0 s"):
+        trial_load(text, "m", timeout_s=0.01)
 
 
 def _trained(path: Path, params: dict[str, object], labels: str) -> Path:
