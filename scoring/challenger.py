@@ -4,10 +4,12 @@ swapping the two models' files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +92,7 @@ def promote_files(
     *,
     threads: int = 1,
     check: Callable[[LoadedModel], None] = check_feature_names,
+    check_demoted: Callable[[LoadedModel], None] | None = None,
 ) -> Promotion:
     """Make the challenger the main model by swapping the two models' files.
 
@@ -100,15 +103,51 @@ def promote_files(
     2. Each new file is written aside in its destination's folder and renamed into place
        (an atomic replace), model file then metadata: no reader ever sees a partly written
        file, and every running scorer's reloader picks the pair up once both settled.
-    3. The old main model becomes the challenger (so promoting again rolls back).
+    3. The old main model becomes the challenger (so promoting again rolls back); with
+       ``check_demoted``, only when that accepts it as a challenger (the file on disk may be
+       one a reloader refused), else nothing is touched.
+    4. One promotion at a time on these files, across processes (a lock file beside the main
+       model): two at once could otherwise pair one model's file with the other's metadata.
     """
     if main_path.resolve() == challenger_path.resolve():
         raise ModelLoadError(
             f"the challenger is the main model's own file ({main_path}): nothing to promote"
         )
+    with _promotion_lock(main_path):
+        return _swap(main_path, challenger_path, threads, check, check_demoted)
+
+
+@contextlib.contextmanager
+def _promotion_lock(main_path: Path) -> Iterator[None]:
+    """An exclusive lock on ``.<model file name>.promote.lock`` beside the main model."""
+    lock_path = main_path.with_name(f".{main_path.name}.promote.lock")
+    try:
+        lock = lock_path.open("a")
+    except OSError as exc:
+        raise ModelLoadError(f"cannot promote: {lock_path}: {exc}") from exc
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _swap(
+    main_path: Path,
+    challenger_path: Path,
+    threads: int,
+    check: Callable[[LoadedModel], None],
+    check_demoted: Callable[[LoadedModel], None] | None,
+) -> Promotion:
     challenger = load_model(challenger_path, threads=threads)
     check(challenger)
     main = load_model(main_path, threads=threads)
+    if check_demoted is not None:
+        try:
+            check_demoted(main)
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"the main model's file {main_path} would become the challenger, and is "
+                f"refused as one: {exc}"
+            ) from exc
     pairs = [
         (challenger_path, main_path),
         (metadata_path(challenger_path), metadata_path(main_path)),

@@ -22,6 +22,7 @@ from telemetry.background import BackgroundTask
 log = logging.getLogger(__name__)
 
 Signature = tuple[tuple[int, int], ...]
+_LOAD_ATTEMPTS = 5
 
 
 def file_signature(path: Path) -> Signature | None:
@@ -110,10 +111,23 @@ class ModelReloader:
             signature = file_signature(self._path)
             loop = asyncio.get_running_loop()
             try:
-                candidate = await loop.run_in_executor(
-                    None,
-                    lambda: load_model(self._path, threads=self._threads, backend=self._backend),
-                )
+                for _ in range(_LOAD_ATTEMPTS):
+                    candidate = await loop.run_in_executor(
+                        None,
+                        lambda: load_model(
+                            self._path, threads=self._threads, backend=self._backend
+                        ),
+                    )
+                    # Files replaced while loading (a promotion renames the model file, then
+                    # its metadata) could pair one model with another's name: load again.
+                    now = file_signature(self._path)
+                    if now == signature:
+                        break
+                    signature = now
+                else:
+                    raise ModelLoadError(
+                        f"the files kept changing while they were loaded ({_LOAD_ATTEMPTS} tries)"
+                    )
                 await loop.run_in_executor(None, validate, candidate, self._pipeline)
             except Exception as exc:
                 # Anything a model's files can cause is a refusal (counted, logged once), never

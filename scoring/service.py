@@ -80,8 +80,9 @@ class ScoringService:
         """Make the challenger the main model (``POST /admin/promote-challenger``).
 
         1. The challenger must pass the main model's validation in this process (feature
-           names it can fill, finite scores on the golden sample), else
-           :class:`ModelLoadError` and nothing changes.
+           names it can fill, finite scores on the golden sample), and so must the main
+           model's file, which becomes the challenger; else :class:`ModelLoadError` and
+           nothing changes.
         2. The files are swapped atomically (:func:`scoring.challenger.promote_files`), so
            every scorer and sidecar on these files picks the new main model up; this process
            reloads both models at once. One promotion at a time.
@@ -99,10 +100,16 @@ class ScoringService:
             loop = asyncio.get_running_loop()
             promotion = await loop.run_in_executor(
                 None,
-                lambda: promote_files(main_path, challenger_path, threads=threads, check=check),
+                lambda: promote_files(
+                    main_path, challenger_path, threads=threads, check=check, check_demoted=check
+                ),
             )
-            await self.reloader.reload()
-            await reloader.reload()
+            # The files are swapped: what follows cannot undo that, so a refusal here is
+            # logged and counted by its reloader (and the next look retries), not reported
+            # as "nothing changed".
+            for swapped in (self.reloader, reloader):
+                with contextlib.suppress(ModelLoadError):
+                    await swapped.reload()
             return promotion
 
     async def reload_models(self) -> LoadedModel:

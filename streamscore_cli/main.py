@@ -125,11 +125,17 @@ def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
     from scoring.challenger import promote_files
+    from scoring.model import check_feature_names
 
     challenger = settings.challenger.path
     if challenger is None:
         raise ModelLoadError("no challenger: set STREAMSCORE_CHALLENGER__PATH")
-    promotion = promote_files(settings.model.path, challenger, threads=settings.model.threads)
+    promotion = promote_files(
+        settings.model.path,
+        challenger,
+        threads=settings.model.threads,
+        check_demoted=check_feature_names,
+    )
     main, shadow = promotion.main, promotion.challenger
     print(f"promoted {main.name}:{main.version} -> {settings.model.path}")
     print(f"challenger is now {shadow.name}:{shadow.version} -> {challenger}")

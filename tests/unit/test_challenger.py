@@ -4,6 +4,7 @@ metrics, its reloader, promotion by file swap, and the CLI's promote."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -225,7 +226,11 @@ def test_promotion_swaps_the_files_and_refuses_unfillable_names(
     assert main.read_bytes() == shadow_bytes
     assert shadow.read_bytes() == main_bytes
     assert json.loads(metadata_path(main).read_text())["name"] == CHALLENGER_NAME
-    assert sorted(p.name for p in main.parent.iterdir()) == ["model.json", "model.txt"]
+    assert sorted(p.name for p in main.parent.iterdir()) == [
+        ".model.txt.promote.lock",  # empty; held only while a promotion runs
+        "model.json",
+        "model.txt",
+    ]
 
     dotted = unfillable_model(tmp_path / "shadow" / "dotted.txt")
     before = main.read_bytes()
@@ -281,3 +286,29 @@ def test_promoting_a_challenger_that_is_the_main_models_own_file_is_refused(
     with pytest.raises(ModelLoadError, match="the main model's own file"):
         promote_files(main, tmp_path / "." / "model.txt")
     assert main.read_bytes() == before
+
+
+def _promote_repeatedly(main: str, shadow: str, times: int) -> None:
+    for _ in range(times):
+        promote_files(Path(main), Path(shadow))
+
+
+def test_promotions_from_four_processes_at_once_never_pair_a_model_with_the_others_name(
+    model_path: Path, challenger_path: Path, tmp_path: Path
+) -> None:
+    main = copy_model(model_path, tmp_path / "model.txt")
+    shadow = copy_model(challenger_path, tmp_path / "challenger.txt")
+    names_of = {main.read_bytes(): "fraud", shadow.read_bytes(): CHALLENGER_NAME}
+    spawn = multiprocessing.get_context("spawn")
+    workers = [
+        spawn.Process(target=_promote_repeatedly, args=(str(main), str(shadow), 15))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    for path in (main, shadow):  # 60 promotions: each file holds a model and its own name
+        assert json.loads(metadata_path(path).read_text())["name"] == names_of[path.read_bytes()]
+    assert names_of[main.read_bytes()] == "fraud"
