@@ -170,6 +170,8 @@ def model_text(path: Path) -> str:
         raise ModelLoadError(f"model file unreadable: {path}: {exc}") from exc
     except UnicodeDecodeError:
         raise ModelLoadError(f"{path} is not a LightGBM text model (not UTF-8)") from None
+    if text.startswith("tree\r\n"):  # copied through Windows (git autocrlf): read as written
+        text = text.replace("\r\n", "\n")
     if not text.startswith("tree\n"):
         raise ModelLoadError(f"{path} is not a LightGBM text model (it must start with 'tree')")
     first, end = text.find("\nTree="), text.find("\nend of trees")

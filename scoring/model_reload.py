@@ -190,16 +190,19 @@ class ModelReloader:
 
     def _say_missing(self) -> None:
         """Log once (until the files are back) that the watched files are gone: the loaded
-        model keeps serving, but a restart now would fail."""
+        model keeps serving, but a restart now would fail (the main model) or start without
+        it (the challenger)."""
         if self._missing:
             return
         self._missing = True
         gone = [str(p) for p in (self._path, metadata_path(self._path)) if not p.exists()]
+        restart = "would fail" if self._role == "model" else "would start without it"
         log.warning(
-            "%s file missing: %s; the loaded %s keeps serving, a restart would fail",
+            "%s file missing: %s; the loaded %s keeps serving, a restart %s",
             self._role,
             ", ".join(gone) or str(self._path),
             self._role,
+            restart,
             extra={"event": f"{self._role}_files_missing", "path": str(self._path)},
         )
 

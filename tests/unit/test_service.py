@@ -263,3 +263,13 @@ async def test_a_model_file_gone_missing_is_said_once_and_the_model_keeps_scorin
         metadata_path(path).unlink()
         await service.reloader.check()
         assert len(warnings()) == 2  # gone again: said again
+
+
+def test_a_model_file_with_windows_line_ends_loads_and_scores_the_same(
+    model_path: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(model_path.read_bytes().replace(b"\n", b"\r\n"))
+    shutil.copy(metadata_path(model_path), metadata_path(path))
+    rows = np.random.default_rng(5).random((50, len(load_model(model_path).feature_names)))
+    assert (load_model(path).predict(rows) == load_model(model_path).predict(rows)).all()
