@@ -16,7 +16,6 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError as LibrdkafkaError
@@ -42,12 +41,19 @@ Report = tuple[asyncio.Future[None], LibrdkafkaError | dict[int, LibrdkafkaError
 
 class _Group:
     """The delivery reports of up to :data:`GROUP` records behind one future. Reports come in
-    on the poll thread (or the thread flushing at close), records are added on the loop."""
+    on the poll thread (or the thread flushing at close), records are added on the loop.
+
+    Every record of the group shares one delivery callback (a bound method made once, not a
+    callable per record: half the cost of a ``produce`` call). A report does not say which
+    record it is for, so a failed one is matched to its record by content after the last
+    report is in (:meth:`_failed_records`); failures are rare, acknowledgements need no
+    matching."""
 
     __slots__ = (
         "_done",
-        "_failed",
+        "_failures",
         "_lock",
+        "_outputs",
         "_received",
         "_reports",
         "_sealed",
@@ -55,20 +61,23 @@ class _Group:
         "indexes",
     )
 
-    def __init__(self, future: asyncio.Future[None], reports: deque[Report]) -> None:
+    def __init__(
+        self, future: asyncio.Future[None], reports: deque[Report], outputs: Sequence[Output]
+    ) -> None:
         self.future = future
         self.indexes: list[int] = []
+        self._outputs = outputs
         self._reports = reports
-        self._failed: dict[int, LibrdkafkaError] = {}
+        self._failures: list[tuple[LibrdkafkaError, Message]] = []
         self._received = 0
         self._sealed = False
         self._done = False
         self._lock = threading.Lock()
 
-    def delivered(self, index: int, error: LibrdkafkaError | None, _message: Message) -> None:
+    def delivered(self, error: LibrdkafkaError | None, message: Message) -> None:
         with self._lock:
             if error is not None:
-                self._failed[index] = error
+                self._failures.append((error, message))
             self._received += 1
             self._finish_if_complete()
 
@@ -81,7 +90,33 @@ class _Group:
     def _finish_if_complete(self) -> None:
         if self._sealed and not self._done and self._received == len(self.indexes):
             self._done = True
-            self._reports.append((self.future, self._failed or None))
+            self._reports.append((self.future, self._failed_records() or None))
+
+    def _failed_records(self) -> dict[int, LibrdkafkaError]:
+        """The index of each failed report's record: the first record of the group not matched
+        yet with the same topic, key, value and headers (records alike in all four are
+        interchangeable: re-sending either sends the same). A report that matches none, which
+        librdkafka does not give, fails every record not matched yet: re-sent, never lost."""
+        failed: dict[int, LibrdkafkaError] = {}
+        codes = {error.code() for error, _ in self._failures}
+        if len(self._failures) == len(self.indexes) and len(codes) == 1:
+            # all failed alike (Kafka away, say): nothing to tell apart
+            return dict.fromkeys(self.indexes, self._failures[0][0])
+        for error, message in self._failures:
+            found = (message.topic(), message.key(), message.value(), message.headers() or [])
+            for index in self.indexes:
+                if index not in failed and _content(self._outputs[index]) == found:
+                    failed[index] = error
+                    break
+            else:
+                failed.update((i, error) for i in self.indexes if i not in failed)
+        return failed
+
+
+def _content(output: Output) -> tuple[str, bytes | None, bytes | None, list[Any]]:
+    """What a delivery report gives back of a record: topic, key, value, headers."""
+    topic, value, key, headers = output
+    return topic, key, value, list(headers or [])
 
 
 class LibrdkafkaOutputs:
@@ -126,19 +161,19 @@ class LibrdkafkaOutputs:
         handed: Handed = []
         loop, produce = self._loop, self._producer.produce
         group: _Group | None = None
+        delivered = None
         for index in indexes:
             if group is None:
-                group = _Group(loop.create_future(), self._reports)
+                group = _Group(loop.create_future(), self._reports, outputs)
+                delivered = group.delivered
             topic, value, key, headers = outputs[index]
             while True:
                 try:
-                    produce(
-                        topic,
-                        value=value,
-                        key=key,
-                        headers=headers,  # type: ignore[arg-type]
-                        on_delivery=partial(group.delivered, index),
-                    )
+                    if headers:
+                        with_headers: Any = headers  # librdkafka's stubs say str values only
+                        produce(topic, value, key, headers=with_headers, on_delivery=delivered)
+                    else:  # positional, no headers: the cheapest call
+                        produce(topic, value, key, on_delivery=delivered)
                 except BufferError:  # librdkafka's queue is full: let the poll thread drain it
                     await asyncio.sleep(_QUEUE_FULL_WAIT_S)
                     continue
@@ -192,6 +227,15 @@ class LibrdkafkaOutputs:
                 future.set_exception(to_kafka_error(error))
         if reports:
             self._loop.call_soon(self._resolve)
+
+    def abandon(self) -> None:
+        """Stop serving reports without flushing: the producer is given up (a call of its
+        hangs); what it still holds belongs to a transaction its successor aborts."""
+        self._stopped.set()
+        for future, _ in self._reports:
+            if not future.done():
+                future.cancel()
+        self._reports.clear()
 
     async def close(self) -> None:
         """Deliver what is still queued (bounded), then stop the poll thread."""

@@ -18,11 +18,12 @@ handler, before the next poll), so a rebalance never meets an open transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -45,11 +46,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RETRY_S = 0.1
+_HANG_GRACE_S = 10.0
+"""A transactional call still blocked this long after its own timeout is taken as hung."""
 _FENCED_CODES = {
     LibrdkafkaError._FENCED,
     LibrdkafkaError.PRODUCER_FENCED,
     LibrdkafkaError.INVALID_PRODUCER_EPOCH,
 }
+
+
+class CallHung(Exception):
+    """A librdkafka transactional call did not return within its own timeout: librdkafka can
+    block in ``send_offsets_to_transaction`` past it after a broker restart (its issues 5456
+    and 5511). The producer is given up (not closed: its call still holds it) and a new one
+    with the same transactional id fences it and aborts its transaction."""
 
 
 def transactional_id(settings: Settings) -> str:
@@ -84,8 +94,9 @@ class LibrdkafkaTransactionalDelivery(HaltState):
     2. A failure aborts the transaction and raises :class:`TransactionAborted` naming every
        partition of the batch (from its first offsets) to read again; a process that lost the
        partitions gets its offsets refused by the group coordinator, so nothing of them commits.
-    3. A producer that cannot go on (fatal error, failed abort) is replaced by a new one with a
-       new transactional id before the batch is read again.
+    3. A producer that cannot go on (fatal error, failed abort, a call that hung past its
+       timeout) is replaced by a new one with the same transactional id, which fences it and
+       aborts its transaction, before the batch is read again.
     4. Batches are delivered one at a time: :meth:`drain` returns once the last one is done.
     """
 
@@ -104,7 +115,6 @@ class LibrdkafkaTransactionalDelivery(HaltState):
         self._factory = producer_factory
         """Builds the producer from its configuration (None: confluent-kafka's ``Producer``)."""
         self._lock = asyncio.Lock()
-        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transaction")
         self._producer: Any = None
         self._outputs: LibrdkafkaOutputs | None = None
         self._ready = False
@@ -245,6 +255,8 @@ class LibrdkafkaTransactionalDelivery(HaltState):
             exc,
             extra={"event": "retry", "stage": "transaction"},
         )
+        if isinstance(exc, CallHung):  # its call still blocks: the next producer aborts
+            return await self._after_abort(exc, None, True, hung=True)
         # Even after a fatal error: a producer the broker has not fenced would otherwise leave
         # its transaction open (holding back read_committed readers) until it times out.
         try:
@@ -269,12 +281,14 @@ class LibrdkafkaTransactionalDelivery(HaltState):
         )
         raise self.halted from exc
 
-    async def _after_abort(self, exc: BaseException, error: Any, fatal: bool) -> bool:
+    async def _after_abort(
+        self, exc: BaseException, error: Any, fatal: bool, *, hung: bool = False
+    ) -> bool:
         """Replace a producer that cannot go on; whether reading the batch again may succeed
         without a fix."""
         if fatal:
             try:
-                await self._replace()
+                await self._replace(abandon=hung)
             except Exception as open_error:  # Kafka away: the next batch tries again
                 log.warning("cannot start a new transactional producer yet: %r", open_error)
                 return True
@@ -283,15 +297,53 @@ class LibrdkafkaTransactionalDelivery(HaltState):
         cause = _kafka_error(exc)
         return not isinstance(cause, KafkaError) or bool(cause.retriable)
 
-    async def _replace(self) -> None:
+    async def _replace(self, *, abandon: bool = False) -> None:
         old = self._outputs
         self._producer = self._outputs = None
         if old is not None:
-            await old.close()
+            if abandon:
+                log.warning(
+                    "a transactional call hung past its timeout: giving its producer up; a "
+                    "new one with the same id fences it and aborts its transaction",
+                    extra={"event": "retry", "stage": "transaction"},
+                )
+                old.abandon()
+            else:
+                await old.close()
         await self.open()
 
     async def _call(self, call: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._calls, call, *args)
+        """``call(*args)`` in a thread of its own (a daemon: one librdkafka never returns from
+        cannot hold the process at exit), waited for at most the transaction timeout plus
+        :data:`_HANG_GRACE_S`; then :class:`CallHung`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def run() -> None:
+            try:
+                outcome: tuple[Any, BaseException | None] = (call(*args), None)
+            except BaseException as exc:
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        name = getattr(call, "__name__", "call")
+        threading.Thread(target=run, name=f"transaction-{name}", daemon=True).start()
+        limit = self._timeout_s + _HANG_GRACE_S
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), limit)
+        except TimeoutError:
+            # Should it ever return: its outcome concerns nobody (nor is it "never retrieved").
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
+            raise CallHung(f"{name} did not return within {limit:.0f} s") from None
 
     async def drain(self) -> None:
         async with self._lock:
@@ -302,7 +354,6 @@ class LibrdkafkaTransactionalDelivery(HaltState):
             outputs, self._outputs, self._producer = self._outputs, None, None
             if outputs is not None:
                 await outputs.close()
-        self._calls.shutdown(wait=True)
 
 
 def _error_code(exc: BaseException) -> int | None:

@@ -215,6 +215,62 @@ async def test_librdkafka_aborts_a_failed_transaction_and_replaces_a_fatal_produ
     assert runtime.exit_code == ExitCode.OK
 
 
+async def test_a_librdkafka_call_that_hangs_past_its_timeout_is_given_up_and_replaced(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    names: Names,
+    model_path: Path,
+    mongo_db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka can block in send_offsets_to_transaction past its timeout after a broker
+    restart (its issues 5456, 5511): the call is given up after the timeout and a grace, a
+    new producer with the same id fences the hung one, and every output is seen once."""
+    import threading
+
+    from confluent_kafka import Producer
+
+    import streams.librdkafka_transactions as librdkafka_transactions
+
+    settings = _eos(kafka_bootstrap, mongo_url, names, model_path, "confluent")
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"transaction_timeout_ms": 3_000})}
+    )
+    monkeypatch.setattr(librdkafka_transactions, "_HANG_GRACE_S", 1.0)
+    await forty_events_one_poison(settings)
+    release = threading.Event()
+    hung: list[str] = []
+    ids: list[str] = []
+
+    class HangsOnce:
+        def __init__(self, config: dict[str, Any]) -> None:
+            ids.append(config["transactional.id"])
+            self._producer = Producer(config)
+
+        def send_offsets_to_transaction(self, *args: Any) -> None:
+            if not hung:
+                hung.append("now")
+                release.wait(120)  # as librdkafka's call that never returns
+            self._producer.send_offsets_to_transaction(*args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._producer, name)
+
+    monkeypatch.setattr(librdkafka_transactions, "Producer", HangsOnce)
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        assert await all_committed(settings, 90)
+    finally:
+        release.set()
+        await app.stop()
+    assert hung == ["now"]
+    assert len(ids) == 2  # replaced,
+    assert ids[0] == ids[1]  # with the same transactional id
+    await once_committed_repeated_uncommitted(settings)
+    assert runtime.exit_code == ExitCode.OK
+
+
 async def test_a_second_librdkafka_scorer_with_the_same_transactional_id_halts_the_first(
     kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path, tmp_path: Path
 ) -> None:

@@ -293,7 +293,8 @@ async def test_mongodb_down_for_15s_nothing_dead_lettered_nothing_lost(
     [
         ("aiokafka", "at_least_once"),
         ("aiokafka", "exactly_once"),
-        ("confluent", "at_least_once"),  # the confluent client is at-least-once only
+        ("confluent", "at_least_once"),
+        ("confluent", "exactly_once"),
     ],
 )
 async def test_kafka_broker_restart_mid_stream_loses_nothing(

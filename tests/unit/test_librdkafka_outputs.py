@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 import pytest
 from aiokafka.errors import KafkaError as AiokafkaError
@@ -15,7 +16,7 @@ from settings import load_settings
 from streams.delivery_types import Output, Unacknowledged
 from streams.librdkafka_errors import to_kafka_error
 from streams.librdkafka_options import producer_config
-from streams.librdkafka_outputs import GROUP, LibrdkafkaOutputs
+from streams.librdkafka_outputs import GROUP, LibrdkafkaOutputs, Report, _Group
 
 
 def test_errors_map_to_what_delivery_decides_on() -> None:
@@ -82,3 +83,66 @@ async def test_send_many_hands_over_groups_that_name_the_records_that_failed() -
             )
     finally:
         await outputs.close()
+
+
+class FailedReport:
+    """What a delivery report gives back of a record (confluent_kafka.Message's getters)."""
+
+    def __init__(self, output: Output) -> None:
+        self._topic, self._value, self._key, headers = output
+        self._headers = list(headers) if headers else None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self._headers
+
+
+async def test_a_group_names_each_failed_record_by_its_content() -> None:
+    outputs: list[Output] = [
+        ("p", b"a", b"k1", None),
+        ("p", b"a", b"k1", None),  # the same record twice: either may be named
+        ("d", b"x", None, [("offset", b"1")]),
+        ("d", b"x", None, [("offset", b"2")]),  # differs from the one before in a header only
+        ("d", None, b"k", [("h", None)]),
+        ("p", b"b", b"k2", None),
+    ]
+    reports: deque[Report] = deque()
+    group = _Group(asyncio.get_running_loop().create_future(), reports, outputs)
+    group.indexes.extend(range(len(outputs)))
+    group.seal()
+    timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
+    for index, output in enumerate(outputs):
+        failed = index in (1, 3, 4)
+        group.delivered(timed_out if failed else None, FailedReport(output))  # type: ignore[arg-type]
+    assert len(reports) == 1
+    future, errors = reports[0]
+    assert future is group.future
+    assert isinstance(errors, dict)
+    assert sorted(errors) == [0, 3, 4]  # the first of the two alike, then exactly 3 and 4
+
+
+async def test_a_group_without_failures_ends_acknowledged_and_an_unknown_one_fails_the_rest() -> (
+    None
+):
+    outputs: list[Output] = [("p", b"%d" % i, b"k", None) for i in range(4)]
+    for failure, expected in ((None, None), (("p", b"other", b"k", None), [0, 1, 2, 3])):
+        reports: deque[Report] = deque()
+        group = _Group(asyncio.get_running_loop().create_future(), reports, outputs)
+        group.indexes.extend(range(4))
+        for index, output in enumerate(outputs):
+            unknown = failure is not None and index == 2
+            report = FailedReport(failure if unknown else output)  # type: ignore[arg-type]
+            error = KafkaError(KafkaError._MSG_TIMED_OUT) if unknown else None
+            group.delivered(error, report)  # type: ignore[arg-type]
+        assert not reports  # not sealed yet: more records could join
+        group.seal()
+        errors = reports[0][1]
+        assert (sorted(errors) if isinstance(errors, dict) else errors) == expected
