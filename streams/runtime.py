@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from scoring.service import (
     ScoringService,
     open_scoring,
 )
-from settings import Settings
+from settings import KafkaSettings, Settings
 from streams.backoff import Backoff
 from streams.batch_processor import BatchProcessor, describe_first_offsets
 from streams.delivery import Delivery, DeliveryPolicy
@@ -36,7 +37,13 @@ from streams.librdkafka_consumer import GuardedConfluentBroker, GuardedConfluent
 from streams.librdkafka_transactions import LibrdkafkaTransactionalDelivery
 from streams.metrics import ConsumerLag, StreamMetrics, serve_metrics
 from streams.outputs import OutputsFactory
-from streams.topics import RECORD_BATCH_OVERHEAD, ensure_topics, record_limits, scorer_topics
+from streams.topics import (
+    RECORD_BATCH_OVERHEAD,
+    ensure_topics,
+    list_topics,
+    record_limits,
+    scorer_topics,
+)
 from streams.transactions import TransactionAborted, TransactionalDelivery
 
 log = logging.getLogger(__name__)
@@ -144,6 +151,8 @@ class StreamRuntime:
         if kafka.create_topics and (created := await ensure_topics(kafka, scorer_topics(settings))):
             log.info("created topics: %s", ", ".join(created))
         if isinstance(broker, GuardedKafkaBroker | GuardedConfluentBroker):  # a real cluster
+            if not kafka.create_topics:
+                await _wait_for_topics(kafka, scorer_topics(settings))
             self.settings = settings = await within_topic_limits(settings)
             kafka = settings.kafka
         scoring = await self._resources.enter_async_context(
@@ -368,3 +377,28 @@ class StreamRuntime:
             self.stopping,
             attempts=max(0, attempts - 1),
         ).wait()
+
+
+TOPICS_WAIT_S = 2.0
+TOPICS_SAY_EVERY_S = 30.0
+
+
+async def _wait_for_topics(kafka: KafkaSettings, topics: list[str]) -> None:
+    """With ``STREAMSCORE_KAFKA__CREATE_TOPICS=false``, start consuming only once every topic
+    the scorer reads or writes exists (another job may be creating them): nothing is read
+    that could not be answered, and the wait is said plainly, every
+    :data:`TOPICS_SAY_EVERY_S`, instead of the client's metadata complaints."""
+    said_at: float | None = None
+    while missing := sorted(set(topics) - await list_topics(kafka)):
+        now = time.monotonic()
+        if said_at is None or now - said_at >= TOPICS_SAY_EVERY_S:
+            said_at = now
+            log.warning(
+                "waiting for topics %s: they do not exist and STREAMSCORE_KAFKA__CREATE_TOPICS "
+                "is false (create them, or set it to true)",
+                ", ".join(missing),
+                extra={"event": "topics_missing", "topics": missing},
+            )
+        await asyncio.sleep(TOPICS_WAIT_S)
+    if said_at is not None:
+        log.info("topics %s exist now", ", ".join(topics))

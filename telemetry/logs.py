@@ -45,6 +45,30 @@ def configure(level: str = "INFO", json_lines: bool | None = None) -> None:
     root.setLevel(level)
     for noisy in ("aiokafka", "pymongo", "faststream.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # aiokafka says "Topic X not found in cluster metadata" on every metadata refresh (10 a
+    # second) while an output topic is missing: once a minute per topic is enough.
+    cluster = logging.getLogger("aiokafka.cluster")
+    if not any(isinstance(f, RepeatsDropped) for f in cluster.filters):
+        cluster.addFilter(RepeatsDropped(60.0))
+
+
+class RepeatsDropped(logging.Filter):
+    """Lets a message through once per ``every_s`` (the same text, arguments included)."""
+
+    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._every_s = every_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text, now = record.getMessage(), self._clock()
+        if now - self._last.get(text, -self._every_s) < self._every_s:
+            return False
+        if len(self._last) > 1_000:  # many distinct texts: forget them rather than grow
+            self._last.clear()
+        self._last[text] = now
+        return True
 
 
 class ThrottledLog:

@@ -81,3 +81,66 @@ async def test_peek_shows_every_header_as_sent(
         ["bin", "\ufffd\x00"],
         ["empty", "again"],
     ]
+
+
+async def test_with_topic_creation_off_the_scorer_waits_for_missing_topics_and_loses_nothing(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    mongo_db: object,
+    names: Names,
+    model_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """STREAMSCORE_KAFKA__CREATE_TOPICS=false and the output topics absent: the scorer reads
+    nothing and says what it waits for, then scores every event once they exist."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from streams import runtime as runtime_module
+    from streams.app import build_app
+    from streams.topics import ensure_topics
+    from tests.support.helpers import event_bytes
+    from tests.support.kafka_io import produce, read_until
+
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        kafka={"create_topics": False},
+    )
+    await ensure_topics(settings.kafka, [names.input_topic])
+    await produce(
+        kafka_bootstrap,
+        names.input_topic,
+        [event_bytes(i, "user-000001") for i in range(30)] + [b"not json"],
+        [None] * 31,
+    )
+    app, _, runtime = build_app(settings)
+    starting = asyncio.create_task(app.start())
+    try:
+        await asyncio.sleep(3 * runtime_module.TOPICS_WAIT_S)
+        assert not starting.done()  # still waiting: nothing consumed yet
+        waited = [r for r in caplog.records if getattr(r, "event", None) == "topics_missing"]
+        assert len(waited) == 1  # said once, not every look
+        assert names.output_topic in waited[0].getMessage()
+        assert names.dlq_topic in waited[0].getMessage()
+        assert "STREAMSCORE_KAFKA__CREATE_TOPICS is false" in waited[0].getMessage()
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(t, 2, 1) for t in (names.output_topic, names.dlq_topic)]
+            )
+        finally:
+            await admin.close()
+        await asyncio.wait_for(starting, 60)
+        outputs = await read_until(
+            kafka_bootstrap, [names.output_topic, names.dlq_topic], 31, timeout_s=60
+        )
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await app.stop()
+    assert sorted(r.topic for r in outputs).count(names.output_topic) == 30
+    assert [r.topic for r in outputs].count(names.dlq_topic) == 1
+    assert runtime.exit_code == 0

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from telemetry.logs import ThrottledLog
+from telemetry.logs import RepeatsDropped, ThrottledLog
 
 
 def test_one_warning_per_kind_per_interval(caplog: pytest.LogCaptureFixture) -> None:
@@ -27,3 +27,21 @@ def test_one_warning_per_kind_per_interval(caplog: pytest.LogCaptureFixture) -> 
         ("scoring timed out", "timeout"),
         ("MongoDB unavailable: still down", "outage"),
     ]
+
+
+def test_repeats_of_one_message_pass_once_per_interval() -> None:
+    now = [0.0]
+    repeats = RepeatsDropped(60.0, clock=lambda: now[0])
+
+    def record(topic: str) -> logging.LogRecord:
+        return logging.LogRecord(
+            "aiokafka.cluster", logging.ERROR, "", 0, "Topic %s not found", (topic,), None
+        )
+
+    assert repeats.filter(record("a"))
+    assert not repeats.filter(record("a"))
+    assert repeats.filter(record("b"))  # another text: its own interval
+    now[0] = 59.9
+    assert not repeats.filter(record("a"))
+    now[0] = 60.0
+    assert repeats.filter(record("a"))
