@@ -204,7 +204,8 @@ class MongoSettings(BaseModel):
                     pass
             else:
                 parse_uri(text, connect_timeout=None)
-        except (InvalidURI, ConfigurationError, ValueError) as exc:
+        except (InvalidURI, ConfigurationError, ValueError, OSError) as exc:
+            # OSError: a file the URL names (tlsCAFile, tlsCertificateKeyFile) cannot be read
             reason = str(exc)
             if text and text in reason:
                 reason = "see the MongoDB connection string format"

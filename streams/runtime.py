@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+from confluent_kafka import TopicPartition as LibrdkafkaPartition
 from faststream.confluent import KafkaBroker as ConfluentBroker
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
@@ -45,6 +46,7 @@ from streams.topics import (
     scorer_topics,
 )
 from streams.transactions import TransactionAborted, TransactionalDelivery
+from telemetry.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,11 @@ class StreamRuntime:
         """Whether batches are scored in the background (:meth:`start` decides)."""
         self._resources = AsyncExitStack()
         self._metrics_server: Any = None
+        self._group_positions: dict[TopicPartition, tuple[int, int]] = {}
+        """Per assigned partition, as the broker says: where the group stands (its committed
+        offset, else where ``auto_offset_reset`` starts a reader) and the end offset, for
+        the lag gauge: refreshed every :data:`LAG_REFRESH_S` by :attr:`_lag_refresh`."""
+        self._lag_refresh = BackgroundTask(self._refresh_group_positions)
 
     @property
     def processor(self) -> BatchProcessor | None:
@@ -176,6 +183,7 @@ class StreamRuntime:
         )
         self.started = Started(scoring, processor)
         self._serve_metrics()
+        self._lag_refresh.start()
         model = scoring.pipeline.model
         log.info(
             "scorer ready: model %s:%s (%d features), consuming %s as group %s with %s",
@@ -248,14 +256,35 @@ class StreamRuntime:
             )
 
     def _lag_positions(self) -> Iterator[tuple[TopicPartition, int, int]]:
+        """(partition, end, committed) per assigned partition. Committed is the later of this
+        process's own last commit and the group's offset as the broker last said: the first
+        is current between refreshes, the second covers a batch that never committed (a
+        scorer stuck on MongoDB shows its lag) and a partition that came back after another
+        process committed it further (no stale lag)."""
         consumer, processor = self.consumer, self.processor
         if consumer is None or processor is None:
             return
-        committed = processor.stats.committed
+        ours, group = processor.stats.committed, self._group_positions
         for tp in sorted(consumer.assignment(), key=lambda t: (t.topic, t.partition)):
-            highwater, done = consumer.highwater(tp), committed.get(tp)
-            if highwater is not None and done is not None:
-                yield tp, highwater, done
+            # The consumer's own end offset stops moving while a batch waits (it fetches no
+            # more): the broker's, refreshed, is used when it is further.
+            broker_done, broker_end = group.get(tp, (-1, -1))
+            done, highwater = max(ours.get(tp, -1), broker_done), consumer.highwater(tp)
+            end = max(highwater if highwater is not None else -1, broker_end)
+            if end >= 0 and done >= 0:
+                yield tp, end, done
+
+    async def _refresh_group_positions(self) -> None:
+        while True:
+            consumer = self.consumer
+            if consumer is not None:
+                try:
+                    self._group_positions = await group_positions(
+                        consumer, self.settings.kafka.auto_offset_reset
+                    )
+                except Exception as exc:  # Kafka away: the gauge keeps its last values
+                    log.debug("cannot read the group's offsets for the lag gauge: %r", exc)
+            await asyncio.sleep(LAG_REFRESH_S)
 
     async def drain(self) -> None:
         """Shutting down: outputs already sent are acknowledged and committed first."""
@@ -268,6 +297,7 @@ class StreamRuntime:
 
     async def close(self) -> None:
         """Close what :meth:`start` opened (what it counted stays readable)."""
+        await self._lag_refresh.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -379,6 +409,8 @@ class StreamRuntime:
         ).wait()
 
 
+LAG_REFRESH_S = 5.0
+
 TOPICS_WAIT_S = 2.0
 TOPICS_SAY_EVERY_S = 30.0
 
@@ -402,3 +434,43 @@ async def _wait_for_topics(kafka: KafkaSettings, topics: list[str]) -> None:
         await asyncio.sleep(TOPICS_WAIT_S)
     if said_at is not None:
         log.info("topics %s exist now", ", ".join(topics))
+
+
+async def group_positions(
+    consumer: AIOKafkaConsumer | GuardedConfluentConsumer, reset: str
+) -> dict[TopicPartition, tuple[int, int]]:
+    """(committed, end) of each partition ``consumer`` is assigned, from the broker: the
+    group's committed offset (for a partition the group never committed, where a reader
+    starts: the log start or end offset, as ``reset`` says) and the end offset."""
+    if isinstance(consumer, GuardedConfluentConsumer):
+        return await asyncio.to_thread(_librdkafka_positions, consumer, reset)
+    assigned = list(consumer.assignment())
+    if not assigned:
+        return {}
+    ends = await consumer.end_offsets(assigned)
+    positions: dict[TopicPartition, tuple[int, int]] = {}
+    for tp in assigned:
+        committed = await consumer.committed(tp)
+        if committed is None:
+            committed = (
+                (await consumer.beginning_offsets([tp]))[tp] if reset == "earliest" else ends[tp]
+            )
+        positions[tp] = (int(committed), int(ends[tp]))
+    return positions
+
+
+def _librdkafka_positions(
+    consumer: GuardedConfluentConsumer, reset: str
+) -> dict[TopicPartition, tuple[int, int]]:
+    client = consumer.consumer
+    asked = [LibrdkafkaPartition(tp.topic, tp.partition) for tp in consumer.assignment()]
+    positions: dict[TopicPartition, tuple[int, int]] = {}
+    for part in client.committed(asked, timeout=10.0) if asked else ():
+        if part.error is not None:
+            continue
+        low, high = client.get_watermark_offsets(part, timeout=10.0)
+        offset = part.offset
+        if offset < 0:  # never committed
+            offset = low if reset == "earliest" else high
+        positions[TopicPartition(part.topic, part.partition)] = (int(offset), int(high))
+    return positions

@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
@@ -21,7 +22,7 @@ from streams.topics import ensure_topics, group_state
 from tests.support.helpers import entity_documents, event_bytes, eventually
 from tests.support.kafka_io import committed_lag, end_total, produce
 from tests.support.names import Names, settings_for
-from tests.support.private_servers import PrivateKafka, PrivateMongo
+from tests.support.private_servers import PrivateKafka, PrivateMongo, free_ports
 from tests.support.scorer_process import ScorerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -245,6 +246,7 @@ async def test_mongodb_down_for_15s_nothing_dead_lettered_nothing_lost(
     tmp_path: Path,
     delivery: str,
 ) -> None:
+    (port,) = free_ports(1)
     settings = settings_for(
         names,
         model_path,
@@ -252,7 +254,12 @@ async def test_mongodb_down_for_15s_nothing_dead_lettered_nothing_lost(
         mongo_url=private_mongo.url,
         mongo={"server_selection_timeout_ms": 500, "operation_timeout_ms": 1_000},
         scoring={"cache_ttl_s": 0.5},
-        stream={"max_batch_size": 200, "retry_max_backoff_s": 2.0, "delivery": delivery},
+        stream={
+            "max_batch_size": 200,
+            "retry_max_backoff_s": 2.0,
+            "delivery": delivery,
+            "metrics_port": port,
+        },
     )
     await seed(private_mongo.url, names.database)
     await ensure_topics(settings.kafka)
@@ -272,6 +279,11 @@ async def test_mongodb_down_for_15s_nothing_dead_lettered_nothing_lost(
         # (exactly-once also writes a transaction marker per output partition and batch).
         assert during - before <= settings.stream.max_batch_size * 2 + 16
         assert await end_total(kafka_bootstrap, names.dlq_topic) == 0
+        # The lag gauge shows what waits, as the group's committed offsets say (nothing
+        # commits while MongoDB is down), though this process committed nothing meanwhile.
+        waiting = await committed_lag(kafka_bootstrap, settings.kafka.group_id, names.input_topic)
+        assert sum(waiting.values()) > 0
+        assert await eventually(lambda: _lag_gauge(port, names.input_topic, waiting), 15)
         private_mongo.start()
         assert await drained(settings, count), scorer.log()[-3000:]
         assert scorer.alive()
@@ -478,3 +490,15 @@ async def seed_cleanup(settings: Settings) -> None:
         await client.drop_database(settings.mongo.database)
     finally:
         await client.close()
+
+
+async def _lag_gauge(port: int, topic: str, expected: dict[int, int]) -> bool:
+    """Whether the scorer's streamscore_consumer_lag is ``expected`` on every partition."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    shown = {
+        int(line.split('partition="')[1].split('"')[0]): float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("streamscore_consumer_lag{") and f'topic="{topic}"' in line
+    }
+    return shown == {p: float(n) for p, n in expected.items()}

@@ -81,6 +81,7 @@ def test_a_secret_is_masked_in_the_settings_repr() -> None:
         f"mongodb://admin:{SECRET}@a@mongo:27017",  # an unescaped @ in the password
         "mongodb://mongo:port/",
         f"mongodb+srv://admin:{SECRET}@b@cluster0.example.net/",
+        f"mongodb://admin:{SECRET}@db/?tls=true&tlsCAFile=/no/such/ca.pem",  # not readable
     ],
 )
 def test_a_mongodb_url_pymongo_cannot_use_is_refused_without_echoing_it(url: str) -> None:
