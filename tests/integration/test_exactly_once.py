@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,43 @@ async def test_each_partition_of_a_batch_commits_in_one_transaction_with_its_dea
     assert runtime.exit_code == ExitCode.OK
 
 
+def _wrap_producers(
+    monkeypatch: pytest.MonkeyPatch, ids: list[str], **calls: Callable[..., Any]
+) -> None:
+    """The scorer's transactional producers are real ones whose ``calls`` are replaced (each
+    is given the real producer first); ``ids`` collects their transactional ids."""
+    from confluent_kafka import Producer
+
+    import streams.librdkafka_transactions as librdkafka_transactions
+
+    class Wrapped:
+        def __init__(self, config: dict[str, Any]) -> None:
+            ids.append(config["transactional.id"])
+            self._producer = Producer(config)
+
+        def __getattr__(self, name: str) -> Any:
+            if name in calls:
+                return functools.partial(calls[name], self._producer)
+            return getattr(self._producer, name)
+
+    monkeypatch.setattr(librdkafka_transactions, "Producer", Wrapped)
+
+
+async def _run_until_all_committed(
+    settings: Settings, finally_: Callable[[], object] | None = None
+) -> Any:
+    """Run the scorer in this process until every input record is committed; its runtime."""
+    app, _, runtime = build_app(settings)
+    await app.start()
+    try:
+        assert await all_committed(settings, 90)
+    finally:
+        if finally_ is not None:
+            finally_()
+        await app.stop()
+    return runtime
+
+
 async def test_librdkafka_aborts_a_failed_transaction_and_replaces_a_fatal_producer(
     kafka_bootstrap: str,
     mongo_url: str,
@@ -185,27 +224,14 @@ async def test_librdkafka_aborts_a_failed_transaction_and_replaces_a_fatal_produ
     ]
     ids: list[str] = []
 
-    class FailingCommits:
-        def __init__(self, config: dict[str, Any]) -> None:
-            ids.append(config["transactional.id"])
-            self._producer = Producer(config)
+    def commit_transaction(producer: Producer, *args: Any) -> None:
+        if failures:
+            raise failures.pop(0)
+        producer.commit_transaction(*args)
 
-        def commit_transaction(self, *args: Any) -> None:
-            if failures:
-                raise failures.pop(0)
-            self._producer.commit_transaction(*args)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._producer, name)
-
-    monkeypatch.setattr(librdkafka_transactions, "Producer", FailingCommits)
-    app, _, runtime = build_app(settings)
-    await app.start()
-    try:
-        assert await all_committed(settings, 90)
-        assert isinstance(runtime.delivery, librdkafka_transactions.LibrdkafkaTransactionalDelivery)
-    finally:
-        await app.stop()
+    _wrap_producers(monkeypatch, ids, commit_transaction=commit_transaction)
+    runtime = await _run_until_all_committed(settings)
+    assert isinstance(runtime.delivery, librdkafka_transactions.LibrdkafkaTransactionalDelivery)
     assert failures == []
     assert len(ids) == 2  # the fatal error replaced the producer, with the same id
     assert ids[0] == ids[1] == transactional_id(settings)
@@ -242,28 +268,14 @@ async def test_a_librdkafka_call_that_hangs_past_its_timeout_is_given_up_and_rep
     hung: list[str] = []
     ids: list[str] = []
 
-    class HangsOnce:
-        def __init__(self, config: dict[str, Any]) -> None:
-            ids.append(config["transactional.id"])
-            self._producer = Producer(config)
+    def send_offsets_to_transaction(producer: Producer, *args: Any) -> None:
+        if not hung:
+            hung.append("now")
+            release.wait(120)  # as librdkafka's call that never returns
+        producer.send_offsets_to_transaction(*args)
 
-        def send_offsets_to_transaction(self, *args: Any) -> None:
-            if not hung:
-                hung.append("now")
-                release.wait(120)  # as librdkafka's call that never returns
-            self._producer.send_offsets_to_transaction(*args)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._producer, name)
-
-    monkeypatch.setattr(librdkafka_transactions, "Producer", HangsOnce)
-    app, _, runtime = build_app(settings)
-    await app.start()
-    try:
-        assert await all_committed(settings, 90)
-    finally:
-        release.set()
-        await app.stop()
+    _wrap_producers(monkeypatch, ids, send_offsets_to_transaction=send_offsets_to_transaction)
+    runtime = await _run_until_all_committed(settings, finally_=release.set)
     assert hung == ["now"]
     assert len(ids) == 2  # replaced,
     assert ids[0] == ids[1]  # with the same transactional id

@@ -80,12 +80,18 @@ async def test_snapshot_says_what_the_metrics_say(names: Names, model_path: Path
     assert (snapshot.reloads_loaded, snapshot.reloads_refused) == (0, 0)
 
 
+def _copied(model_path: Path, folder: Path) -> Path:
+    """A copy of the model and its metadata in ``folder`` (``model.txt``), to change."""
+    path = folder / "model.txt"
+    shutil.copy(model_path, path)
+    shutil.copy(metadata_path(model_path), metadata_path(path))
+    return path
+
+
 async def test_reloads_are_counted_and_model_info_follows_the_swap(
     names: Names, model_path: Path, tmp_path: Path
 ) -> None:
-    path = tmp_path / "model.txt"
-    shutil.copy(model_path, path)
-    shutil.copy(metadata_path(model_path), metadata_path(path))
+    path = _copied(model_path, tmp_path)
     settings = settings_for(names, path, model={"reload_interval_s": 0})
     async with open_scoring(settings, pipeline_factory=in_memory) as service:
         old = service.pipeline.model.version
@@ -150,9 +156,7 @@ async def test_a_model_file_cut_short_is_refused_and_the_old_model_keeps_scoring
 ) -> None:
     """LightGBM aborts the process on a model file cut inside its trees (a copy still under
     way): such a file is refused before LightGBM reads it."""
-    path = tmp_path / "model.txt"
-    shutil.copy(model_path, path)
-    shutil.copy(metadata_path(model_path), metadata_path(path))
+    path = _copied(model_path, tmp_path)
     damaged = _damaged(model_path, cut)
     settings = settings_for(names, path, model={"reload_interval_s": 0})
     async with open_scoring(settings, pipeline_factory=in_memory) as service:
@@ -180,9 +184,7 @@ def _inconsistent(model_path: Path) -> str:
 async def test_a_whole_but_inconsistent_model_file_is_refused_not_a_crash(
     names: Names, model_path: Path, tmp_path: Path
 ) -> None:
-    path = tmp_path / "model.txt"
-    shutil.copy(model_path, path)
-    shutil.copy(metadata_path(model_path), metadata_path(path))
+    path = _copied(model_path, tmp_path)
     damaged = _inconsistent(model_path)
     settings = settings_for(names, path, model={"reload_interval_s": 0})
     async with open_scoring(settings, pipeline_factory=in_memory) as service:
@@ -240,9 +242,7 @@ def test_a_regression_model_scores_what_booster_predict_returns(tmp_path: Path) 
 async def test_a_model_file_gone_missing_is_said_once_and_the_model_keeps_scoring(
     names: Names, model_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "model.txt"
-    shutil.copy(model_path, path)
-    shutil.copy(metadata_path(model_path), metadata_path(path))
+    path = _copied(model_path, tmp_path)
     settings = settings_for(names, path, model={"reload_interval_s": 0})
     kept = metadata_path(path).read_bytes()
 
