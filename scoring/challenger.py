@@ -122,12 +122,16 @@ def _promotion_lock(main_path: Path) -> Iterator[None]:
     """An exclusive lock on ``.<model file name>.promote.lock`` beside the main model."""
     lock_path = main_path.with_name(f".{main_path.name}.promote.lock")
     try:
-        lock = lock_path.open("a")
+        # Read-only is enough for flock: a lock file another user created (root, say) locks
+        # for everyone who may swap the files, which needs only the folder to be writable.
+        descriptor = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
     except OSError as exc:
         raise ModelLoadError(f"cannot promote: {lock_path}: {exc}") from exc
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(descriptor)
 
 
 def _swap(

@@ -105,6 +105,11 @@ class ModelReloader:
         self._task = BackgroundTask(self._run)
         self.stats = ReloadStats()
 
+    def look_again(self) -> None:
+        """The next look loads the files even if they did not change since the last load or
+        refusal (a refusal that the files cannot explain, e.g. right after a promotion)."""
+        self._seen = None
+
     async def reload(self) -> LoadedModel:
         """Load and swap now (the admin call and SIGHUP). Raises :class:`ModelLoadError`."""
         async with self._lock:

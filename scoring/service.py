@@ -105,11 +105,13 @@ class ScoringService:
                 ),
             )
             # The files are swapped: what follows cannot undo that, so a refusal here is
-            # logged and counted by its reloader (and the next look retries), not reported
-            # as "nothing changed".
+            # logged and counted by its reloader, and its next look tries the files again,
+            # not reported as "nothing changed".
             for swapped in (self.reloader, reloader):
-                with contextlib.suppress(ModelLoadError):
+                try:
                     await swapped.reload()
+                except ModelLoadError:
+                    swapped.look_again()
             return promotion
 
     async def reload_models(self) -> LoadedModel:

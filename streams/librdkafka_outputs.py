@@ -16,6 +16,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError as LibrdkafkaError
@@ -43,14 +44,16 @@ class _Group:
     """The delivery reports of up to :data:`GROUP` records behind one future. Reports come in
     on the poll thread (or the thread flushing at close), records are added on the loop.
 
-    Every record of the group shares one delivery callback (a bound method made once, not a
-    callable per record: half the cost of a ``produce`` call). A report does not say which
-    record it is for, so a failed one is matched to its record by content after the last
-    report is in (:meth:`_failed_records`); failures are rare, acknowledgements need no
-    matching."""
+    The records without headers (predictions) share one delivery callback (a bound method
+    made once, not a callable per record: half the cost of a ``produce`` call). Such a report
+    does not say which record it is for, so a failed one is matched to its record by topic,
+    key and value after the last report is in (:meth:`_failed_records`); failures are rare,
+    acknowledgements need no matching. A delivery report carries no headers, so a record
+    with headers (a dead letter) gets a callback that names it (:meth:`delivered_at`)."""
 
     __slots__ = (
         "_done",
+        "_failed",
         "_failures",
         "_lock",
         "_outputs",
@@ -69,6 +72,9 @@ class _Group:
         self._outputs = outputs
         self._reports = reports
         self._failures: list[tuple[LibrdkafkaError, Message]] = []
+        """Failed reports of records without headers, to match."""
+        self._failed: dict[int, LibrdkafkaError] = {}
+        """Failed records whose callback named them."""
         self._received = 0
         self._sealed = False
         self._done = False
@@ -78,6 +84,13 @@ class _Group:
         with self._lock:
             if error is not None:
                 self._failures.append((error, message))
+            self._received += 1
+            self._finish_if_complete()
+
+    def delivered_at(self, index: int, error: LibrdkafkaError | None, _message: Message) -> None:
+        with self._lock:
+            if error is not None:
+                self._failed[index] = error
             self._received += 1
             self._finish_if_complete()
 
@@ -93,30 +106,34 @@ class _Group:
             self._reports.append((self.future, self._failed_records() or None))
 
     def _failed_records(self) -> dict[int, LibrdkafkaError]:
-        """The index of each failed report's record: the first record of the group not matched
-        yet with the same topic, key, value and headers (records alike in all four are
-        interchangeable: re-sending either sends the same). A report that matches none, which
-        librdkafka does not give, fails every record not matched yet: re-sent, never lost."""
-        failed: dict[int, LibrdkafkaError] = {}
+        """The index of each failed record. A failed report of a record without headers is the
+        first such record of the group not matched yet with the same topic, key and value
+        (records alike in all three are interchangeable: re-sending either sends the same). A
+        report that matches none, which librdkafka does not give, fails every such record not
+        matched yet: re-sent, never lost."""
+        failed = dict(self._failed)
+        if not self._failures:
+            return failed
+        unnamed = [i for i in self.indexes if not self._outputs[i][3]]
         codes = {error.code() for error, _ in self._failures}
-        if len(self._failures) == len(self.indexes) and len(codes) == 1:
+        if len(self._failures) == len(unnamed) and len(codes) == 1:
             # all failed alike (Kafka away, say): nothing to tell apart
-            return dict.fromkeys(self.indexes, self._failures[0][0])
+            return failed | dict.fromkeys(unnamed, self._failures[0][0])
         for error, message in self._failures:
-            found = (message.topic(), message.key(), message.value(), message.headers() or [])
-            for index in self.indexes:
+            found = (message.topic(), message.key(), message.value())
+            for index in unnamed:
                 if index not in failed and _content(self._outputs[index]) == found:
                     failed[index] = error
                     break
             else:
-                failed.update((i, error) for i in self.indexes if i not in failed)
+                failed.update((i, error) for i in unnamed if i not in failed)
         return failed
 
 
-def _content(output: Output) -> tuple[str, bytes | None, bytes | None, list[Any]]:
-    """What a delivery report gives back of a record: topic, key, value, headers."""
-    topic, value, key, headers = output
-    return topic, key, value, list(headers or [])
+def _content(output: Output) -> tuple[str, bytes | None, bytes | None]:
+    """What a delivery report gives back of a record: topic, key, value."""
+    topic, value, key, _headers = output
+    return topic, key, value
 
 
 class LibrdkafkaOutputs:
@@ -169,9 +186,15 @@ class LibrdkafkaOutputs:
             topic, value, key, headers = outputs[index]
             while True:
                 try:
-                    if headers:
+                    if headers:  # its report cannot be matched: a callback naming it
                         with_headers: Any = headers  # librdkafka's stubs say str values only
-                        produce(topic, value, key, headers=with_headers, on_delivery=delivered)
+                        produce(
+                            topic,
+                            value,
+                            key,
+                            headers=with_headers,
+                            on_delivery=partial(group.delivered_at, index),
+                        )
                     else:  # positional, no headers: the cheapest call
                         produce(topic, value, key, on_delivery=delivered)
                 except BufferError:  # librdkafka's queue is full: let the poll thread drain it

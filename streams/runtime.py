@@ -289,6 +289,8 @@ class StreamRuntime:
     async def drain(self) -> None:
         """Shutting down: outputs already sent are acknowledged and committed first."""
         self.stopping.set()
+        # Before FastStream closes the consumer: the refresh calls it from another thread.
+        await self._lag_refresh.stop()
         if self.processor is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaError as AiokafkaError
@@ -86,11 +87,11 @@ async def test_send_many_hands_over_groups_that_name_the_records_that_failed() -
 
 
 class FailedReport:
-    """What a delivery report gives back of a record (confluent_kafka.Message's getters)."""
+    """What a delivery report gives back of a record (confluent_kafka.Message's getters): its
+    topic, key and value, never its headers."""
 
     def __init__(self, output: Output) -> None:
-        self._topic, self._value, self._key, headers = output
-        self._headers = list(headers) if headers else None
+        self._topic, self._value, self._key, _headers = output
 
     def topic(self) -> str:
         return self._topic
@@ -101,11 +102,20 @@ class FailedReport:
     def value(self) -> bytes | None:
         return self._value
 
-    def headers(self) -> list[tuple[str, bytes | None]] | None:
-        return self._headers
+    def headers(self) -> None:
+        return None
 
 
-async def test_a_group_names_each_failed_record_by_its_content() -> None:
+def _report(group: _Group, outputs: list[Output], index: int, error: KafkaError | None) -> None:
+    """Deliver ``outputs[index]``'s report the way send_many wires its callback."""
+    report: Any = FailedReport(outputs[index])
+    if outputs[index][3]:
+        group.delivered_at(index, error, report)
+    else:
+        group.delivered(error, report)
+
+
+async def test_a_group_names_each_failed_record() -> None:
     outputs: list[Output] = [
         ("p", b"a", b"k1", None),
         ("p", b"a", b"k1", None),  # the same record twice: either may be named
@@ -113,20 +123,36 @@ async def test_a_group_names_each_failed_record_by_its_content() -> None:
         ("d", b"x", None, [("offset", b"2")]),  # differs from the one before in a header only
         ("d", None, b"k", [("h", None)]),
         ("p", b"b", b"k2", None),
+        ("p", None, None, None),
     ]
     reports: deque[Report] = deque()
     group = _Group(asyncio.get_running_loop().create_future(), reports, outputs)
     group.indexes.extend(range(len(outputs)))
     group.seal()
     timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
-    for index, output in enumerate(outputs):
-        failed = index in (1, 3, 4)
-        group.delivered(timed_out if failed else None, FailedReport(output))  # type: ignore[arg-type]
+    for index in range(len(outputs)):
+        _report(group, outputs, index, timed_out if index in (1, 3, 4, 6) else None)
     assert len(reports) == 1
     future, errors = reports[0]
     assert future is group.future
     assert isinstance(errors, dict)
-    assert sorted(errors) == [0, 3, 4]  # the first of the two alike, then exactly 3 and 4
+    assert sorted(errors) == [0, 3, 4, 6]  # the first of the two alike; exactly 3, 4 and 6
+
+
+async def test_one_failed_dead_letter_fails_no_acknowledged_prediction() -> None:
+    outputs: list[Output] = [("p", b"%d" % i, b"k", None) for i in range(5)]
+    outputs.append(("d", b"bad", None, [("streamscore.error.kind", b"invalid_json")]))
+    reports: deque[Report] = deque()
+    group = _Group(asyncio.get_running_loop().create_future(), reports, outputs)
+    group.indexes.extend(range(len(outputs)))
+    group.seal()
+    for index in range(len(outputs)):
+        _report(
+            group, outputs, index, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if index == 5 else None
+        )
+    errors = reports[0][1]
+    assert isinstance(errors, dict)
+    assert list(errors) == [5]
 
 
 async def test_a_group_without_failures_ends_acknowledged_and_an_unknown_one_fails_the_rest() -> (
@@ -139,9 +165,9 @@ async def test_a_group_without_failures_ends_acknowledged_and_an_unknown_one_fai
         group.indexes.extend(range(4))
         for index, output in enumerate(outputs):
             unknown = failure is not None and index == 2
-            report = FailedReport(failure if unknown else output)  # type: ignore[arg-type]
+            report: Any = FailedReport(failure if unknown else output)  # type: ignore[arg-type]
             error = KafkaError(KafkaError._MSG_TIMED_OUT) if unknown else None
-            group.delivered(error, report)  # type: ignore[arg-type]
+            group.delivered(error, report)
         assert not reports  # not sealed yet: more records could join
         group.seal()
         errors = reports[0][1]
