@@ -21,8 +21,12 @@ class Overloaded(RuntimeError):
 
 
 class MicroBatcher(Generic[Result]):
-    """Gathers requests for at most ``max_wait_s`` or until ``max_size`` events, then scores
-    them in one pipeline call.
+    """Gathers concurrent requests into one pipeline call of at most ``max_size`` events.
+
+    When no call is running, what arrived is scored at the end of the current event-loop pass
+    (the requests read in that pass share the call; a lone request does not wait). While a call
+    runs, requests gather until it ends, or for at most ``max_wait_s``, after which a second
+    call starts beside it.
 
     It guarantees:
     1. Each caller gets exactly its own predictions, in its own order, or the batch's error.
@@ -50,8 +54,9 @@ class MicroBatcher(Generic[Result]):
         self.queued = 0
         self._pending: list[tuple[Sequence[InputEvent], asyncio.Future[list[Result]]]] = []
         self._pending_events = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running = 0
         self.batches = 0
 
     async def submit(self, events: Sequence[InputEvent]) -> list[Result]:
@@ -75,7 +80,10 @@ class MicroBatcher(Generic[Result]):
         if self._pending_events >= self._max_size:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self._max_wait_s, self._flush)
+            if self._running:
+                self._timer = loop.call_later(self._max_wait_s, self._flush)
+            else:
+                self._timer = loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
@@ -85,6 +93,7 @@ class MicroBatcher(Generic[Result]):
         if not self._pending:
             return
         batch, self._pending, self._pending_events = self._pending, [], 0
+        self._running += 1
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -92,18 +101,24 @@ class MicroBatcher(Generic[Result]):
     async def _run(
         self, batch: list[tuple[Sequence[InputEvent], asyncio.Future[list[Result]]]]
     ) -> None:
-        batch = [(request, future) for request, future in batch if not future.done()]
-        if not batch:
-            return
-        self.batches += 1
-        events = [event for request, _ in batch for event in request]
         try:
-            predictions = await self._score(events)
-        except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+            batch = [(request, future) for request, future in batch if not future.done()]
+            if not batch:
+                return
+            self.batches += 1
+            events = [event for request, _ in batch for event in request]
+            try:
+                predictions = await self._score(events)
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+        finally:
+            self._running -= 1
+            if self._pending and not self._running:
+                # What gathered during this call is scored now, while its callers are woken.
+                self._flush()
         start = 0
         for i, (request, future) in enumerate(batch):
             if i and i % RELEASE_AT_ONCE == 0:

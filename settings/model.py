@@ -345,6 +345,8 @@ class ApiSettings(BaseModel):
     batching_enabled: bool = True
     batch_max_size: int = Field(default=256, ge=1)
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    """How long a request waits for a running model call to end before a second call starts
+    beside it; a request that finds no call running is scored at once."""
     api_key: SecretStr | None = None
     """When set (at least 16 characters), every route but ``/healthz`` needs the header
     ``X-API-Key``. Without it the admin routes are not served at all. Whitespace around it

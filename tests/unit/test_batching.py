@@ -185,16 +185,18 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
 
 
 async def test_close_flushes_pending_requests_without_waiting_for_the_timer() -> None:
-    scorer = FakeScorer()
+    scorer = FakeScorer(delay_s=0.05)
     batcher = MicroBatcher(scorer, max_size=100, max_wait_s=60)
+    first = asyncio.create_task(batcher.submit(make("first", 1)))
+    await asyncio.wait_for(scorer.called.wait(), timeout=1)  # a call runs: the rest wait
     tasks = [asyncio.create_task(batcher.submit(make(f"r{i}", 2))) for i in range(3)]
     await asyncio.sleep(0.01)
-    assert scorer.calls == []  # waiting for the (long) timer
+    assert scorer.calls == [["first-0"]]  # waiting for the running call or the (long) timer
 
     await asyncio.wait_for(batcher.close(), timeout=1)
 
-    assert len(scorer.calls) == 1
-    assert all(t.done() for t in tasks)
+    assert len(scorer.calls) == 2
+    assert all(t.done() for t in [first, *tasks])
     assert [ids(t.result()) for t in tasks] == [[f"r{i}-0", f"r{i}-1"] for i in range(3)]
 
 
@@ -207,11 +209,44 @@ async def test_close_with_nothing_pending_makes_no_call() -> None:
     assert batcher.batches == 1
 
 
-async def test_a_lone_request_waits_at_most_max_wait() -> None:
+async def test_a_lone_request_is_scored_at_once() -> None:
     scorer = FakeScorer()
-    batcher = MicroBatcher(scorer, max_size=100, max_wait_s=0.02)
+    batcher = MicroBatcher(scorer, max_size=100, max_wait_s=5)
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert ids(await batcher.submit(make("r", 1))) == ["r-0"]
+    assert loop.time() - started < 1  # not the 5 s of max_wait
+
+
+async def test_requests_arriving_during_a_call_gather_until_it_ends() -> None:
+    scorer = FakeScorer(delay_s=0.05)
+    batcher = MicroBatcher(scorer, max_size=100, max_wait_s=5)
+    first = asyncio.create_task(batcher.submit(make("first", 1)))
+    await asyncio.wait_for(scorer.called.wait(), timeout=1)
+    later = [asyncio.create_task(batcher.submit(make(f"r{i}", 1))) for i in range(5)]
+    await asyncio.sleep(0.01)
+    assert scorer.calls == [["first-0"]]
+
+    results = await asyncio.wait_for(asyncio.gather(first, *later), timeout=1)
+
+    assert scorer.calls == [["first-0"], [f"r{i}-0" for i in range(5)]]
+    assert [ids(r) for r in results[1:]] == [[f"r{i}-0"] for i in range(5)]
+
+
+async def test_a_long_call_lets_the_next_start_after_max_wait() -> None:
+    scorer = FakeScorer(delay_s=0.5)
+    batcher = MicroBatcher(scorer, max_size=100, max_wait_s=0.02)
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(batcher.submit(make("first", 1)))
+    await asyncio.wait_for(scorer.called.wait(), timeout=1)
+    scorer.called.clear()
+    started = loop.time()
+    second = asyncio.create_task(batcher.submit(make("second", 1)))
+
+    await asyncio.wait_for(scorer.called.wait(), timeout=1)
+
     waited = loop.time() - started
-    assert 0.015 <= waited < 0.5
+    assert 0.015 <= waited < 0.4  # the timer, not the end of the first call
+    assert scorer.calls == [["first-0"], ["second-0"]]
+    assert ids(await second) == ["second-0"]
+    assert ids(await first) == ["first-0"]
