@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from api.deps import open_sidecar
-from api.direct import PATH, DirectPredict
+from api.direct import PATH, DirectPredict, FrontedApp
 from api.guard import Guard
 from api.metrics import ApiMetrics
 from api.openapi import document
@@ -32,7 +32,7 @@ from telemetry.logs import ThrottledLog
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipeline) -> FastAPI:
+def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipeline) -> FrontedApp:
     """The sidecar for ``settings``; ``pipeline_factory`` opens its pipeline (tests pass one
     over an in-memory feature source)."""
     metrics = ApiMetrics()
@@ -53,7 +53,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
                 hangup()
                 del app.state.sidecar
 
-    app = FastAPI(
+    app = FrontedApp(
         title="streamscore sidecar",
         version="0.1.0",
         summary="Request/response scoring with the same enrichment and model as the stream.",
@@ -63,9 +63,8 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
     app.add_exception_handler(HTTPException, _http_error)
     known_paths = {getattr(route, "path", "") for route in app.routes}
     (predict_route,) = [r for r in app.routes if getattr(r, "path", "") == PATH]
-    app.add_middleware(DirectPredict, route=predict_route)  # inside the guard
-    app.add_middleware(
-        Guard,
+    app.front = Guard(
+        DirectPredict(app.framework, route=predict_route),
         metrics=metrics,
         api_key=settings.api.api_key,
         max_body_bytes=settings.api.max_body_bytes,

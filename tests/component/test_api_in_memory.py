@@ -444,6 +444,25 @@ async def test_metrics_count_requests_batches_enrichment_and_loop_lag(api: Api) 
     assert sample(text, "streamscore_model_info", version="1") == 1
 
 
+async def test_an_unexpected_error_in_predict_is_a_counted_500_and_the_next_request_works(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(events: Any) -> Any:
+        raise RuntimeError("a bug, not the caller's input")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api.sidecar.batcher, "submit", broken)
+        failed = await api.client.post("/predict", json={"entity_id": "user-1"})
+    assert failed.status_code == 500
+
+    assert (await api.client.post("/predict", json={"entity_id": "user-1"})).status_code == 200
+    text = (await api.client.get("/metrics")).text
+    route = {"method": "POST", "route": "/predict"}
+    assert sample(text, "streamscore_http_requests_total", **route, status="500") == 1
+    assert sample(text, "streamscore_http_requests_total", **route, status="200") == 1
+    assert sample(text, "streamscore_http_in_flight") == 0
+
+
 async def test_openapi_documents_predict(api: Api) -> None:
     response = await api.client.get("/openapi.json")
     assert response.status_code == 200
