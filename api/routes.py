@@ -62,6 +62,8 @@ _NO = frozenset({"false", "0", "no", "off", ""})
 def _challenger_wanted(request: Request) -> bool | None:
     """``?challenger=``: True or False; None when a value given is neither, or when the
     parameter is given twice with different meanings."""
+    if not request.scope.get("query_string"):
+        return False  # most requests: no query string to parse
     values = [v.strip().lower() for v in request.query_params.getlist("challenger")] or [""]
     wanted = {True if v in _YES else False if v in _NO else None for v in values}
     return wanted.pop() if len(wanted) == 1 else None
