@@ -67,7 +67,7 @@ def parse_record(
         # (schemas.json_text: both doors read the same bytes the same way).
         event = model.model_validate_json(text)
     except ValidationError as exc:
-        retried = _with_hour_offset(text, model)
+        retried = _validated_again(text, model)
         if not isinstance(retried, InputEvent):
             failure = exc if retried is None else retried
             return _not_utf8(value) or _over_cap(value, max_features) or _describe(failure)
@@ -81,19 +81,23 @@ def parse_record(
     return event
 
 
-def _with_hour_offset(text: bytes, model: type[InputEvent]) -> InputEvent | ValidationError | None:
-    """The event validated again with an ``event_time`` offset of hours alone (``+05``)
-    written out, or why it still fails; None when its time has no such offset."""
+def _validated_again(text: bytes, model: type[InputEvent]) -> InputEvent | ValidationError | None:
+    """The event validated again from its decoded form, or why that fails; None when it fails
+    as before (the first error says why) or cannot be decoded.
+
+    Decoded, a name repeated in an object keeps its last value, as in most JSON readers and as
+    the sidecar reads a body (direct validation of the bytes checks every repeat), and an
+    ``event_time`` offset of hours alone (``+05``) is written out (``+05:00``).
+    """
     try:
-        fixed = hour_offset_written_out(pydantic_core.from_json(text))
+        decoded = pydantic_core.from_json(text)
     except Exception:  # unreadable: the first error says why
         return None
-    if fixed is None:
-        return None
+    fixed = hour_offset_written_out(decoded)
     try:
-        return model.model_validate(fixed)
+        return model.model_validate(decoded if fixed is None else fixed)
     except ValidationError as exc:
-        return exc
+        return None if fixed is None else exc
 
 
 def _over_cap(value: bytes, max_features: int | None) -> Rejection | None:

@@ -25,6 +25,13 @@ ACCEPTED = {
     "extra field nested 150 deep": _with_extra("[" * 150 + "]" * 150),
     "NaN and Infinity as strings": _with_extra('["NaN", "-Infinity", "Infinity"]'),
     "duplicate key: the last wins": TEXT[:-1].encode() + b', "event_id": "e-2"}',
+    "duplicate feature: an invalid value before the last": TEXT.replace(
+        '"amount": 5.0', '"amount": "x", "amount": true, "amount": 5.0'
+    ).encode(),
+    "duplicate field: an invalid value before the last": (
+        b'{"entity_id": {"$ne": null}, "event_id": "e-1", "entity_id": "user-1",'
+        b' "features": {"amount": 5.0}}'
+    ),
     "unicode escapes in an extra field": _with_extra('"\\ud83d\\ude00 \\u00e9"'),
 }
 NO_FEATURES = {
