@@ -72,8 +72,9 @@ class Guard:
        ``Authorization: Bearer <key>``; compared in constant time) or gets 401. Without one,
        ``/admin/*`` is not served at all (404).
     2. A ``POST`` whose ``Content-Type`` is not ``application/json`` gets 415 (so no form post
-       from a browser page can reach a route), and so does one with a ``Content-Encoding``
-       (a compressed body would otherwise be read as JSON and refused as invalid).
+       from a browser page can reach a route), and so does one with a ``Content-Encoding``, or
+       a ``Transfer-Encoding`` other than ``chunked`` (a compressed body would otherwise be
+       read as JSON and refused as invalid).
     3. A declared body over the limit gets 413.
     4. ``/predict`` with ``max_in_flight`` requests already being handled gets 503 with
        ``Retry-After`` at once (load shedding).
@@ -207,6 +208,19 @@ class Guard:
             name = encoding.decode("latin-1")[:32]
             return JSONResponse(
                 error_body(f"Content-Encoding {name} is not supported: send the body as it is"),
+                status_code=415,
+            )
+        codings = [
+            c.strip().lower()
+            for k, v in scope["headers"]
+            if k == b"transfer-encoding"
+            for c in v.split(b",")
+        ]
+        coding = next((c for c in codings if c not in {b"", b"chunked", b"identity"}), None)
+        if scope["method"] == "POST" and coding is not None:
+            name = coding.decode("latin-1")[:32]
+            return JSONResponse(
+                error_body(f"Transfer-Encoding {name} is not supported: send the body as it is"),
                 status_code=415,
             )
         length = headers.get(b"content-length", b"")

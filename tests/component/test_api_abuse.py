@@ -428,6 +428,26 @@ async def test_a_compressed_body_is_415_naming_the_encoding(names: Names, model_
     assert plain.status_code == 200
 
 
+async def test_a_transfer_coding_other_than_chunked_is_415_naming_it(
+    names: Names, model_path: Path
+) -> None:
+    body = gzip.compress(b'{"entity_id": "u"}')
+    async with running_api(names, model_path) as running:
+        compressed = await running.client.post(
+            "/predict",
+            content=body,
+            headers={"Content-Type": "application/json", "Transfer-Encoding": "gzip, chunked"},
+        )
+        chunked = await running.client.post(
+            "/predict",
+            content=b'{"entity_id": "u"}',
+            headers={"Content-Type": "application/json", "Transfer-Encoding": "Chunked"},
+        )
+    assert compressed.status_code == 415
+    assert "Transfer-Encoding gzip" in compressed.json()["detail"]
+    assert chunked.status_code == 200
+
+
 async def test_every_get_route_answers_head(names: Names, model_path: Path) -> None:
     async with running_api(names, model_path, api={"api_key": KEY}) as running:
         live = await running.client.head("/healthz")
