@@ -13,7 +13,10 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong API key"},
     408: {"model": ErrorBody, "description": "The body did not arrive in time"},
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
-    415: {"model": ErrorBody, "description": "Content-Type is not application/json"},
+    415: {
+        "model": ErrorBody,
+        "description": "Content-Type is not application/json, or the body is compressed",
+    },
     422: {
         "model": ErrorBody,
         "description": "Invalid input; `errors` names the first fields, `error_count` counts",
@@ -52,9 +55,10 @@ def predict_body(max_events: int) -> dict[str, Any]:
     }
 
 
-def document(app: FastAPI) -> None:
+def document(app: FastAPI, max_features: int) -> None:
     """Install the app's OpenAPI builder: FastAPI's, plus the ``PredictEvent`` schema the
-    hand-written request body refers to."""
+    hand-written request body refers to (``event_id`` may be null; at most ``max_features``
+    features)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -66,6 +70,14 @@ def document(app: FastAPI) -> None:
                 ref_template="#/components/schemas/{model}"
             )
             components.update(event_schema.pop("$defs", {}))
+            fields = event_schema["properties"]
+            fields["event_id"] = {
+                "anyOf": [fields["event_id"], {"type": "null"}],
+                "description": "omitted or null: one is generated",
+            }
+            for shape in fields["features"]["anyOf"]:
+                if shape.get("type") == "object":
+                    shape["maxProperties"] = max_features
             components["PredictEvent"] = event_schema
             app.openapi_schema = schema
         return app.openapi_schema

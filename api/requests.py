@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from schemas import InputEvent
+from schemas import InputEvent, Prediction
 from schemas.events import Identifier
 
 
@@ -26,6 +26,14 @@ class PredictEvent(InputEvent):
     event_id: Annotated[Identifier, BeforeValidator(_null_is_absent)] = Field(
         default_factory=_new_event_id
     )
+
+
+class PredictionWithChallenger(BaseModel):
+    """One answer of ``/predict?challenger=true`` (documentation: the route writes its JSON)."""
+
+    prediction: Prediction
+    challenger: Prediction | None
+    """The challenger's prediction of the same vector; null when no challenger is attached."""
 
 
 class FieldError(BaseModel):

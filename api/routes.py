@@ -18,7 +18,7 @@ from api.deps import ServiceDep, Sidecar, SidecarDep
 from api.guard import unavailable
 from api.openapi import PREDICT_ERRORS, RELOAD_ERRORS, predict_body
 from api.parsing import InvalidBody
-from api.requests import ErrorBody, FieldError, error_body
+from api.requests import ErrorBody, FieldError, PredictionWithChallenger, error_body
 from schemas import Prediction
 from schemas.events import format_time
 from scoring import EnrichmentUnavailable, ModelLoadError, ScoringTimeout
@@ -187,7 +187,10 @@ def add_routes(routes: FastAPI, api: ApiSettings) -> None:
         "/predict",
         predict,
         methods=["POST"],
-        response_model=Prediction | list[Prediction],
+        response_model=Prediction
+        | list[Prediction]
+        | PredictionWithChallenger
+        | list[PredictionWithChallenger],
         responses=PREDICT_ERRORS,
         summary="Score one event or a list of events",
         openapi_extra=predict_body(api.max_events_per_request),

@@ -495,6 +495,12 @@ async def test_openapi_documents_predict(api: Api) -> None:
     assert {"event_id", "entity_id", "score", "model", "enrichment"} <= set(
         components["Prediction"]["properties"]
     )
+    assert {"type": "null"} in event["properties"]["event_id"]["anyOf"]  # null: one is generated
+    (features,) = [f for f in event["properties"]["features"]["anyOf"] if f.get("type") == "object"]
+    assert features == {**features, "type": "object", "maxProperties": 1_000}
+    assert "#/components/schemas/PredictionWithChallenger" in ok  # ?challenger=true
+    both = components["PredictionWithChallenger"]["properties"]
+    assert both["prediction"] == {"$ref": "#/components/schemas/Prediction"}
     # Every reference resolves.
     refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec)))
     assert refs <= set(components)
