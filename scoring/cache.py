@@ -35,7 +35,9 @@ class EntityCache:
     1. An entry is served for at most ``ttl_s`` seconds after it was read.
     2. It holds at most ``max_entries`` entries (least recently used go first).
     3. Concurrent callers that miss the same entity cause one read, not many: the first
-       caller's load is shared through a future; later callers await it.
+       caller's load is shared through a future; later callers await it. The load runs in a
+       task of its own: a caller that goes away (a request past its deadline) does not
+       cancel it for the others, and what it reads is cached all the same.
     4. A failed load is never cached; every waiter receives the error.
     5. After :meth:`clear` nothing loaded before it is served: loads still in flight are
        neither joined by later callers nor stored when they finish (a model swap changes
@@ -165,13 +167,28 @@ class EntityCache:
 
     async def _load(self, to_load: list[str], due: list[str], load: Loader) -> Lookup:
         """One query for the misses (shared with concurrent callers) and the due refreshes."""
-        result: Lookup = {}
         loop = asyncio.get_running_loop()
         mine = {entity_id: loop.create_future() for entity_id in to_load}
-        inflight, generation = self._inflight, self._generation
-        inflight.update(mine)
+        self._inflight.update(mine)
+        self.stats.loads += 1
+        task = loop.create_task(self._settle(load, to_load, due, mine, self._generation))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        await asyncio.shield(task)  # this caller may go; the load goes on for the others
+        return {entity_id: future.result() for entity_id, future in mine.items()}
+
+    async def _settle(
+        self,
+        load: Loader,
+        to_load: list[str],
+        due: list[str],
+        mine: dict[str, asyncio.Future[StoredFeatures | None]],
+        generation: int,
+    ) -> None:
+        """Run the load; resolve ``mine`` with its values (stored unless :meth:`clear` came in
+        between) or its error. Never raises: each waiter gets the outcome from its future."""
+        inflight = self._inflight
         try:
-            self.stats.loads += 1
             loaded = await load(to_load + due)  # refreshes ride along with the misses
         except BaseException as exc:
             self._refresh_failed(due)
@@ -183,7 +200,8 @@ class EntityCache:
             for future in mine.values():
                 future.set_exception(shared)
                 future.exception()  # retrieved here; waiters still get it
-            raise
+            if not isinstance(exc, Exception):
+                raise  # cancelled (shutdown) or the process is ending: not swallowed
         else:
             self._refreshed(loaded, due, generation)
             stored_at = self._clock()
@@ -193,9 +211,7 @@ class EntityCache:
                 if current:
                     self._store(entity_id, value, stored_at)
                 future.set_result(value)
-                result[entity_id] = value
         finally:
             for entity_id in to_load:
                 if inflight.get(entity_id) is mine[entity_id]:
                     del inflight[entity_id]
-        return result

@@ -95,6 +95,24 @@ async def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
     assert len(loader.calls) == 2
 
 
+async def test_a_caller_that_goes_away_does_not_cancel_the_load_of_the_others() -> None:
+    loader = Loader({"a": {"x": 1.0}}, delay=0.05)
+    cache = EntityCache(100, ttl_s=100, clock=Clock())
+    first = asyncio.create_task(cache.get_many(["a"], loader))  # it starts the load
+    await asyncio.sleep(0.01)
+    others = [asyncio.create_task(cache.get_many(["a"], loader)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    first.cancel()  # e.g. its request's deadline passed
+
+    outcomes = await asyncio.gather(first, *others, return_exceptions=True)
+
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert outcomes[1:] == [{"a": {"x": 1.0}}] * 3
+    assert len(loader.calls) == 1
+    assert await cache.get_many(["a"], loader) == {"a": {"x": 1.0}}  # cached: no new read
+    assert len(loader.calls) == 1
+
+
 async def test_duplicate_ids_in_one_call_are_read_once() -> None:
     loader = Loader({"a": {"x": 1.0}})
     cache = EntityCache(100, ttl_s=100, clock=Clock())
