@@ -73,8 +73,8 @@ class KafkaSettings(BaseModel):
     input_topic: TopicName = "events"
     output_topic: TopicName = "predictions"
     dlq_topic: TopicName = "events.dlq"
-    group_id: str = "streamscore"
-    client_id: str = "streamscore"
+    group_id: str = Field(default="streamscore", min_length=1)
+    client_id: str = Field(default="streamscore", min_length=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     input_isolation: Literal["read_committed", "read_uncommitted"] = "read_committed"
     """How the scorer reads the input topic. ``read_committed``: records of aborted
@@ -114,6 +114,21 @@ class KafkaSettings(BaseModel):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _ports_in_range(cls, servers: str) -> str:
+        """Comma-separated ``host[:port]`` entries (``[v6 address]:port`` too); a port given
+        must be 1-65535 (the clients would fail on it with a traceback, or wrap it)."""
+        entries = [entry.strip() for entry in servers.split(",")]
+        if not all(entries):
+            raise ValueError("an empty entry: give host:port, comma-separated")
+        for entry in entries:
+            host, colon, port = entry.rpartition(":")
+            has_port = colon and (":" not in host or host.endswith("]"))
+            if has_port and (not port.isdigit() or not 1 <= int(port) <= 65_535):
+                raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+        return servers
 
     @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
     @classmethod
@@ -176,13 +191,13 @@ class MongoSettings(BaseModel):
     url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
     database: str = Field(default="streamscore", min_length=1, pattern=r'^[^/\\. "$*<>:|?\x00]+$')
     collection: str = Field(default="entity_features", min_length=1, pattern=r"^[^$\x00]+$")
-    server_selection_timeout_ms: int = Field(default=2_000, ge=100)
+    server_selection_timeout_ms: int = Field(default=2_000, ge=100, lt=1_000_000_000)
     """How long PyMongo looks for a server when an operation has no timeout of its own. Every
     enrichment query has one (``operation_timeout_ms``, PyMongo's ``timeoutMS``), which then
     bounds server selection as well; the sidecar's readiness check waits this + 1 s."""
-    operation_timeout_ms: int = Field(default=2_000, ge=100)
+    operation_timeout_ms: int = Field(default=2_000, ge=100, lt=1_000_000_000)
     """Client-side timeout of one enrichment query (PyMongo ``timeoutMS``)."""
-    connect_timeout_ms: int = Field(default=2_000, ge=100)
+    connect_timeout_ms: int = Field(default=2_000, ge=100, lt=1_000_000_000)
     max_pool_size: int = Field(default=20, ge=1)
 
     @field_validator("url")
@@ -293,7 +308,7 @@ class StreamSettings(BaseModel):
     )
     """Prometheus endpoint of the scorer on 127.0.0.1 (empty = off; workers add their
     index)."""
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
     workers: int = Field(default=1, ge=1)
 
     max_batch_size: int = Field(default=500, ge=1)

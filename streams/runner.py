@@ -7,7 +7,17 @@ import contextlib
 import logging
 import signal
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    InvalidGroupIdError,
+    InvalidSessionTimeoutError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    UnsupportedSaslMechanismError,
+)
 from faststream import FastStream
 
 from scoring import ModelLoadError
@@ -19,6 +29,19 @@ from streams.runtime import StreamRuntime
 from streams.topics import TopicsRefused
 
 log = logging.getLogger(__name__)
+
+REFUSED_SETTINGS = (
+    InvalidGroupIdError,
+    InvalidSessionTimeoutError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
+"""What Kafka refuses because of a setting (group id, session timeout, credentials, ACLs): a
+restart without a change would be refused again."""
 
 
 def _reload_now(runtime: StreamRuntime) -> None:
@@ -54,12 +77,35 @@ async def run_scorer(settings: Settings) -> int:
     if _stop_if_held():
         return ExitCode.OK
     loop.call_soon(_stop_if_held, app)
+    return await _run(app, runtime, settings)
+
+
+async def _run_and_close(app: FastStream, runtime: StreamRuntime) -> None:
     try:
         await app.run()
+    except BaseException:
+        # A failed start (FastStream runs no shutdown hooks then): what the runtime opened is
+        # closed while the loop runs, not left to asyncio.run's clean-up of generators.
+        await runtime.close()
+        raise
+
+
+async def _run(app: FastStream, runtime: StreamRuntime, settings: Settings) -> int:
+    """``app.run()``, with Kafka's refusals as exit codes."""
+    try:
+        await _run_and_close(app, runtime)
     except ModelLoadError:
         raise
     except TopicsRefused as exc:
         log.error("%s", exc, extra={"event": "halt", "exit_code": int(ExitCode.CONFIGURATION)})
+        return ExitCode.CONFIGURATION
+    except REFUSED_SETTINGS as exc:
+        log.error(
+            "Kafka at %s refused a setting: %r",
+            settings.kafka.bootstrap_servers,
+            exc,
+            extra={"event": "halt", "exit_code": int(ExitCode.CONFIGURATION)},
+        )
         return ExitCode.CONFIGURATION
     except KafkaError as exc:
         log.error("cannot use Kafka at %s: %r", settings.kafka.bootstrap_servers, exc)

@@ -209,8 +209,13 @@ async def demo(settings: Settings, *, events: int, rate: float) -> int:
         await _stop(scorer)
 
 
+class NoSuchTopic(LookupError):
+    """The topic to peek at does not exist."""
+
+
 async def peek(settings: Settings, topic: str, count: int) -> list[str]:
-    """The last ``count`` records of ``topic`` (all partitions), one line each, with headers."""
+    """The last ``count`` records of ``topic`` (all partitions), one line each, with headers.
+    Raises :class:`NoSuchTopic` when there is no such topic."""
     consumer = AIOKafkaConsumer(
         **client_options(settings.kafka),
         enable_auto_commit=False,
@@ -220,7 +225,7 @@ async def peek(settings: Settings, topic: str, count: int) -> list[str]:
     try:
         partitions = await topic_partitions(settings.kafka, [topic])
         if not partitions:
-            return [f"topic {topic} does not exist"]
+            raise NoSuchTopic(f"topic {topic} does not exist")
         consumer.assign(partitions)
         ends = await end_offsets(consumer, partitions)
         for tp in partitions:
@@ -251,11 +256,25 @@ async def peek(settings: Settings, topic: str, count: int) -> list[str]:
         await consumer.stop()
 
 
-if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] != "peek":
-        print("usage: python -m streamscore_cli.demo peek TOPIC [COUNT]", file=sys.stderr)
-        sys.exit(2)
-    found = asyncio.run(
-        peek(load_settings(), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 3)
-    )
+def _peek_main(argv: list[str]) -> int:
+    usage = "usage: python -m streamscore_cli.demo peek TOPIC [COUNT]"
+    if len(argv) not in (2, 3) or argv[0] != "peek":
+        print(usage, file=sys.stderr)
+        return 2
+    count = argv[2] if len(argv) == 3 else "3"
+    if not count.isdigit() or int(count) < 1:
+        print(
+            f"{usage}\nCOUNT must be a whole number of at least 1, got {count!r}", file=sys.stderr
+        )
+        return 2
+    try:
+        found = asyncio.run(peek(load_settings(), argv[1], int(count)))
+    except NoSuchTopic as exc:
+        print(exc, file=sys.stderr)
+        return 1
     print("\n".join(found))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_peek_main(sys.argv[1:]))

@@ -28,10 +28,38 @@ def _cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from streamscore_cli.train import train
 
     path = Path(args.output) if args.output else settings.model.path
-    auc = train(path, rows=args.rows, trees=args.trees, version=args.version, name=args.name)
+    problem = _output_problem(path)
+    if problem is not None:
+        print(f"streamscore train: {problem}", file=sys.stderr)
+        return ExitCode.CONFIGURATION
+    try:
+        auc = train(path, rows=args.rows, trees=args.trees, version=args.version, name=args.name)
+    except OSError as exc:
+        print(
+            f"streamscore train: cannot write the model to {path}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return ExitCode.CONFIGURATION
     print(f"trained {args.name}:{args.version} ({args.trees} trees) -> {path}")
     print(f"held-out AUC: {auc:.4f}")
     return 0
+
+
+def _output_problem(path: Path) -> str | None:
+    """Why the model cannot be written to ``path``; None when it can be tried."""
+    if path.suffix.lower() == ".json":
+        return (
+            f"{path}: the model's metadata goes beside it with the suffix .json; "
+            "give the model file another suffix (e.g. model.txt)"
+        )
+    if path.is_dir():
+        return f"{path} is a folder: give the model file's path"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {folder} is not a folder this user may write to"
+    return None
 
 
 def _cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
@@ -154,6 +182,12 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def _at_least(low: float, kind: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse type: ``kind`` of the text, refused (a usage error) below ``low``."""
+    return _between(low, None, kind)
+
+
+def _between(low: float, high: float | None, kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` of the text, refused (a usage error) outside
+    ``low``..``high`` (no upper bound when ``high`` is None)."""
 
     def parse(text: str) -> Any:
         try:
@@ -162,9 +196,18 @@ def _at_least(low: float, kind: Callable[[str], Any]) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if not value >= low:  # NaN too
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        if high is not None and not value <= high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {text}")
         return value
 
     return parse
+
+
+def _not_blank(text: str) -> str:
+    """An argparse type: text with something in it besides spaces."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,14 +227,16 @@ def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     """train, seed, produce: the demo's model, entities and events."""
     p = sub.add_parser("train", help="train the demo LightGBM model on synthetic data")
     p.add_argument("--output", help="model file (default: STREAMSCORE_MODEL__PATH)")
-    p.add_argument("--rows", type=_at_least(100, int), default=120_000)
+    p.add_argument("--rows", type=_between(100, 10_000_000, int), default=120_000)
     p.add_argument("--trees", type=_at_least(1, int), default=300)
-    p.add_argument("--name", default="fraud")
-    p.add_argument("--version", default="1")
+    p.add_argument("--name", type=_not_blank, default="fraud")
+    p.add_argument("--version", type=_not_blank, default="1")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("seed", help="write the demo entities' features into MongoDB")
-    p.add_argument("--entities", type=_at_least(1, int), default=demo_data.DEFAULT_ENTITIES)
+    p.add_argument(
+        "--entities", type=_between(1, 10_000_000, int), default=demo_data.DEFAULT_ENTITIES
+    )
     p.set_defaults(func=_cmd_seed)
 
     p = sub.add_parser("produce", help="send synthetic events to the input topic")
@@ -200,8 +245,8 @@ def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--rate", type=_at_least(0, float), default=0.0, help="events per second (0 = max)"
     )
     p.add_argument("--run-id", default="demo", help="event_id prefix")
-    p.add_argument("--unknown-ratio", type=float, default=0.05)
-    p.add_argument("--bad-ratio", type=float, default=0.0)
+    p.add_argument("--unknown-ratio", type=_between(0, 1, float), default=0.05, help="0 to 1")
+    p.add_argument("--bad-ratio", type=_between(0, 1, float), default=0.0, help="0 to 1")
     p.add_argument("--seed", type=int, default=11)
     p.set_defaults(func=_cmd_produce)
 
@@ -218,7 +263,9 @@ def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
     p = sub.add_parser("api", help="run the HTTP sidecar (uvicorn)")
     p.add_argument("--host", help="default: STREAMSCORE_API__HOST (127.0.0.1)")
-    p.add_argument("--port", type=int, help="default: STREAMSCORE_API__PORT (8000)")
+    p.add_argument(
+        "--port", type=_between(0, 65_535, int), help="default: STREAMSCORE_API__PORT (8000)"
+    )
     p.add_argument(
         "--workers", type=_at_least(1, int), help="default: STREAMSCORE_API__WORKERS (1)"
     )

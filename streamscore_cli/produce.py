@@ -27,31 +27,39 @@ BAD_RECORDS: tuple[bytes, ...] = (
 )
 
 
+CHUNK = 100_000
+"""Events drawn at a time: memory stays flat whatever the count (a count up to this draws
+exactly what one draw of all would)."""
+
+
 def events(
     count: int, run_id: str, *, unknown_ratio: float, bad_ratio: float, seed: int
 ) -> Iterator[tuple[bytes | None, bytes]]:
     """(key, value) pairs: mostly valid events, some for unknown entities, some bad."""
     rng = np.random.default_rng(seed)
     entities = demo_data.make_entities()
-    who, rows = demo_data.make_events(entities, count, rng)
-    unknown = rng.random(count) < unknown_ratio
-    bad = rng.random(count) < bad_ratio
-    for i in range(count):
-        if bad[i]:
-            yield None, BAD_RECORDS[i % len(BAD_RECORDS)]
-            continue
-        entity = f"unknown-{int(who[i]):06d}" if unknown[i] else entities.ids[int(who[i])]
-        features = {
-            name: (None if np.isnan(v) else float(v))
-            for name, v in zip(demo_data.EVENT_FEATURES, rows[i], strict=True)
-        }
-        event = {
-            "event_id": f"{run_id}-{i:07d}",
-            "entity_id": entity,
-            "event_time": format_time(datetime.now(UTC)),
-            "features": features,
-        }
-        yield entity.encode(), json.dumps(event, separators=(",", ":")).encode()
+    for start in range(0, count, CHUNK):
+        size = min(CHUNK, count - start)
+        who, rows = demo_data.make_events(entities, size, rng)
+        unknown = rng.random(size) < unknown_ratio
+        bad = rng.random(size) < bad_ratio
+        for j in range(size):
+            i = start + j
+            if bad[j]:
+                yield None, BAD_RECORDS[i % len(BAD_RECORDS)]
+                continue
+            entity = f"unknown-{int(who[j]):06d}" if unknown[j] else entities.ids[int(who[j])]
+            features = {
+                name: (None if np.isnan(v) else float(v))
+                for name, v in zip(demo_data.EVENT_FEATURES, rows[j], strict=True)
+            }
+            event = {
+                "event_id": f"{run_id}-{i:07d}",
+                "entity_id": entity,
+                "event_time": format_time(datetime.now(UTC)),
+                "features": features,
+            }
+            yield entity.encode(), json.dumps(event, separators=(",", ":")).encode()
 
 
 def _progress(done: int, total: int, started: float) -> None:

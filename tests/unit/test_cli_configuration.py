@@ -116,3 +116,68 @@ def _collect_client_sockets() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:99999"),
+        ("STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS", "[::1]:0"),
+        ("STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS", "a:9092,,b:9092"),
+        ("STREAMSCORE_KAFKA__GROUP_ID", ""),
+        ("STREAMSCORE_MONGO__OPERATION_TIMEOUT_MS", "1000000000"),
+        ("STREAMSCORE_STREAM__METRICS_HOST", ""),
+    ],
+)
+def test_settings_the_clients_would_trip_on_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main(["audit"]) == ExitCode.CONFIGURATION
+    assert variable in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("servers", ["localhost", "k1:9092, k2:9093", "[::1]:9092", "h:65535"])
+def test_bootstrap_servers_without_a_port_or_with_several_hosts_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, servers: str
+) -> None:
+    from settings import load_settings
+
+    monkeypatch.setenv("STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS", servers)
+    assert load_settings().kafka.bootstrap_servers == servers
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["api", "--port", "99999"],
+        ["api", "--port", "-1"],
+        ["produce", "--bad-ratio", "5"],
+        ["produce", "--unknown-ratio", "nan"],
+        ["produce", "--unknown-ratio", "-0.1"],
+        ["train", "--name", " "],
+        ["train", "--version", ""],
+        ["train", "--rows", "1000000000000"],
+    ],
+)
+def test_out_of_range_arguments_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [("model.json", "suffix .json"), (".", "is a folder")],
+)
+def test_train_refuses_an_output_it_would_spoil(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    output: str,
+    says: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--output", output, "--rows", "100", "--trees", "1"]) == 2
+    assert says in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written
