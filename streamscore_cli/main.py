@@ -122,16 +122,36 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     # A model that cannot be loaded is a configuration error (exit 2, one line), as in the
     # scorer, not uvicorn's "application startup failed" (exit 3) with a traceback.
     load_model(settings.model.path, threads=settings.model.threads)
+    host = args.host or settings.api.host
+    if settings.api.api_key is None and not _loopback(host):
+        log.warning(
+            "the sidecar listens on %s without an API key: anyone who reaches it may score; "
+            "set STREAMSCORE_API__API_KEY (the admin routes are not served without one)",
+            host,
+            extra={"event": "no_api_key"},
+        )
     uvicorn.run(
         "api.main:app_from_environment",
         factory=True,
-        host=args.host or settings.api.host,
+        host=host,
         port=args.port if args.port is not None else settings.api.port,
         workers=args.workers or settings.api.workers,
         log_config=None,
         access_log=False,
     )
     return 0
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:

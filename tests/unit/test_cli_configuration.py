@@ -181,3 +181,23 @@ def test_train_refuses_an_output_it_would_spoil(
     assert main(["train", "--output", output, "--rows", "100", "--trees", "1"]) == 2
     assert says in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("scorer.internal", False),
+    ],
+)
+def test_hosts_other_than_loopback_are_told_apart(host: str, loopback: bool) -> None:
+    from streamscore_cli.main import _loopback
+
+    assert _loopback(host) is loopback
