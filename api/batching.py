@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Generic, TypeVar
 
 from schemas import InputEvent
@@ -26,7 +27,8 @@ class MicroBatcher(Generic[Result]):
     When no call is running, what arrived is scored at the end of the current event-loop pass
     (the requests read in that pass share the call; a lone request does not wait). While a call
     runs, requests gather until it ends, or for at most ``max_wait_s``, after which a second
-    call starts beside it.
+    call starts beside it. (A request of ``max_size`` events or more is a call of its own that
+    does not count as running: smaller requests do not wait for it.)
 
     It guarantees:
     1. Each caller gets exactly its own predictions, in its own order, or the batch's error.
@@ -93,16 +95,32 @@ class MicroBatcher(Generic[Result]):
         if not self._pending:
             return
         batch, self._pending, self._pending_events = self._pending, [], 0
+        call = _Call(batch)
         self._running += 1
-        task = asyncio.get_running_loop().create_task(self._run(batch))
+        task = asyncio.get_running_loop().create_task(self._run(call))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(partial(self._finished, call))
 
-    async def _run(
-        self, batch: list[tuple[Sequence[InputEvent], asyncio.Future[list[Result]]]]
-    ) -> None:
+    def _scored(self, call: _Call[Result]) -> None:
+        """``call`` no longer counts as running (once): what gathered meanwhile starts now."""
+        if call.running:
+            call.running = False
+            self._running -= 1
+            if self._pending and not self._running:
+                self._flush()
+
+    def _finished(self, call: _Call[Result], task: asyncio.Task[None]) -> None:
+        """Whatever ended the call (a cancellation before or during it included): its slot
+        is freed and no caller of it is left waiting."""
+        self._tasks.discard(task)
+        for _, future in call.batch:
+            if not future.done():
+                future.cancel()
+        self._scored(call)
+
+    async def _run(self, call: _Call[Result]) -> None:
         try:
-            batch = [(request, future) for request, future in batch if not future.done()]
+            batch = [(request, future) for request, future in call.batch if not future.done()]
             if not batch:
                 return
             self.batches += 1
@@ -115,10 +133,8 @@ class MicroBatcher(Generic[Result]):
                         future.set_exception(exc)
                 return
         finally:
-            self._running -= 1
-            if self._pending and not self._running:
-                # What gathered during this call is scored now, while its callers are woken.
-                self._flush()
+            # What gathered during this call is scored now, while its callers are woken.
+            self._scored(call)
         start = 0
         for i, (request, future) in enumerate(batch):
             if i and i % RELEASE_AT_ONCE == 0:
@@ -131,6 +147,19 @@ class MicroBatcher(Generic[Result]):
             start = end
 
     async def close(self) -> None:
-        self._flush()
-        if self._tasks:
+        """Score what is pending and wait for every call, those started meanwhile included."""
+        while self._pending or self._tasks:
+            self._flush()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Call(Generic[Result]):
+    """One pipeline call's requests, and whether it still counts as running."""
+
+    __slots__ = ("batch", "running")
+
+    def __init__(
+        self, batch: list[tuple[Sequence[InputEvent], asyncio.Future[list[Result]]]]
+    ) -> None:
+        self.batch = batch
+        self.running = True

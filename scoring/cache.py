@@ -7,6 +7,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from scoring.errors import EnrichmentUnavailable
 from scoring.feature_store import StoredFeatures
@@ -61,7 +63,7 @@ class EntityCache:
         self._ttl = ttl_s
         self._refresh_after = ttl_s * refresh_ahead if refresh_ahead < 1 else None
         self._refreshing: set[str] = set()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, StoredFeatures | None]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[StoredFeatures | None]] = {}
@@ -169,39 +171,50 @@ class EntityCache:
         """One query for the misses (shared with concurrent callers) and the due refreshes."""
         loop = asyncio.get_running_loop()
         mine = {entity_id: loop.create_future() for entity_id in to_load}
-        self._inflight.update(mine)
+        inflight = self._inflight
+        inflight.update(mine)
         self.stats.loads += 1
-        task = loop.create_task(self._settle(load, to_load, due, mine, self._generation))
+        # Refreshes ride along with the misses.
+        task = asyncio.ensure_future(load(to_load + due))
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        await asyncio.shield(task)  # this caller may go; the load goes on for the others
+        # Registered before the wait below: the futures are settled before this caller resumes.
+        task.add_done_callback(
+            partial(self._settle, to_load, due, mine, inflight, self._generation)
+        )
+        try:
+            await asyncio.shield(task)  # this caller may go; the load goes on for the others
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this caller is being cancelled
+        except Exception:
+            pass  # every future holds it
         return {entity_id: future.result() for entity_id, future in mine.items()}
 
-    async def _settle(
+    def _settle(
         self,
-        load: Loader,
         to_load: list[str],
         due: list[str],
         mine: dict[str, asyncio.Future[StoredFeatures | None]],
+        inflight: dict[str, asyncio.Future[StoredFeatures | None]],
         generation: int,
+        task: asyncio.Future[dict[str, StoredFeatures]],
     ) -> None:
-        """Run the load; resolve ``mine`` with its values (stored unless :meth:`clear` came in
-        between) or its error. Never raises: each waiter gets the outcome from its future."""
-        inflight = self._inflight
+        """Resolve ``mine`` with the load's values (stored unless :meth:`clear` came in between)
+        or its error, however it ended (cancelled before it ran included)."""
+        self._background.discard(task)
         try:
-            loaded = await load(to_load + due)  # refreshes ride along with the misses
-        except BaseException as exc:
+            if task.cancelled():
+                raise EnrichmentUnavailable("entity load was cancelled")
+            failure = task.exception()
+            if failure is not None:
+                raise failure
+            loaded = task.result()
+        except Exception as exc:
             self._refresh_failed(due)
-            shared = (
-                EnrichmentUnavailable("entity load was cancelled")
-                if isinstance(exc, asyncio.CancelledError)
-                else exc
-            )
             for future in mine.values():
-                future.set_exception(shared)
+                future.set_exception(exc)
                 future.exception()  # retrieved here; waiters still get it
-            if not isinstance(exc, Exception):
-                raise  # cancelled (shutdown) or the process is ending: not swallowed
         else:
             self._refreshed(loaded, due, generation)
             stored_at = self._clock()

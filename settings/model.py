@@ -120,9 +120,9 @@ class KafkaSettings(BaseModel):
     def _ports_in_range(cls, servers: str) -> str:
         """Comma-separated ``host[:port]`` entries (``[v6 address]:port`` too); a port given
         must be 1-65535 (the clients would fail on it with a traceback, or wrap it)."""
-        entries = [entry.strip() for entry in servers.split(",")]
-        if not all(entries):
-            raise ValueError("an empty entry: give host:port, comma-separated")
+        entries = [entry for entry in (e.strip() for e in servers.split(",")) if entry]
+        if not entries:  # empty entries are skipped, as the clients skip them
+            raise ValueError("give at least one host:port (comma-separated)")
         for entry in entries:
             host, colon, port = entry.rpartition(":")
             has_port = colon and (":" not in host or host.endswith("]"))
@@ -162,6 +162,13 @@ class KafkaSettings(BaseModel):
             raise ValueError(
                 "kafka.sasl_username and kafka.sasl_password are required for "
                 f"sasl_mechanism={self.sasl_mechanism}"
+            )
+        if self.session_timeout_ms > self.max_poll_interval_ms:
+            # librdkafka refuses such a consumer; a member would be seen as gone before it
+            # could be seen as stuck anyway.
+            raise ValueError(
+                f"kafka.session_timeout_ms ({self.session_timeout_ms}) must not exceed "
+                f"kafka.max_poll_interval_ms ({self.max_poll_interval_ms})"
             )
         return self
 

@@ -82,8 +82,8 @@ def parse_record(
 
 
 def _validated_again(text: bytes, model: type[InputEvent]) -> InputEvent | ValidationError | None:
-    """The event validated again from its decoded form, or why that fails; None when it fails
-    as before (the first error says why) or cannot be decoded.
+    """The event validated again from its decoded form, or why that fails (as the sidecar
+    reads a body); None when it cannot be decoded (the first error says why).
 
     Decoded, a name repeated in an object keeps its last value, as in most JSON readers and as
     the sidecar reads a body (direct validation of the bytes checks every repeat), and an
@@ -97,7 +97,7 @@ def _validated_again(text: bytes, model: type[InputEvent]) -> InputEvent | Valid
     try:
         return model.model_validate(decoded if fixed is None else fixed)
     except ValidationError as exc:
-        return None if fixed is None else exc
+        return exc
 
 
 def _over_cap(value: bytes, max_features: int | None) -> Rejection | None:

@@ -251,3 +251,28 @@ async def test_two_workers_share_partitions_and_a_killed_one_is_restarted(
     assert report.lost == 0, report.to_text()
     assert report.unexpected_predictions == 0
     assert "worker 0 (pid" in scorer.log() or "worker 1 (pid" in scorer.log()
+
+
+async def test_a_session_timeout_the_broker_refuses_stops_the_scorer_with_exit_code_2(
+    kafka_bootstrap: str, mongo_url: str, names: Names, model_path: Path, tmp_path: Path
+) -> None:
+    """Beyond the broker's group.max.session.timeout.ms (30 min by default): a restart would be
+    refused again, so the exit code says configuration, and the start-up leaves nothing open."""
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        kafka={"session_timeout_ms": 2_000_000, "max_poll_interval_ms": 2_000_000},
+    )
+    refused = str(settings.kafka.session_timeout_ms)  # the helper's own default would win
+    scorer = ScorerProcess(
+        settings, tmp_path / "scorer.log", STREAMSCORE_KAFKA__SESSION_TIMEOUT_MS=refused
+    ).start()
+    try:
+        assert scorer.wait(timeout=90) == ExitCode.CONFIGURATION, scorer.log()[-3000:]
+    finally:
+        scorer.kill()
+    log = scorer.log()
+    assert "refused a setting: InvalidSessionTimeoutError" in log
+    assert "aclose()" not in log  # the failed start closed what it had opened

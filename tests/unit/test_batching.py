@@ -250,3 +250,36 @@ async def test_a_long_call_lets_the_next_start_after_max_wait() -> None:
     assert scorer.calls == [["first-0"], ["second-0"]]
     assert ids(await second) == ["second-0"]
     assert ids(await first) == ["first-0"]
+
+
+async def test_a_call_cancelled_before_it_ran_frees_its_slot_and_its_callers() -> None:
+    scorer = FakeScorer()
+    batcher = MicroBatcher(scorer, max_size=100, max_wait_s=5)
+    waiting = asyncio.create_task(batcher.submit(make("gone", 1)))
+    await asyncio.sleep(0)  # pending; its call is flushed at the end of this pass
+    await asyncio.sleep(0)
+    (call,) = batcher._tasks  # the call's task, not started yet
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, timeout=1)  # not left hanging
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert ids(await batcher.submit(make("next", 1))) == ["next-0"]
+    assert loop.time() - started < 1  # scored at once, not after max_wait
+
+
+async def test_close_waits_for_calls_started_while_it_waits() -> None:
+    scorer = FakeScorer(delay_s=0.05)
+    batcher = MicroBatcher(scorer, max_size=100, max_wait_s=5)
+    first = asyncio.create_task(batcher.submit(make("first", 1)))
+    await asyncio.wait_for(scorer.called.wait(), timeout=1)
+    closing = asyncio.create_task(batcher.close())
+    await asyncio.sleep(0)
+    late = asyncio.create_task(batcher.submit(make("late", 1)))  # gathers behind "first"
+
+    await asyncio.wait_for(closing, timeout=1)
+
+    assert late.done()
+    assert ids(late.result()) == ["late-0"]
+    assert ids(await first) == ["first-0"]

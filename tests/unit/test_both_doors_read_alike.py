@@ -154,3 +154,12 @@ def test_an_integer_too_large_for_a_double_is_worded_alike_on_both_doors() -> No
     record, body = _refused_on_both(TEXT.replace("5.0", "9" * 400).encode())
     assert record.message == "features.amount: must be a finite number (integer too large)"
     assert body.errors[0].message == "must be a finite number (integer too large)"
+
+
+def test_an_invalid_event_with_a_repeated_name_names_the_same_fields_on_both_doors() -> None:
+    raw = b'{"event_id": "e", "entity_id": "u", "features": {"a": "x", "a": 1}, "event_time": 1}'
+    record, body = _refused_on_both(raw)
+    assert record.kind is ErrorKind.INVALID_EVENT
+    assert [e.field for e in body.errors] == ["body.event_time"]
+    assert record.message.startswith("event_time:")
+    assert "features" not in record.message  # the earlier repeat is not what counts

@@ -113,6 +113,21 @@ async def test_a_caller_that_goes_away_does_not_cancel_the_load_of_the_others() 
     assert len(loader.calls) == 1
 
 
+async def test_a_load_cancelled_by_someone_else_fails_its_waiters_and_is_not_kept() -> None:
+    loader = Loader({"a": {"x": 1.0}}, delay=0.05)
+    cache = EntityCache(100, ttl_s=100, clock=Clock())
+    callers = [asyncio.create_task(cache.get_many(["a"], loader)) for _ in range(3)]
+    await asyncio.sleep(0)
+    (load,) = cache._background  # the shared load, cancelled (e.g. the loop shutting down)
+    load.cancel()
+
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+
+    assert all(isinstance(o, EnrichmentUnavailable) for o in outcomes), outcomes
+    assert cache._inflight == {}
+    assert await asyncio.wait_for(cache.get_many(["a"], loader), timeout=1) == {"a": {"x": 1.0}}
+
+
 async def test_duplicate_ids_in_one_call_are_read_once() -> None:
     loader = Loader({"a": {"x": 1.0}})
     cache = EntityCache(100, ttl_s=100, clock=Clock())
