@@ -1,7 +1,8 @@
 """The per-event Python path and the sidecar under closed-loop load, before against after.
 
     .venv/bin/python -m bench.hot_path events [--reps 5] [--events 5000]
-    .venv/bin/python -m bench.hot_path sidecar [--runs 3] [--base DIR] [--seconds 8]
+    .venv/bin/python -m bench.hot_path sidecar [--runs 3] [--seconds 8]
+                                              [--base DIR [--base-as-served]]
 
 ``events``: what the scorer does per event on its Python threads, step by step (parse +
 validate a record, build the feature vector, the model, the prediction's JSON). Median of
@@ -10,10 +11,12 @@ the same steps of that copy of the sources are measured first ("before").
 
 ``sidecar``: ``POST /predict`` at concurrency 1, 16 and 64 (the bench's minimal keep-alive
 client, :func:`bench.http_load.http_level`), ``--runs`` times, median (min-max) of req/s,
-p50 / p99 and the sidecar's own loop-lag p99 (the upper bound of the histogram bucket holding
-it, as ``make bench`` reads it). With ``--base DIR`` (a copy of the sources to compare with,
-e.g. ``git archive HEAD | tar -x -C DIR``) each run measures that copy first, on uvicorn's
-h11 parser and the asyncio loop it ran on, then this checkout as ``streamscore api`` runs it.
+p50 / p99, the sidecar's own loop-lag p99 (the upper bound of the histogram bucket holding
+it, as ``make bench`` reads it) and the server process's CPU time per request. With ``--base
+DIR`` (a copy of the sources to compare with, e.g. ``git archive HEAD | tar -x -C DIR``) each
+run measures that copy first, on uvicorn's h11 parser and the asyncio loop it ran on (with
+``--base-as-served``: on the same server as this checkout), then this checkout as
+``streamscore api`` runs it.
 The feature store is the server ``STREAMSCORE_MONGO__URL`` names, database
 ``STREAMSCORE_MONGO__DATABASE`` (seed it with ``streamscore seed``); the sidecar's cache is
 filled through its own API before each server is measured.
@@ -228,6 +231,12 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _measure(
     name: str, source: Path, http: str, loop: str, args: argparse.Namespace, bodies: list[bytes]
 ) -> dict[int, dict[str, Any]]:
@@ -241,15 +250,18 @@ async def _measure(
         out: dict[int, dict[str, Any]] = {}
         for i, concurrency in enumerate(LEVELS):
             before = await lag_buckets(base)
+            cpu_before = _cpu_seconds(proc.pid)
             level = await http_level(
                 base + "/predict", concurrency, args.seconds, bodies, offset=i * 1_000
             )
+            cpu = _cpu_seconds(proc.pid) - cpu_before
             lag = bucket_p99(before, await lag_buckets(base))
             out[concurrency] = {
                 "rps": level.rps,
                 "p50": level.latency_ms.p50,
                 "p99": level.latency_ms.p99,
                 "lag_p99": lag,
+                "cpu_us": cpu / max(level.rps * args.seconds, 1) * 1e6,
                 "statuses": level.statuses,
             }
             log(
@@ -265,7 +277,8 @@ async def sidecar_bench(args: argparse.Namespace) -> dict[str, list[dict[int, di
     bodies = http_bodies(5_000, seed=123)
     variants: list[tuple[str, Path, str, str]] = []
     if args.base is not None:
-        variants.append(("before", args.base.resolve(), "h11", "asyncio"))
+        server = ("auto", "auto") if args.base_as_served else ("h11", "asyncio")
+        variants.append(("before", args.base.resolve(), *server))
     if args.also_h11:
         variants.append(("after, h11 + asyncio loop", ROOT, "h11", "asyncio"))
     variants.append(("after", ROOT, "auto", "auto"))
@@ -278,8 +291,11 @@ async def sidecar_bench(args: argparse.Namespace) -> dict[str, list[dict[int, di
 
 
 def print_sidecar(runs: dict[str, list[dict[int, dict[str, Any]]]]) -> None:
-    print("| variant | concurrency | req/s | p50 ms | p99 ms | loop lag p99 ms (bucket) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| variant | concurrency | req/s | p50 ms | p99 ms | loop lag p99 ms (bucket) "
+        "| server CPU µs / request |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, results in runs.items():
         for c in LEVELS:
             got = [r[c] for r in results]
@@ -289,7 +305,7 @@ def print_sidecar(runs: dict[str, list[dict[int, dict[str, Any]]]]) -> None:
 
             print(
                 f"| {name} | {c} | {spread(col('rps'), 0)} | {spread(col('p50'))} "
-                f"| {spread(col('p99'))} | {spread(col('lag_p99'))} |"
+                f"| {spread(col('p99'))} | {spread(col('lag_p99'))} | {spread(col('cpu_us'), 0)} |"
             )
 
 
@@ -307,6 +323,11 @@ def main() -> None:
     sc.add_argument("--seconds", type=float, default=8.0)
     sc.add_argument("--warmup", type=float, default=5.0)
     sc.add_argument("--base", type=Path, default=None, help="sources to compare with")
+    sc.add_argument(
+        "--base-as-served",
+        action="store_true",
+        help="measure --base on the server this checkout uses (httptools, uvloop), not h11",
+    )
     sc.add_argument(
         "--also-h11",
         action="store_true",
