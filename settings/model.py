@@ -130,6 +130,15 @@ class KafkaSettings(BaseModel):
                 raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
         return servers
 
+    @field_validator("group_id")
+    @classmethod
+    def _group_not_blank(cls, group_id: str) -> str:
+        """A group id of spaces alone names no group anyone can find again (and librdkafka
+        aborts the process on it)."""
+        if not group_id.strip():
+            raise ValueError("must not be blank")
+        return group_id
+
     @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
     @classmethod
     def _readable_file(cls, path: Path | None) -> Path | None:

@@ -50,6 +50,7 @@ class FetchGuard:
         max_backoff_s: float,
         on_unreadable: Callable[[str], None],
         on_failure: Callable[[], None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.on_revoked: Callable[[set[TopicPartition]], Awaitable[None]] | None = None
         """Awaited before partitions are released (exactly-once: the open transaction)."""
@@ -60,6 +61,10 @@ class FetchGuard:
         self.max_backoff_s = max_backoff_s
         self.on_unreadable = on_unreadable
         self.on_failure = on_failure
+        self.on_refused = on_refused
+        """Called once when Kafka refuses a setting of the consumer's (librdkafka reports it
+        as an error of the poll: group id, session timeout, credentials, ACLs); a restart
+        without a change would be refused again."""
         self.failures = 0
         """Fetch failures since the start (every one is also logged)."""
         self.halted: str | None = None

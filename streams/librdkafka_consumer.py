@@ -15,7 +15,10 @@ commit records not yet delivered. :class:`GuardedConfluentConsumer`:
    halts with :attr:`ExitCode.UNREADABLE_RECORD`, nothing at or past that place committed;
 3. commits exactly the offsets it is given (:meth:`commit_offsets`), synchronously, in the
    order asked, on a commit thread of its own (a commit does not wait for a poll);
-4. logs client-level errors (broker down, topic missing) and lets librdkafka recover from them.
+4. logs client-level errors (broker down, topic missing) and lets librdkafka recover from them,
+   except a setting the broker refuses (group id, session timeout, credentials, ACLs), which
+   librdkafka would retry forever: the guard's ``on_refused`` is called, nothing more is handed
+   out, and the scorer stops with :attr:`ExitCode.CONFIGURATION`.
 
 :class:`GuardedConfluentBroker` makes FastStream's Confluent subscriber build this consumer.
 """
@@ -37,7 +40,7 @@ from faststream.confluent.helpers.client import AsyncConfluentConsumer
 from faststream.confluent.message import KafkaMessage as ConfluentMessage
 
 from streams.fetch_guard import FetchGuard
-from streams.librdkafka_errors import to_kafka_error
+from streams.librdkafka_errors import REFUSED_SETTING_CODES, to_kafka_error
 from streams.librdkafka_records import LibrdkafkaRecord
 
 log = logging.getLogger(__name__)
@@ -145,6 +148,9 @@ class GuardedConfluentConsumer(AsyncConfluentConsumer):
             if error.code() in _NOT_RECORD_ERRORS:
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if error.code() in REFUSED_SETTING_CODES:
+                self._refused(error)
+                continue
             if topic is None or partition is None or partition < 0 or offset is None or offset < 0:
                 self.guard.failures += 1
                 log.warning(
@@ -157,6 +163,14 @@ class GuardedConfluentConsumer(AsyncConfluentConsumer):
             if tp not in broken or offset < broken[tp][0]:
                 broken[tp] = (offset, error)
         return records, broken
+
+    def _refused(self, error: LibrdkafkaError) -> None:
+        guard = self.guard
+        if guard.halted is not None:
+            return
+        guard.halted = f"Kafka refused a setting: {error.name()}: {error.str()}"
+        if guard.on_refused is not None:
+            guard.on_refused(guard.halted)
 
     async def _failed(self, broken: dict[TopicPartition, tuple[int, LibrdkafkaError]]) -> None:
         """Seek each broken partition back to its first unread offset; back off; halt after

@@ -125,6 +125,7 @@ class StreamRuntime:
             max_backoff_s=stream.retry_max_backoff_s,
             on_unreadable=lambda reason: self.halt(ExitCode.UNREADABLE_RECORD, reason),
             on_failure=self.metrics.retries.labels("fetch").inc,
+            on_refused=lambda reason: self.halt(ExitCode.CONFIGURATION, reason),
         )
         self.started: Started | None = None
         self._overlap = False

@@ -73,12 +73,15 @@ def halts() -> list[str]:
     return []
 
 
-def consumer_with(polls: Sequence[list[Message]], halts: list[str]) -> GuardedConfluentConsumer:
+def consumer_with(
+    polls: Sequence[list[Message]], halts: list[str], refusals: list[str] | None = None
+) -> GuardedConfluentConsumer:
     guard = FetchGuard(
         max_attempts=3,
         initial_backoff_s=0.001,
         max_backoff_s=0.001,
         on_unreadable=halts.append,
+        on_refused=None if refusals is None else refusals.append,
     )
     consumer = GuardedConfluentConsumer(
         "t",
@@ -108,6 +111,37 @@ async def test_readable_records_pass_and_client_errors_are_only_counted(halts: l
     assert consumer.guard.failures == 1
     assert consumer.consumer.seeks == []  # type: ignore[attr-defined]
     assert halts == []
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError.INVALID_SESSION_TIMEOUT,
+        KafkaError.INVALID_GROUP_ID,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    ],
+)
+async def test_a_setting_the_broker_refuses_halts_once_and_hands_out_nothing_more(
+    halts: list[str], code: int
+) -> None:
+    """librdkafka reports a refused JoinGroup as an error of the poll and retries it forever;
+    the guard calls ``on_refused`` once (the scorer exits 2), never ``on_unreadable``."""
+    refused = Message(topic=None, partition=0, offset=-1001, error=KafkaError(code))
+    refusals: list[str] = []
+    consumer = consumer_with([[record(0, 0), refused, client_error()], [refused]], halts, refusals)
+
+    got = await consumer.getmany(timeout=0.01, max_records=10)
+    assert offsets(got) == [(0, 0)]  # what was read before it is still handed out
+    assert len(refusals) == 1
+    assert refusals[0].startswith(f"Kafka refused a setting: {KafkaError(code).name()}")
+    assert consumer.guard.halted == refusals[0]
+    assert halts == []
+    assert consumer.guard.failures == 1  # the transport error only
+    assert await consumer.getmany(timeout=0.01, max_records=10) == ()
+    assert len(consumer.consumer.polls) == 1  # type: ignore[attr-defined]
+    assert len(refusals) == 1
 
 
 async def test_an_unreadable_place_is_rewound_then_halts_naming_it(halts: list[str]) -> None:

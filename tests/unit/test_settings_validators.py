@@ -134,3 +134,10 @@ def test_a_topic_name_kafka_refuses_is_refused_at_start(field: str, name: str) -
 def test_legal_topic_names_are_taken() -> None:
     kafka = load_settings(kafka={"input_topic": "a.B_c-9", "dlq_topic": "x" * 249}).kafka
     assert (kafka.input_topic, len(kafka.dlq_topic)) == ("a.B_c-9", 249)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t "])
+def test_a_blank_group_id_is_refused(blank: str) -> None:
+    with pytest.raises(ValidationError, match="group_id"):
+        load_settings(kafka={"group_id": blank})
+    assert load_settings(kafka={"group_id": " g "}).kafka.group_id == " g "
