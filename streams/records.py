@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pydantic_core
 from pydantic import ValidationError
@@ -13,6 +13,9 @@ from schemas.events import capped, hour_offset_written_out, too_many_features
 from schemas.json_text import may_hold_non_json_numbers, non_json_numbers, utf8_problem, without_bom
 from schemas.validation import field_problems
 
+NO_TIMESTAMP = -1
+"""What both clients report for a record without a timestamp."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_MESSAGE_CHARS = 1_000
 
 
@@ -122,15 +125,17 @@ def _not_utf8(value: bytes) -> Rejection | None:
 
 
 def record_time(timestamp: int | None) -> datetime | None:
-    """The Kafka record timestamp (ms since the epoch) as a UTC time; None when there is none.
+    """The Kafka record timestamp (ms since the epoch) as a UTC time, to the millisecond; None
+    when there is none (Kafka's -1). Another negative value is a time before 1970, as written.
 
     Raises ``ValueError`` for a timestamp no ``datetime`` can hold (brokers accept any 64-bit
     value, e.g. past the year 9999).
     """
-    if timestamp is None or timestamp < 0:
+    if timestamp is None or timestamp == NO_TIMESTAMP:
         return None
     try:
-        return datetime.fromtimestamp(timestamp / 1000, UTC)
+        # Integer arithmetic: ``timestamp / 1000`` as a float loses milliseconds past ~2200.
+        return _EPOCH + timedelta(milliseconds=timestamp)
     except (OverflowError, OSError, ValueError) as exc:
         raise ValueError(f"the record timestamp {timestamp} ms is out of range") from exc
 

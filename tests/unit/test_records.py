@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -257,7 +258,26 @@ def test_record_time(timestamp: int | None, expected: str | None) -> None:
     )
 
 
-@pytest.mark.parametrize("timestamp", [253_402_300_800_000, 2**63 - 1])
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        (253_402_300_799_999, datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)),
+        (8_000_000_000_001, datetime(2223, 7, 6, 14, 13, 20, 1_000, tzinfo=UTC)),
+        (-5, datetime(1969, 12, 31, 23, 59, 59, 995_000, tzinfo=UTC)),
+        (-62_135_596_800_000, datetime(1, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_record_time_is_exact_to_the_millisecond_far_from_1970(
+    timestamp: int, expected: datetime
+) -> None:
+    """A float division lost the last millisecond past ~2200 (9999-12-31T23:59:59.998993Z);
+    only -1 means "no timestamp": another negative value is a time before 1970."""
+    assert record_time(timestamp) == expected
+
+
+@pytest.mark.parametrize(
+    "timestamp", [253_402_300_800_000, 2**63 - 1, -62_135_596_800_001, -(2**63)]
+)
 def test_record_time_past_year_9999_is_a_value_error(timestamp: int) -> None:
     with pytest.raises(ValueError, match="out of range"):
         record_time(timestamp)
