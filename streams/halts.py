@@ -20,6 +20,9 @@ class HaltReason(StrEnum):
     """Most recent records failed validation: a bad producer deploy, not bad records."""
     REPEATED_FAILURE = "repeated_failure"
     """A batch failed unexpectedly ``max_batch_attempts`` times in a row."""
+    REFUSED_SETTING = "refused_setting"
+    """Kafka refused a setting (a transaction timeout above the broker's maximum, a
+    transactional id the ACLs refuse): a restart without a change is refused again."""
     FENCED = "fenced"
     """Another producer with this process's transactional id started (exactly-once on
     librdkafka): two processes share an id, or this one was replaced while it hung."""
@@ -32,6 +35,7 @@ class HaltReason(StrEnum):
             HaltReason.OUTPUT_REFUSED: ExitCode.REPEATED_FAILURE,
             HaltReason.DEAD_LETTER_FLOOD: ExitCode.DEAD_LETTER_FLOOD,
             HaltReason.REPEATED_FAILURE: ExitCode.REPEATED_FAILURE,
+            HaltReason.REFUSED_SETTING: ExitCode.CONFIGURATION,
             HaltReason.FENCED: ExitCode.CONFIGURATION,
         }[self]
 

@@ -40,8 +40,9 @@ from faststream.confluent.helpers.client import AsyncConfluentConsumer
 from faststream.confluent.message import KafkaMessage as ConfluentMessage
 
 from streams.fetch_guard import FetchGuard
-from streams.librdkafka_errors import REFUSED_SETTING_CODES, to_kafka_error
+from streams.librdkafka_errors import to_kafka_error
 from streams.librdkafka_records import LibrdkafkaRecord
+from streams.refusals import REFUSED_SETTING_CODES
 
 log = logging.getLogger(__name__)
 

@@ -30,20 +30,6 @@ _RETRIABLE_CODES = {
     LibrdkafkaError.UNKNOWN_TOPIC_OR_PART,
 }
 
-REFUSED_SETTING_CODES = frozenset(
-    {
-        LibrdkafkaError.INVALID_SESSION_TIMEOUT,
-        LibrdkafkaError.INVALID_GROUP_ID,
-        LibrdkafkaError.GROUP_AUTHORIZATION_FAILED,
-        LibrdkafkaError.TOPIC_AUTHORIZATION_FAILED,
-        LibrdkafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        LibrdkafkaError.SASL_AUTHENTICATION_FAILED,
-        LibrdkafkaError.UNSUPPORTED_SASL_MECHANISM,
-    }
-)
-"""What the broker refuses because of a setting (the errors aiokafka raises at start and the
-scorer exits 2 on); librdkafka would retry them forever."""
-
 
 class LibrdkafkaClientError(KafkaError):  # type: ignore[misc]
     """A librdkafka error; ``retriable`` is librdkafka's verdict (or a known transient code)."""

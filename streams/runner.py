@@ -7,17 +7,8 @@ import contextlib
 import logging
 import signal
 
-from aiokafka.errors import (
-    ClusterAuthorizationFailedError,
-    GroupAuthorizationFailedError,
-    InvalidGroupIdError,
-    InvalidSessionTimeoutError,
-    KafkaError,
-    SaslAuthenticationFailed,
-    TopicAuthorizationFailedError,
-    TransactionalIdAuthorizationFailed,
-    UnsupportedSaslMechanismError,
-)
+from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaException
 from faststream import FastStream
 
 from scoring import ModelLoadError
@@ -25,23 +16,11 @@ from settings import Settings
 from streams import early_stop
 from streams.app import build_app
 from streams.exit_codes import ExitCode
+from streams.refusals import refused_setting
 from streams.runtime import StreamRuntime
 from streams.topics import TopicsRefused
 
 log = logging.getLogger(__name__)
-
-REFUSED_SETTINGS = (
-    InvalidGroupIdError,
-    InvalidSessionTimeoutError,
-    SaslAuthenticationFailed,
-    UnsupportedSaslMechanismError,
-    ClusterAuthorizationFailedError,
-    GroupAuthorizationFailedError,
-    TopicAuthorizationFailedError,
-    TransactionalIdAuthorizationFailed,
-)
-"""What Kafka refuses because of a setting (group id, session timeout, credentials, ACLs): a
-restart without a change would be refused again."""
 
 
 def _reload_now(runtime: StreamRuntime) -> None:
@@ -99,7 +78,10 @@ async def _run(app: FastStream, runtime: StreamRuntime, settings: Settings) -> i
     except TopicsRefused as exc:
         log.error("%s", exc, extra={"event": "halt", "exit_code": int(ExitCode.CONFIGURATION)})
         return ExitCode.CONFIGURATION
-    except REFUSED_SETTINGS as exc:
+    except (KafkaError, KafkaException) as exc:
+        if not refused_setting(exc):
+            log.error("cannot use Kafka at %s: %r", settings.kafka.bootstrap_servers, exc)
+            return 1
         log.error(
             "Kafka at %s refused a setting: %r",
             settings.kafka.bootstrap_servers,
@@ -107,7 +89,4 @@ async def _run(app: FastStream, runtime: StreamRuntime, settings: Settings) -> i
             extra={"event": "halt", "exit_code": int(ExitCode.CONFIGURATION)},
         )
         return ExitCode.CONFIGURATION
-    except KafkaError as exc:
-        log.error("cannot use Kafka at %s: %r", settings.kafka.bootstrap_servers, exc)
-        return 1
     return runtime.exit_code

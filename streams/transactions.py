@@ -38,10 +38,11 @@ from aiokafka.structs import TopicPartition
 from settings import Settings
 from streams.dead_letters import largest_dead_letter
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Output
-from streams.halts import Halted, HaltState
+from streams.halts import Halted, HaltReason, HaltState
 from streams.kafka_options import client_options, record_batch_bytes
 from streams.outputs import ProducerOutputs
 from streams.partitioner import KeyHashPartitioner
+from streams.refusals import refused_setting
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,12 @@ class PartitionProducers:
                 max_batch_size=record_batch_bytes(kafka),
                 **client_options(kafka),
             )
-            await producer.start()  # InitProducerId: bumps the epoch, fences older producers
+            try:
+                await producer.start()  # InitProducerId: bumps the epoch, fences older ones
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()  # its connections, not left to the collector
+                raise
             self._producers[tp] = producer
             self._outputs[tp] = ProducerOutputs(producer, self._partitioner)
 
@@ -322,7 +328,10 @@ class TransactionalDelivery(HaltState):
             self._assigned_at[tp] = getattr(guard, "rebalances", 0)
         try:
             await self._producers.start(tps)
-        except Exception:
+        except Exception as exc:
+            if refused_setting(exc):  # every assignment would meet it again: stop
+                self._refused(guard, exc)
+                return
             for tp in tps:  # not fenced: nothing of them may be committed from here
                 if self._producers.get(tp) is None:
                     self._give_up(tp)
@@ -331,6 +340,17 @@ class TransactionalDelivery(HaltState):
             committed = await consumer.committed(tp)
             if committed is not None:
                 consumer.seek(tp, committed)
+
+    def _refused(self, guard: Any, exc: Exception) -> None:
+        """Kafka refused a setting of the transactional producers (aiokafka raises it from
+        ``InitProducerId`` at each assignment): nothing is delivered or fetched any more, and
+        the scorer stops with exit code 2 instead of rejoining the group again and again."""
+        reason = f"Kafka refused a setting of the transactional producers: {exc!r}"
+        self.halted = self.halted or Halted(HaltReason.REFUSED_SETTING, reason)
+        if guard is not None and guard.halted is None:
+            guard.halted = reason
+            if guard.on_refused is not None:
+                guard.on_refused(reason)
 
     async def close(self) -> None:
         await self._producers.stop_all()

@@ -292,3 +292,40 @@ async def test_a_session_timeout_the_broker_refuses_stops_the_scorer_with_exit_c
     log = scorer.log()
     assert f"refused a setting: {named}" in log
     assert "aclose()" not in log  # the failed start closed what it had opened
+
+
+@pytest.mark.parametrize(
+    ("client", "named"),
+    [("aiokafka", "InvalidTransactionTimeout"), ("confluent", "INVALID_TRANSACTION_TIMEOUT")],
+)
+async def test_a_transaction_timeout_the_broker_refuses_stops_exactly_once_with_exit_code_2(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    names: Names,
+    model_path: Path,
+    tmp_path: Path,
+    client: str,
+    named: str,
+) -> None:
+    """Above the broker's max.transaction.timeout.ms (15 min by default). aiokafka raised it
+    from every assignment's producer start: the scorer rejoined the group ~90 times a second,
+    leaking a producer each time, and never stopped; librdkafka's exited 1 (not fatal, so a
+    supervisor would restart it for ever)."""
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        kafka={"transaction_timeout_ms": 1_000_000, "client": client},
+        stream={"delivery": "exactly_once"},
+    )
+    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
+    try:
+        assert scorer.wait(timeout=90) == ExitCode.CONFIGURATION, scorer.log()[-3000:]
+    finally:
+        scorer.kill()
+    log = scorer.log()
+    assert "refused a setting" in log
+    assert named in log
+    assert "Unclosed AIOKafkaProducer" not in log
+    assert log.count('"event": "rejoin"') == 0  # no retry loop before the halt
