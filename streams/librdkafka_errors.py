@@ -24,6 +24,9 @@ _RETRIABLE_CODES = {
     LibrdkafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
     LibrdkafkaError.LEADER_NOT_AVAILABLE,
     LibrdkafkaError.NOT_LEADER_FOR_PARTITION,
+    # Purged by an abort of the transaction (another record of it failed): sent again.
+    LibrdkafkaError._PURGE_QUEUE,
+    LibrdkafkaError._PURGE_INFLIGHT,
     # A topic not there (yet): waited for until it exists, as on aiokafka.
     LibrdkafkaError._UNKNOWN_TOPIC,
     LibrdkafkaError._UNKNOWN_PARTITION,

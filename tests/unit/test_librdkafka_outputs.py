@@ -26,6 +26,10 @@ def test_errors_map_to_what_delivery_decides_on() -> None:
     timed_out = to_kafka_error(KafkaError(KafkaError._MSG_TIMED_OUT))
     assert isinstance(timed_out, AiokafkaError)
     assert timed_out.retriable
+    for purged in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+        # a record purged by an abort of its transaction: the batch is read again, not counted
+        # as one of its max_batch_attempts failures
+        assert to_kafka_error(KafkaError(purged)).retriable
     refused = to_kafka_error(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
     assert not refused.retriable
     assert "TOPIC_AUTHORIZATION_FAILED" in str(refused)
