@@ -253,35 +253,52 @@ async def test_two_workers_share_partitions_and_a_killed_one_is_restarted(
     assert "worker 0 (pid" in scorer.log() or "worker 1 (pid" in scorer.log()
 
 
+SESSION_TIMEOUT = {"session_timeout_ms": 2_000_000, "max_poll_interval_ms": 2_000_000}
+TRANSACTION_TIMEOUT = {"transaction_timeout_ms": 1_000_000}
+
+
 @pytest.mark.parametrize(
-    ("client", "named"),
-    [("aiokafka", "InvalidSessionTimeoutError"), ("confluent", "INVALID_SESSION_TIMEOUT")],
+    ("client", "kafka", "stream", "named"),
+    [
+        ("aiokafka", SESSION_TIMEOUT, {}, "InvalidSessionTimeoutError"),
+        ("confluent", SESSION_TIMEOUT, {}, "INVALID_SESSION_TIMEOUT"),
+        ("aiokafka", TRANSACTION_TIMEOUT, {"delivery": "exactly_once"}, "InvalidTransaction"),
+        ("confluent", TRANSACTION_TIMEOUT, {"delivery": "exactly_once"}, "INVALID_TRANSACTION"),
+    ],
+    ids=["session-aiokafka", "session-confluent", "transaction-aiokafka", "transaction-confluent"],
 )
-async def test_a_session_timeout_the_broker_refuses_stops_the_scorer_with_exit_code_2(
+async def test_a_setting_the_broker_refuses_stops_the_scorer_with_exit_code_2(
     kafka_bootstrap: str,
     mongo_url: str,
     names: Names,
     model_path: Path,
     tmp_path: Path,
     client: str,
+    kafka: dict[str, int],
+    stream: dict[str, str],
     named: str,
 ) -> None:
-    """Beyond the broker's group.max.session.timeout.ms (30 min by default): a restart would be
-    refused again, so the exit code says configuration, and the start-up leaves nothing open.
-    aiokafka raises it from its start; librdkafka reports it from every poll and would retry
-    it forever."""
+    """A restart would be refused again, so the exit code says configuration, and the start-up
+    leaves nothing open.
+
+    * A session timeout beyond the broker's group.max.session.timeout.ms (30 min by default):
+      aiokafka raises it from its start; librdkafka reports it from every poll and would retry
+      it forever.
+    * Exactly-once, a transaction timeout above max.transaction.timeout.ms (15 min by
+      default): aiokafka raised it from every assignment's producer start, so the scorer
+      rejoined the group ~90 times a second, leaking a producer each time, and never stopped;
+      librdkafka's exited 1 (not fatal: a supervisor would restart it for ever).
+    """
     settings = settings_for(
         names,
         model_path,
         bootstrap=kafka_bootstrap,
         mongo_url=mongo_url,
-        kafka={
-            "session_timeout_ms": 2_000_000,
-            "max_poll_interval_ms": 2_000_000,
-            "client": client,
-        },
+        kafka={**kafka, "client": client},
+        stream=stream,
     )
-    refused = str(settings.kafka.session_timeout_ms)  # the helper's own default would win
+    # the helper's own session timeout would win over the settings passed on
+    refused = str(settings.kafka.session_timeout_ms)
     scorer = ScorerProcess(
         settings, tmp_path / "scorer.log", STREAMSCORE_KAFKA__SESSION_TIMEOUT_MS=refused
     ).start()
@@ -290,42 +307,8 @@ async def test_a_session_timeout_the_broker_refuses_stops_the_scorer_with_exit_c
     finally:
         scorer.kill()
     log = scorer.log()
-    assert f"refused a setting: {named}" in log
-    assert "aclose()" not in log  # the failed start closed what it had opened
-
-
-@pytest.mark.parametrize(
-    ("client", "named"),
-    [("aiokafka", "InvalidTransactionTimeout"), ("confluent", "INVALID_TRANSACTION_TIMEOUT")],
-)
-async def test_a_transaction_timeout_the_broker_refuses_stops_exactly_once_with_exit_code_2(
-    kafka_bootstrap: str,
-    mongo_url: str,
-    names: Names,
-    model_path: Path,
-    tmp_path: Path,
-    client: str,
-    named: str,
-) -> None:
-    """Above the broker's max.transaction.timeout.ms (15 min by default). aiokafka raised it
-    from every assignment's producer start: the scorer rejoined the group ~90 times a second,
-    leaking a producer each time, and never stopped; librdkafka's exited 1 (not fatal, so a
-    supervisor would restart it for ever)."""
-    settings = settings_for(
-        names,
-        model_path,
-        bootstrap=kafka_bootstrap,
-        mongo_url=mongo_url,
-        kafka={"transaction_timeout_ms": 1_000_000, "client": client},
-        stream={"delivery": "exactly_once"},
-    )
-    scorer = ScorerProcess(settings, tmp_path / "scorer.log").start()
-    try:
-        assert scorer.wait(timeout=90) == ExitCode.CONFIGURATION, scorer.log()[-3000:]
-    finally:
-        scorer.kill()
-    log = scorer.log()
     assert "refused a setting" in log
     assert named in log
+    assert "aclose()" not in log  # the failed start closed what it had opened
     assert "Unclosed AIOKafkaProducer" not in log
     assert log.count('"event": "rejoin"') == 0  # no retry loop before the halt
