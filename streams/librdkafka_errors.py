@@ -24,7 +24,8 @@ _RETRIABLE_CODES = {
     LibrdkafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
     LibrdkafkaError.LEADER_NOT_AVAILABLE,
     LibrdkafkaError.NOT_LEADER_FOR_PARTITION,
-    # Purged by an abort of the transaction (another record of it failed): sent again.
+    # Purged because another record of its transaction failed: sent again, once that other
+    # error (the one decided on, see :func:`purged`) allows it.
     LibrdkafkaError._PURGE_QUEUE,
     LibrdkafkaError._PURGE_INFLIGHT,
     # A topic not there (yet): waited for until it exists, as on aiokafka.
@@ -51,6 +52,15 @@ class LibrdkafkaTooLargeError(MessageSizeTooLargeError):  # type: ignore[misc]
     def __init__(self, error: LibrdkafkaError) -> None:
         super().__init__(f"{error.name()}: {error.str()}")
         self.code = error.code()
+
+
+_PURGED_CODES = frozenset({LibrdkafkaError._PURGE_QUEUE, LibrdkafkaError._PURGE_INFLIGHT})
+
+
+def purged(error: BaseException) -> bool:
+    """Whether ``error`` only says its record was purged: librdkafka purges every record of a
+    transaction once one of them fails, so the error that counts is that other one."""
+    return isinstance(error, LibrdkafkaClientError) and error.code in _PURGED_CODES
 
 
 def to_kafka_error(error: LibrdkafkaError) -> KafkaError:

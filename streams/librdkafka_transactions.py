@@ -36,7 +36,7 @@ from settings import Settings
 from streams.dead_letters import largest_dead_letter
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Unacknowledged
 from streams.halts import Halted, HaltReason, HaltState
-from streams.librdkafka_errors import to_kafka_error
+from streams.librdkafka_errors import purged, to_kafka_error
 from streams.librdkafka_options import producer_config
 from streams.librdkafka_outputs import LibrdkafkaOutputs
 from streams.transactions import TransactionAborted
@@ -180,9 +180,12 @@ class LibrdkafkaTransactionalDelivery(HaltState):
             raise RuntimeError("no consumer to take the group metadata from")
         await self._call(producer.begin_transaction)
         handed = await outputs.send_many(batch.outputs, range(len(batch.outputs)))
-        await asyncio.wait_for(
-            asyncio.gather(*(future for future, _ in handed)), timeout=self._timeout_s
+        results = await asyncio.wait_for(
+            asyncio.gather(*(future for future, _ in handed), return_exceptions=True),
+            timeout=self._timeout_s,
         )
+        if errors := [r for r in results if isinstance(r, BaseException)]:
+            raise _all_failures(errors)
         offsets = [
             LibrdkafkaPartition(tp.topic, tp.partition, after) for tp, after in batch.after.items()
         ]
@@ -363,11 +366,27 @@ def _error_code(exc: BaseException) -> int | None:
     return None
 
 
+def _all_failures(errors: list[BaseException]) -> BaseException:
+    """The failures of a transaction's records as one error: every group's failed records in
+    one :class:`Unacknowledged` (so the error decided on is chosen among all of them, not just
+    the first group's, which may hold only records purged because of another); any other
+    error as it is."""
+    if not all(isinstance(e, Unacknowledged) for e in errors):
+        return next(e for e in errors if not isinstance(e, Unacknowledged))
+    failed: dict[int, BaseException] = {}
+    for error in errors:
+        failed.update(error.failed)  # type: ignore[attr-defined]
+    return Unacknowledged(failed)
+
+
 def _kafka_error(exc: BaseException) -> BaseException:
-    """``exc`` as the Kafka error the runtime decides on (a librdkafka error converted)."""
+    """``exc`` as the Kafka error the runtime decides on (a librdkafka error converted). Of a
+    transaction's failed records, a record purged because another failed is the cause only when
+    nothing else failed."""
     if isinstance(exc, KafkaException) and exc.args:
         converted: BaseException = to_kafka_error(exc.args[0])
         return converted
     if isinstance(exc, Unacknowledged) and exc.failed:
-        return next(iter(exc.failed.values()))
+        errors = list(exc.failed.values())
+        return next((e for e in errors if not purged(e)), errors[0])
     return exc

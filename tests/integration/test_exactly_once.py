@@ -580,3 +580,67 @@ async def test_a_rebalance_while_mongodb_is_away_repeats_nothing(
     report = await audit(settings, "read_committed")
     report_line(f"exactly-once ({client}), rebalance while MongoDB is away", report)
     exactly_once(report, count)
+
+
+class _NoGroup:
+    """What the delivery asks of the consumer before a transaction's offsets: never reached
+    here (the outputs fail first), and a committed offset nobody has."""
+
+    consumer = None
+
+    def __init__(self) -> None:
+        self.consumer = self
+
+    def consumer_group_metadata(self) -> None:
+        return None
+
+    def committed(self, _partitions: Any, _timeout: float | None = None) -> list[Any]:
+        return []
+
+
+async def test_a_permanent_refusal_is_the_cause_not_the_records_librdkafka_purged_for_it(
+    kafka_bootstrap: str, names: Names, model_path: Path
+) -> None:
+    """One prediction larger than its topic allows, in a transaction with 511 dead letters:
+    librdkafka purges the others once it fails. The purged records are retriable; the
+    refusal is not, and it is what the batch's fate is decided on (before, the first group's
+    purge was taken as the cause, so the batch was retried for ever instead of at most
+    max_batch_attempts times)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import MessageSizeTooLargeError
+    from aiokafka.structs import TopicPartition
+
+    from streams.delivery_types import Batch
+    from streams.librdkafka_transactions import LibrdkafkaTransactionalDelivery
+    from streams.transactions import TransactionAborted
+
+    settings = settings_for(
+        names,
+        model_path,
+        bootstrap=kafka_bootstrap,
+        kafka={"client": "confluent", "transaction_timeout_ms": 20_000},
+        stream={"delivery": "exactly_once"},
+    )
+    kafka = settings.kafka
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        small = NewTopic(kafka.output_topic, 1, 1, topic_configs={"max.message.bytes": "3000"})
+        await admin.create_topics([small, NewTopic(kafka.dlq_topic, 1, 1)])
+    finally:
+        await admin.close()
+    delivery = LibrdkafkaTransactionalDelivery(settings, asyncio.Event())
+    await delivery.open()
+    delivery.consumer = _NoGroup()
+    source = TopicPartition(kafka.input_topic, 0)
+    headers = [("streamscore.error.kind", b"invalid_json")]
+    outputs: list[Any] = [(kafka.dlq_topic, b"d" * 20_000, None, headers)] * 511
+    outputs.append((kafka.output_topic, b"p" * 3_500, b"k", None))
+    batch = Batch(outputs, [source] * len(outputs), {source: 0}, {source: len(outputs)})
+    try:
+        with pytest.raises(TransactionAborted) as aborted:
+            await delivery.deliver(batch, commit=None)  # type: ignore[arg-type]
+    finally:
+        await delivery.close()
+    assert isinstance(aborted.value.cause, MessageSizeTooLargeError), repr(aborted.value.cause)
+    assert not aborted.value.retriable
