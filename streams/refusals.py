@@ -47,6 +47,7 @@ REFUSED_SETTING_CODES = frozenset(
         LibrdkafkaError.CLUSTER_AUTHORIZATION_FAILED,
         LibrdkafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         LibrdkafkaError.SASL_AUTHENTICATION_FAILED,
+        LibrdkafkaError._AUTHENTICATION,  # how librdkafka reports SASL credentials refused
         LibrdkafkaError.UNSUPPORTED_SASL_MECHANISM,
     }
 )

@@ -23,6 +23,7 @@ from streams.refusals import refused_setting
         KafkaException(KafkaError(KafkaError.INVALID_TRANSACTION_TIMEOUT, fatal=True)),
         KafkaException(KafkaError(KafkaError.INVALID_SESSION_TIMEOUT)),
         to_kafka_error(KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED)),
+        KafkaException(KafkaError(KafkaError._AUTHENTICATION)),
     ],
 )
 def test_refusals_of_a_setting_are_recognised_from_either_client(error: Exception) -> None:
