@@ -72,7 +72,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = open_pipe
         retry_after_s=settings.api.retry_after_s,
         known_paths=known_paths,
     )
-    document(app, settings.api.max_features_per_event)
+    document(app, settings.api.max_features_per_event, keyed=settings.api.api_key is not None)
     return app
 
 

@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from api.guard import API_KEY_HEADER, is_open
 from api.requests import ErrorBody, PredictEvent
 
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing or wrong API key"},
     408: {"model": ErrorBody, "description": "The body did not arrive in time"},
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
     415: {
@@ -55,10 +55,32 @@ def predict_body(max_events: int) -> dict[str, Any]:
     }
 
 
-def document(app: FastAPI, max_features: int) -> None:
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER},
+    "Bearer": {"type": "http", "scheme": "bearer"},
+}
+UNAUTHORISED = {
+    "description": "Missing or wrong API key",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
+def _require_key(schema: dict[str, Any]) -> None:
+    """Every operation but the open ones needs the key (either header), and may answer 401."""
+    schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    schema["security"] = [{"ApiKey": []}, {"Bearer": []}]
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if is_open(path):
+                operation["security"] = []
+            else:
+                operation.setdefault("responses", {}).setdefault("401", UNAUTHORISED)
+
+
+def document(app: FastAPI, max_features: int, *, keyed: bool = False) -> None:
     """Install the app's OpenAPI builder: FastAPI's, plus the ``PredictEvent`` schema the
     hand-written request body refers to (``event_id`` may be null; at most ``max_features``
-    features)."""
+    features), and with an API key (``keyed``) the security schemes and the 401 answers."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -79,6 +101,9 @@ def document(app: FastAPI, max_features: int) -> None:
                 if shape.get("type") == "object":
                     shape["maxProperties"] = max_features
             components["PredictEvent"] = event_schema
+            components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+            if keyed:
+                _require_key(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

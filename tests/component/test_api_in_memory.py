@@ -506,14 +506,40 @@ async def test_openapi_documents_predict(api: Api) -> None:
     assert refs <= set(components)
     # The admin routes are documented only where they are served (with an API key).
     assert not [path for path in spec["paths"] if path.startswith("/admin/")]
+    # Without a key nothing asks for one.
+    assert "security" not in spec
+    assert "securitySchemes" not in spec["components"]
+    assert "401" not in predict["responses"]
 
 
-async def test_openapi_documents_the_admin_routes_with_a_key(
+async def test_openapi_documents_the_admin_routes_and_the_key_with_a_key(
     names: Names, model_path: Path
 ) -> None:
+    """Every route but /healthz answers 401 without the key, and the schema says so: which
+    headers carry the key (for Swagger's "Authorize" and generated clients), and a 401 on
+    each of those routes."""
     async with running_api(names, model_path, api={"api_key": KEY}) as running:
         spec = (await running.client.get("/openapi.json", headers={"X-API-Key": KEY})).json()
+        answered = {
+            path: (await running.client.request(method.upper(), path)).status_code
+            for path, operations in spec["paths"].items()
+            for method in operations
+        }
     assert {"/admin/reload-model", "/admin/promote-challenger"} <= set(spec["paths"])
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["Bearer"] == {"type": "http", "scheme": "bearer"}
+    assert spec["security"] == [{"ApiKey": []}, {"Bearer": []}]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if path == "/healthz":
+                assert operation["security"] == []
+                assert "401" not in operation["responses"]
+                assert answered[path] == 200
+            else:
+                assert answered[path] == 401, (method, path)
+                body = operation["responses"]["401"]["content"]["application/json"]["schema"]
+                assert body == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
 
 
 # ------------------------------------------------------------------------------ fuzz
