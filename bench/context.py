@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
-from bench.config import SCORERS, STREAM_KEYS, BenchConfig
+from bench.config import RELAYS, SCORERS, STREAM_KEYS, BenchConfig
 from bench.kafka_probe import Template, event_templates, fill
 from bench.offsets import Offsets, Positions, total
 from bench.results import Servers
@@ -91,6 +91,8 @@ class RunContext:
         if key in SCORERS:
             env["STREAMSCORE_KAFKA__CLIENT"] = SCORERS[key].client
             env["STREAMSCORE_MODEL__BACKEND"] = SCORERS[key].backend
+        elif key in RELAYS:  # the batch size the product uses with that client (settings)
+            env["STREAMSCORE_KAFKA__CLIENT"] = RELAYS[key].client
         return env
 
     async def spawn(

@@ -328,6 +328,8 @@ class StreamSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
 
     max_batch_size: int = Field(default=500, ge=1)
+    """The most records one fetch hands to the scorer: 500 on aiokafka, 1000 on librdkafka
+    (``CONFLUENT_MAX_BATCH_SIZE``) unless set."""
     max_batch_wait_ms: int = Field(default=50, ge=1)
     max_record_bytes: int = Field(default=1_048_576, ge=1)
     """Records larger than this are dead-lettered as ``too_large`` without being parsed."""
@@ -416,6 +418,10 @@ class ApiSettings(BaseModel):
         return self
 
 
+CONFLUENT_MAX_BATCH_SIZE = 1_000
+"""``stream.max_batch_size`` when ``kafka.client`` is ``confluent`` and it is not set."""
+
+
 class Settings(BaseSettings):
     """The whole tree. Build it with :func:`load_settings`."""
 
@@ -437,6 +443,18 @@ class Settings(BaseSettings):
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
         "INFO"
     )
+
+    @model_validator(mode="after")
+    def _batch_size_for_the_client(self) -> Settings:
+        """librdkafka's scorer waits on its producer's acknowledgements and its commits more
+        than aiokafka's (it is not short of CPU at 500): a batch twice as large gave it 36% more
+        throughput at 17% less CPU per event, where aiokafka's gained nothing clear (README,
+        Performance). A size set explicitly is kept."""
+        stream = self.stream
+        if self.kafka.client == "confluent" and "max_batch_size" not in stream.model_fields_set:
+            bigger = stream.model_copy(update={"max_batch_size": CONFLUENT_MAX_BATCH_SIZE})
+            object.__setattr__(self, "stream", bigger)  # frozen: set once, while validating
+        return self
 
     @model_validator(mode="after")
     def _check_exactly_once(self) -> Settings:

@@ -141,3 +141,22 @@ def test_a_blank_group_id_is_refused(blank: str) -> None:
     with pytest.raises(ValidationError, match="group_id"):
         load_settings(kafka={"group_id": blank})
     assert load_settings(kafka={"group_id": " g "}).kafka.group_id == " g "
+
+
+def test_the_batch_size_defaults_to_what_suits_the_kafka_client() -> None:
+    """1000 on librdkafka (waiting on acknowledgements and commits more than on CPU), 500 on
+    aiokafka; a size given explicitly is kept on either."""
+    assert load_settings().stream.max_batch_size == 500
+    assert load_settings(kafka={"client": "confluent"}).stream.max_batch_size == 1_000
+    for client in ("aiokafka", "confluent"):
+        chosen = load_settings(kafka={"client": client}, stream={"max_batch_size": 500})
+        assert chosen.stream.max_batch_size == 500
+
+
+def test_the_batch_size_set_in_the_environment_wins_on_librdkafka(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAMSCORE_KAFKA__CLIENT", "confluent")
+    assert load_settings().stream.max_batch_size == 1_000
+    monkeypatch.setenv("STREAMSCORE_STREAM__MAX_BATCH_SIZE", "250")
+    assert load_settings().stream.max_batch_size == 250
