@@ -25,7 +25,7 @@ _RETRIABLE_CODES = {
     LibrdkafkaError.LEADER_NOT_AVAILABLE,
     LibrdkafkaError.NOT_LEADER_FOR_PARTITION,
     # Purged because another record of its transaction failed: sent again, once that other
-    # error (the one decided on, see :func:`purged`) allows it.
+    # error (the one decided on, see :func:`consequential`) allows it.
     LibrdkafkaError._PURGE_QUEUE,
     LibrdkafkaError._PURGE_INFLIGHT,
     # A topic not there (yet): waited for until it exists, as on aiokafka.
@@ -54,13 +54,16 @@ class LibrdkafkaTooLargeError(MessageSizeTooLargeError):  # type: ignore[misc]
         self.code = error.code()
 
 
-_PURGED_CODES = frozenset({LibrdkafkaError._PURGE_QUEUE, LibrdkafkaError._PURGE_INFLIGHT})
+_CONSEQUENTIAL_CODES = frozenset(
+    {LibrdkafkaError._PURGE_QUEUE, LibrdkafkaError._PURGE_INFLIGHT, LibrdkafkaError._STATE}
+)
 
 
-def purged(error: BaseException) -> bool:
-    """Whether ``error`` only says its record was purged: librdkafka purges every record of a
-    transaction once one of them fails, so the error that counts is that other one."""
-    return isinstance(error, LibrdkafkaClientError) and error.code in _PURGED_CODES
+def consequential(error: BaseException) -> bool:
+    """Whether ``error`` only follows from another record's failure in the same transaction:
+    librdkafka then purges the records it still holds and refuses new ones with ``_STATE``
+    (the transaction must be aborted), so the error that counts is that other one."""
+    return isinstance(error, LibrdkafkaClientError) and error.code in _CONSEQUENTIAL_CODES
 
 
 def to_kafka_error(error: LibrdkafkaError) -> KafkaError:

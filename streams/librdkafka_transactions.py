@@ -23,7 +23,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -36,7 +36,7 @@ from settings import Settings
 from streams.dead_letters import largest_dead_letter
 from streams.delivery_types import Acked, Batch, Commit, DeliveryStats, Observe, Unacknowledged
 from streams.halts import Halted, HaltReason, HaltState
-from streams.librdkafka_errors import purged, to_kafka_error
+from streams.librdkafka_errors import consequential, to_kafka_error
 from streams.librdkafka_options import producer_config
 from streams.librdkafka_outputs import LibrdkafkaOutputs
 from streams.transactions import TransactionAborted
@@ -184,8 +184,13 @@ class LibrdkafkaTransactionalDelivery(HaltState):
             asyncio.gather(*(future for future, _ in handed), return_exceptions=True),
             timeout=self._timeout_s,
         )
-        if errors := [r for r in results if isinstance(r, BaseException)]:
-            raise _all_failures(errors)
+        failures = [
+            (result, indexes)
+            for result, (_, indexes) in zip(results, handed, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        if failures:
+            raise _all_failures(failures)
         offsets = [
             LibrdkafkaPartition(tp.topic, tp.partition, after) for tp, after in batch.after.items()
         ]
@@ -366,27 +371,31 @@ def _error_code(exc: BaseException) -> int | None:
     return None
 
 
-def _all_failures(errors: list[BaseException]) -> BaseException:
-    """The failures of a transaction's records as one error: every group's failed records in
-    one :class:`Unacknowledged` (so the error decided on is chosen among all of them, not just
-    the first group's, which may hold only records purged because of another); any other
-    error as it is."""
-    if not all(isinstance(e, Unacknowledged) for e in errors):
-        return next(e for e in errors if not isinstance(e, Unacknowledged))
+def _all_failures(failures: Sequence[tuple[BaseException, Sequence[int]]]) -> BaseException:
+    """The failures of a transaction's records, each with the outputs its future covered, as
+    one error: every failed record with its own Kafka error in one :class:`Unacknowledged` (so
+    the error decided on is chosen among all of them, see :func:`_kafka_error`); anything that
+    is not a Kafka error (a cancellation) as it is."""
+    for error, _ in failures:
+        if not isinstance(error, Unacknowledged | KafkaError):
+            return error
     failed: dict[int, BaseException] = {}
-    for error in errors:
-        failed.update(error.failed)  # type: ignore[attr-defined]
+    for error, indexes in failures:
+        if isinstance(error, Unacknowledged):
+            failed.update(error.failed)
+        else:  # refused by produce() at once: one record
+            failed.update(dict.fromkeys(indexes, error))
     return Unacknowledged(failed)
 
 
 def _kafka_error(exc: BaseException) -> BaseException:
     """``exc`` as the Kafka error the runtime decides on (a librdkafka error converted). Of a
-    transaction's failed records, a record purged because another failed is the cause only when
-    nothing else failed."""
+    transaction's failed records, one that only follows from another's failure (purged, or
+    refused as the transaction must be aborted) is the cause only when nothing else failed."""
     if isinstance(exc, KafkaException) and exc.args:
         converted: BaseException = to_kafka_error(exc.args[0])
         return converted
     if isinstance(exc, Unacknowledged) and exc.failed:
         errors = list(exc.failed.values())
-        return next((e for e in errors if not purged(e)), errors[0])
+        return next((e for e in errors if not consequential(e)), errors[0])
     return exc
